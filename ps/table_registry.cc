@@ -1,0 +1,162 @@
+// Table routing and the registry of tables.
+#include "ps/table_registry.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+namespace engram::ps {
+
+StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id,
+                                               const storage::ShardOptions& options) {
+  ENGRAM_RETURN_IF_ERROR(schema.Validate());
+  if (map.num_rows() != schema.num_rows) {
+    return Status::InvalidArgument("shard map covers " + std::to_string(map.num_rows()) + " rows, table '" +
+                                   schema.name + "' has " + std::to_string(schema.num_rows));
+  }
+  std::vector<std::unique_ptr<storage::Shard>> shards(map.num_shards());
+  for (uint32_t i = 0; i < map.num_shards(); ++i) {
+    if (map.Owner(i) != node_id) continue;
+    const cluster::RowRange r = map.Range(i);
+    ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, options));
+  }
+  return std::shared_ptr<Table>(new Table(schema, std::move(map), std::move(shards)));
+}
+
+TableStats Table::stats() const {
+  TableStats s;
+  for (const auto& sh : shards_) {
+    if (!sh) continue;
+    const storage::ShardStats ss = sh->stats();
+    s.touched_rows += ss.touched_rows;
+    s.bytes_per_row = ss.bytes_per_row;
+    ++s.local_shards;
+  }
+  return s;
+}
+
+Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const {
+  by_shard->assign(map_.num_shards(), {});
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] >= schema_.num_rows) {
+      return Status::OutOfRange("row " + std::to_string(rows[i]) + " (index " + std::to_string(i) +
+                                ") is outside table '" + schema_.name + "' of " + std::to_string(schema_.num_rows) +
+                                " rows");
+    }
+    const uint32_t s = map_.ShardOf(rows[i]);
+    if (!shards_[s]) {
+      return Status::FailedPrecondition("row " + std::to_string(rows[i]) + " belongs to shard " + std::to_string(s) +
+                                        ", which this node does not own");
+    }
+    (*by_shard)[s].push_back(static_cast<uint32_t>(i));
+  }
+  return Status::OK();
+}
+
+Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out) const {
+  const size_t vb = schema_.value_bytes();
+  // Fast path: the whole batch in one shard needs no regrouping (the common single-node case
+  // with one shard, and small decode batches).
+  if (!rows.empty()) {
+    const uint32_t s0 = rows[0] < schema_.num_rows ? map_.ShardOf(rows[0]) : 0;
+    const cluster::RowRange r = map_.Range(s0);
+    bool one_shard = shards_[s0] != nullptr;
+    for (size_t i = 0; one_shard && i < rows.size(); ++i) one_shard = rows[i] - r.first < r.count;
+    if (one_shard) return shards_[s0]->Gather(rows, out);
+  }
+  std::vector<std::vector<uint32_t>> by_shard;
+  ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
+  std::vector<uint64_t> ids;
+  std::vector<uint8_t> buf;
+  for (uint32_t s = 0; s < by_shard.size(); ++s) {
+    const auto& idx = by_shard[s];
+    if (idx.empty()) continue;
+    ids.resize(idx.size());
+    for (size_t k = 0; k < idx.size(); ++k) ids[k] = rows[idx[k]];
+    buf.resize(idx.size() * vb);
+    ENGRAM_RETURN_IF_ERROR(shards_[s]->Gather(ids, buf.data()));
+    for (size_t k = 0; k < idx.size(); ++k) std::memcpy(out + size_t{idx[k]} * vb, buf.data() + k * vb, vb);
+  }
+  return Status::OK();
+}
+
+Status Table::Push(std::span<const uint64_t> rows, const float* grads) {
+  std::vector<std::vector<uint32_t>> by_shard;
+  ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
+  const uint32_t dim = schema_.dim;
+  for (size_t i = 0; i < rows.size() * dim; ++i) {
+    if (!std::isfinite(grads[i])) {
+      return Status::InvalidArgument("push: gradient " + std::to_string(i % dim) + " of row " +
+                                     std::to_string(rows[i / dim]) + " (index " + std::to_string(i / dim) +
+                                     ") is not finite; nothing was applied");
+    }
+  }
+  std::vector<uint64_t> ids;
+  std::vector<float> g;
+  storage::ApplyScratch scratch;
+  for (uint32_t s = 0; s < by_shard.size(); ++s) {
+    const auto& idx = by_shard[s];
+    if (idx.empty()) continue;
+    ids.resize(idx.size());
+    g.resize(idx.size() * dim);
+    for (size_t k = 0; k < idx.size(); ++k) {
+      ids[k] = rows[idx[k]];
+      std::memcpy(g.data() + k * dim, grads + size_t{idx[k]} * dim, sizeof(float) * dim);
+    }
+    ENGRAM_RETURN_IF_ERROR(shards_[s]->ApplyGradients(ids, g.data(), &scratch));
+  }
+  return Status::OK();
+}
+
+Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values) {
+  std::vector<std::vector<uint32_t>> by_shard;
+  ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
+  const size_t vb = schema_.value_bytes();
+  std::vector<uint64_t> ids;
+  std::vector<uint8_t> v;
+  for (uint32_t s = 0; s < by_shard.size(); ++s) {
+    const auto& idx = by_shard[s];
+    if (idx.empty()) continue;
+    ids.resize(idx.size());
+    v.resize(idx.size() * vb);
+    for (size_t k = 0; k < idx.size(); ++k) {
+      ids[k] = rows[idx[k]];
+      std::memcpy(v.data() + k * vb, values + size_t{idx[k]} * vb, vb);
+    }
+    ENGRAM_RETURN_IF_ERROR(shards_[s]->Put(ids, v.data()));
+  }
+  return Status::OK();
+}
+
+StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& schema, uint32_t num_shards) {
+  ENGRAM_RETURN_IF_ERROR(schema.Validate());
+  const uint32_t nodes[] = {node_id_};
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Balanced(schema.num_rows, num_shards, nodes, 1));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (tables_.contains(schema.name)) return Status::AlreadyExists("table '" + schema.name + "' already exists");
+  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id_, options_));
+  tables_[schema.name] = table;
+  return table;
+}
+
+Status TableRegistry::DropTable(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (tables_.erase(name) == 0) return Status::NotFound("no table named '" + name + "'");
+  return Status::OK();
+}
+
+StatusOr<std::shared_ptr<Table>> TableRegistry::Get(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tables_.find(name);
+  if (it == tables_.end()) return Status::NotFound("no table named '" + name + "'");
+  return it->second;
+}
+
+std::vector<std::string> TableRegistry::List() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : tables_) names.push_back(name);
+  return names;
+}
+
+}  // namespace engram::ps

@@ -1,0 +1,88 @@
+// TableRegistry: the tables a server holds, and Table: one table's locally owned shards.
+//
+// Server logic without the network: the transport (next issue) decodes a request, looks the
+// table up here and calls Pull/Push. A Table routes each row to its shard through the table's
+// ShardMap; a batch is validated as a whole (row ranges, shard ownership, finite gradients)
+// before any shard changes, so a refused request changes nothing.
+//
+// Thread-safety: all methods are thread-safe. Tables are shared_ptr: a request holding one
+// finishes safely even if the table is dropped meanwhile.
+#ifndef ENGRAM_PS_TABLE_REGISTRY_H_
+#define ENGRAM_PS_TABLE_REGISTRY_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cluster/shard_map.h"
+#include "engram/status.h"
+#include "engram/table.h"
+#include "storage/shard.h"
+
+namespace engram::ps {
+
+struct TableStats {
+  uint64_t touched_rows = 0;
+  uint64_t bytes_per_row = 0;
+  uint32_t local_shards = 0;
+};
+
+class Table {
+ public:
+  // Creates the shards of `map` owned by `node_id`.
+  static StatusOr<std::shared_ptr<Table>> Create(const TableSchema& schema, cluster::ShardMap map,
+                                                 uint32_t node_id, const storage::ShardOptions& options);
+
+  const TableSchema& schema() const { return schema_; }
+  const cluster::ShardMap& shard_map() const { return map_; }
+  TableStats stats() const;
+  // The local shard, or nullptr when another node owns it.
+  const storage::Shard* shard(uint32_t index) const { return shards_[index].get(); }
+
+  // Values at rest of `rows`, packed in request order. OutOfRange for a row outside the
+  // table; FailedPrecondition for a row whose shard is not on this node.
+  Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */) const;
+  // Gradients for `rows` (f32, dim each); duplicates summed; all-or-nothing validation.
+  Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */);
+  // Overwrites rows with values at rest.
+  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
+
+ private:
+  Table(TableSchema schema, cluster::ShardMap map, std::vector<std::unique_ptr<storage::Shard>> shards)
+      : schema_(std::move(schema)), map_(std::move(map)), shards_(std::move(shards)) {}
+
+  // Groups row indexes by shard; fails on rows outside the table or on non-local shards.
+  Status Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const;
+
+  TableSchema schema_;
+  cluster::ShardMap map_;
+  std::vector<std::unique_ptr<storage::Shard>> shards_;  // Index = shard id; null if not local.
+};
+
+class TableRegistry {
+ public:
+  explicit TableRegistry(uint32_t node_id = 0, storage::ShardOptions options = {})
+      : node_id_(node_id), options_(options) {}
+
+  // Creates a table with `num_shards` virtual shards, all owned by this node (single-node mode).
+  // AlreadyExists if the name is taken.
+  StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, uint32_t num_shards);
+  Status DropTable(const std::string& name);
+  // NotFound if no table has that name.
+  StatusOr<std::shared_ptr<Table>> Get(const std::string& name) const;
+  std::vector<std::string> List() const;
+
+ private:
+  const uint32_t node_id_;
+  const storage::ShardOptions options_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Table>> tables_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace engram::ps
+
+#endif  // ENGRAM_PS_TABLE_REGISTRY_H_

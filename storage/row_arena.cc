@@ -1,0 +1,96 @@
+// RowArena: version-word protocol for lock-free readers and slot-exclusive writers.
+#include "storage/row_arena.h"
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+namespace engram::storage {
+namespace {
+
+std::atomic_ref<uint64_t> Word(uint8_t* p) { return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(p)); }
+
+inline void CpuRelax(int& spins) {
+  if (++spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<RowArena>> RowArena::Create(uint64_t num_slots, size_t value_bytes,
+                                                     size_t state_bytes,
+                                                     const RowArenaOptions& options) {
+  if (num_slots == 0) return Status::InvalidArgument("arena needs at least one slot");
+  if (value_bytes == 0) return Status::InvalidArgument("arena rows need at least one byte");
+  const SlotLayout layout = SlotLayout::For(value_bytes);
+  ArenaAllocator* alloc = options.allocator ? options.allocator : DefaultArenaAllocator();
+  if (num_slots > (~uint64_t{0}) / layout.stride) return Status::InvalidArgument("arena too large");
+  ENGRAM_ASSIGN_OR_RETURN(MemoryRegion values, alloc->Allocate(num_slots * layout.stride, options.huge_pages));
+  if (reinterpret_cast<uintptr_t>(values.data()) % 64 != 0) {
+    return Status::Internal("arena allocator returned memory not aligned to 64 bytes");
+  }
+  MemoryRegion state;
+  if (state_bytes > 0) {
+    // Optimizer state is never read remotely: always the private default allocator.
+    ENGRAM_ASSIGN_OR_RETURN(state, DefaultArenaAllocator()->Allocate(num_slots * state_bytes, options.huge_pages));
+  }
+  return std::unique_ptr<RowArena>(
+      new RowArena(num_slots, layout, state_bytes, std::move(values), std::move(state)));
+}
+
+uint64_t RowArena::Read(uint64_t slot, uint8_t* out) const {
+  uint8_t* p = slot_ptr(slot);
+  int spins = 0;
+  for (;;) {
+    const uint64_t head = Word(p).load(std::memory_order_acquire);
+    if ((head & 1u) == 0) {
+      std::memcpy(out, p + SlotLayout::kValueOffset, layout_.value_bytes);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const uint64_t tail = Word(p + layout_.tail_offset()).load(std::memory_order_relaxed);
+      if (tail == head) return head;
+    }
+    CpuRelax(spins);
+  }
+}
+
+uint64_t RowArena::version(uint64_t slot) const { return Word(slot_ptr(slot)).load(std::memory_order_acquire); }
+
+// Ordering: (1) head even v -> odd v+1 by CAS (acquire: excludes other writers);
+// (2) tail := v+1, then a release fence, so the odd tail is visible before any value byte
+// changes; (3) value/state writes; (4) head := v+2 (release), tail := v+2 (release).
+// A reader copying head, value, tail in that order that sees any byte of this write reads the
+// tail after step (2), so it sees tail >= v+1; its head is either <= v (mismatch) or v+2
+// (read after the write completed, so the whole value is this write's). Hence head == tail and
+// even implies the copy is one write's value.
+RowArena::Writer::Writer(RowArena* arena, uint64_t slot)
+    : slot_(arena->slot_ptr(slot)),
+      state_(arena->state_bytes_ ? static_cast<uint8_t*>(arena->state_.data()) + slot * arena->state_bytes_
+                                 : nullptr),
+      tail_offset_(arena->layout_.tail_offset()) {
+  auto head = Word(slot_);
+  int spins = 0;
+  for (;;) {
+    uint64_t v = head.load(std::memory_order_relaxed);
+    if ((v & 1u) == 0 && head.compare_exchange_weak(v, v + 1, std::memory_order_acquire,
+                                                    std::memory_order_relaxed)) {
+      prev_ = v;
+      break;
+    }
+    CpuRelax(spins);
+  }
+  Word(slot_ + tail_offset_).store(prev_ + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  if (prev_ == 0) arena->touched_.fetch_add(1, std::memory_order_relaxed);
+}
+
+RowArena::Writer::~Writer() {
+  Word(slot_).store(prev_ + 2, std::memory_order_release);
+  Word(slot_ + tail_offset_).store(prev_ + 2, std::memory_order_release);
+}
+
+}  // namespace engram::storage

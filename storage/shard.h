@@ -1,0 +1,94 @@
+// Shard: the rows [first_row, first_row + num_rows) of one table, held in a RowArena.
+//
+// This is where a row goes on a pull (Gather) and on a push (ApplyGradients). Rows never
+// written cost no memory beyond untouched virtual pages and read as their deterministic initial
+// value (engram/init.h). Batch calls validate the whole batch before touching any row: a batch
+// with one bad row id or one non-finite gradient changes nothing and names the offender.
+//
+// Thread-safety: every method may be called concurrently. Readers never block writers; two
+// writers of the same row serialise on that row's version word only.
+#ifndef ENGRAM_STORAGE_SHARD_H_
+#define ENGRAM_STORAGE_SHARD_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engram/status.h"
+#include "engram/table.h"
+#include "storage/row_arena.h"
+
+namespace engram::storage {
+
+struct ShardOptions {
+  RowArenaOptions arena;
+  // Largest batch a single call accepts (rows); larger batches are refused, not truncated.
+  size_t max_batch_rows = size_t{1} << 22;
+};
+
+struct ShardStats {
+  uint64_t touched_rows = 0;   // Rows ever written (push or put).
+  uint64_t bytes_per_row = 0;  // Value slot + optimizer state bytes of one materialised row.
+};
+
+// Reusable buffers for ApplyGradients, so that a steady stream of pushes allocates nothing.
+// Not thread-safe: one per calling thread.
+struct ApplyScratch {
+  std::vector<uint32_t> order;
+  std::vector<uint64_t> unique_rows;
+  std::vector<float> summed;
+  std::vector<float> row;
+};
+
+class Shard {
+ public:
+  // REQUIRES: schema.Validate().ok(); first_row + num_rows <= schema.num_rows.
+  static StatusOr<std::unique_ptr<Shard>> Create(const TableSchema& schema, uint64_t first_row,
+                                                 uint64_t num_rows, const ShardOptions& options);
+
+  const TableSchema& schema() const { return schema_; }
+  uint64_t first_row() const { return first_row_; }
+  uint64_t num_rows() const { return arena_->num_slots(); }
+  const RowArena& arena() const { return *arena_; }
+  ShardStats stats() const;
+
+  // Copies each row's value at rest (schema().value_bytes() each, packed in request order) into
+  // out. Untouched rows get their initial value. OutOfRange if any row is not in this shard
+  // (then out is unspecified and nothing else changes).
+  Status Gather(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */) const;
+
+  // Gather decoded to f32. InvalidArgument for kBytes tables.
+  Status GatherF32(std::span<const uint64_t> rows, float* out /* (n, dim) */) const;
+
+  // Overwrites rows with values at rest (repair, import, tests). Optimizer state is kept; a
+  // duplicated row takes its last value. For trainable dtypes the values must be finite.
+  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
+
+  // Sums the gradients of duplicate rows (in request order), then applies the table's optimizer
+  // once per unique row. FailedPrecondition for serving-only tables or optimizer none;
+  // InvalidArgument for a non-finite gradient; OutOfRange for a row outside the shard. On any
+  // error no row is changed. `scratch` may be nullptr (then buffers are allocated per call).
+  Status ApplyGradients(std::span<const uint64_t> rows, const float* grads /* (n, dim) */,
+                        ApplyScratch* scratch = nullptr);
+
+ private:
+  Shard(TableSchema schema, uint64_t first_row, std::unique_ptr<RowArena> arena, size_t state_bytes,
+        size_t max_batch)
+      : schema_(std::move(schema)), first_row_(first_row), arena_(std::move(arena)),
+        state_bytes_(state_bytes), max_batch_(max_batch) {}
+
+  Status CheckRows(std::span<const uint64_t> rows) const;
+  // Writes the initial value and state into a freshly locked untouched slot.
+  void Materialise(const RowArena::Writer& w, uint64_t row, float* tmp) const;
+
+  TableSchema schema_;
+  uint64_t first_row_;
+  std::unique_ptr<RowArena> arena_;
+  size_t state_bytes_;
+  size_t max_batch_;
+};
+
+}  // namespace engram::storage
+
+#endif  // ENGRAM_STORAGE_SHARD_H_
