@@ -63,15 +63,17 @@ uint64_t RowArena::version(uint64_t slot) const { return Word(slot_ptr(slot)).lo
 // Ordering: (1) head even v -> odd v+1 by CAS (acquire: excludes other writers);
 // (2) tail := v+1, then a release fence, so the odd tail is visible before any value byte
 // changes; (3) value/state writes; (4) head := v+2 (release), tail := v+2 (release).
-// A reader copying head, value, tail in that order that sees any byte of this write reads the
+// An in-process reader (head acquire, copy, acquire fence, tail) that sees any byte of this write reads the
 // tail after step (2), so it sees tail >= v+1; its head is either <= v (mismatch) or v+2
 // (read after the write completed, so the whole value is this write's). Hence head == tail and
-// even implies the copy is one write's value.
+// even implies the copy is one write's value. The checksum, stored before head is released,
+// serves one-sided readers whose copy has no internal order (engram/row_slot.h).
 RowArena::Writer::Writer(RowArena* arena, uint64_t slot)
     : slot_(arena->slot_ptr(slot)),
       state_(arena->state_bytes_ ? static_cast<uint8_t*>(arena->state_.data()) + slot * arena->state_bytes_
                                  : nullptr),
-      tail_offset_(arena->layout_.tail_offset()) {
+      tail_offset_(arena->layout_.tail_offset()),
+      value_bytes_(arena->layout_.value_bytes) {
   auto head = Word(slot_);
   int spins = 0;
   for (;;) {
@@ -89,6 +91,8 @@ RowArena::Writer::Writer(RowArena* arena, uint64_t slot)
 }
 
 RowArena::Writer::~Writer() {
+  const uint64_t sum = SlotChecksum(slot_ + SlotLayout::kValueOffset, value_bytes_, prev_ + 2);
+  Word(slot_ + tail_offset_ - 8).store(sum, std::memory_order_relaxed);
   Word(slot_).store(prev_ + 2, std::memory_order_release);
   Word(slot_ + tail_offset_).store(prev_ + 2, std::memory_order_release);
 }

@@ -70,6 +70,7 @@ class RowArena {
     uint8_t* slot_;
     uint8_t* state_;
     size_t tail_offset_;
+    size_t value_bytes_;
     uint64_t prev_;
   };
 

@@ -2,13 +2,20 @@
 // a reader copy it without a lock (in-process, or one-sided over UCX) and detect a torn copy.
 //
 // Slot layout (all offsets multiples of 8):
-//   [0, 8)                 head version (uint64, little endian)
-//   [8, 8 + padded value)  the row's value bytes at rest (see TableSchema::value_bytes())
-//   [stride - 8, stride)   tail version
+//   [0, 8)                   head version (uint64, little endian)
+//   [8, 8 + padded value)    the row's value bytes at rest (see TableSchema::value_bytes())
+//   [stride - 16, stride-8)  checksum of the value bytes, seeded with the version
+//   [stride - 8, stride)     tail version
 // Version 0 on both words means "never written": the row holds its deterministic initial value
 // (engram/init.h), not the (zero) bytes in the slot. A writer moves head and tail from even v to
-// odd v+1 and then to even v+2; see the ordering argument in SlotWriter (storage/row_arena.h).
-// A copy taken in address order (head, value, tail) is consistent iff head == tail and even.
+// odd v+1 and then to even v+2 (storage/row_arena.h).
+//
+// Two kinds of reader:
+// - In-process readers load head (acquire), copy the value, fence, load tail: a classic seqlock,
+//   valid whatever order the copy touches bytes in (RowArena::Read).
+// - One-sided readers (one ucp_get of the whole slot, shared memory or RDMA) have no ordering
+//   inside the copy, so a version check alone cannot prove the copy whole. They accept a copy
+//   iff head == tail, even, and the checksum of the copied value with that version matches.
 #ifndef ENGRAM_ROW_SLOT_H_
 #define ENGRAM_ROW_SLOT_H_
 
@@ -24,11 +31,37 @@ struct SlotLayout {
 
   static SlotLayout For(size_t value_bytes) {
     const size_t padded = (value_bytes + 7) / 8 * 8;
-    return {value_bytes, padded + 16};
+    return {value_bytes, padded + 24};
   }
   static constexpr size_t kValueOffset = 8;
+  size_t checksum_offset() const { return stride - 16; }
   size_t tail_offset() const { return stride - 8; }
 };
+
+// 64-bit checksum of a value, seeded with its version: four independent multiply-xor lanes
+// (fast enough for every pull), folded at the end. Not cryptographic: it detects tearing.
+inline uint64_t SlotChecksum(const uint8_t* value, size_t n, uint64_t version) {
+  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
+  uint64_t lane[4] = {version ^ 0x243f6a8885a308d3ULL, version + kMul, ~version, n};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int k = 0; k < 4; ++k) {
+      uint64_t w;
+      std::memcpy(&w, value + i + 8 * k, 8);
+      lane[k] = (lane[k] ^ w) * kMul;
+      lane[k] ^= lane[k] >> 29;
+    }
+  }
+  for (int k = 0; i < n; i += 8, ++k) {
+    uint64_t w = 0;
+    std::memcpy(&w, value + i, n - i < 8 ? n - i : 8);
+    lane[k & 3] = (lane[k & 3] ^ w) * kMul;
+    lane[k & 3] ^= lane[k & 3] >> 29;
+  }
+  uint64_t h = lane[0];
+  for (int k = 1; k < 4; ++k) h = (h ^ (lane[k] * kMul)) * 0xff51afd7ed558ccdULL, h ^= h >> 32;
+  return h;
+}
 
 enum class SlotCopyState : uint8_t {
   kConsistent = 0,  // The value bytes are a row some completed write produced.
@@ -36,13 +69,19 @@ enum class SlotCopyState : uint8_t {
   kTorn = 2,        // A write overlapped the copy; copy again.
 };
 
-// Classifies a copy of a whole slot (e.g. fetched with one ucp_get). Thread-safe (pure).
+// Classifies a copy of a whole slot taken without ordering guarantees (e.g. one ucp_get).
+// Thread-safe (pure).
 inline SlotCopyState ClassifySlotCopy(const SlotLayout& layout, const uint8_t* slot_copy) {
-  uint64_t head, tail;
+  uint64_t head, tail, sum;
   std::memcpy(&head, slot_copy, 8);
   std::memcpy(&tail, slot_copy + layout.tail_offset(), 8);
   if (head != tail || (head & 1u) != 0) return SlotCopyState::kTorn;
-  return head == 0 ? SlotCopyState::kUntouched : SlotCopyState::kConsistent;
+  if (head == 0) return SlotCopyState::kUntouched;
+  std::memcpy(&sum, slot_copy + layout.checksum_offset(), 8);
+  if (sum != SlotChecksum(slot_copy + SlotLayout::kValueOffset, layout.value_bytes, head)) {
+    return SlotCopyState::kTorn;
+  }
+  return SlotCopyState::kConsistent;
 }
 
 }  // namespace engram

@@ -124,6 +124,26 @@ def base_spec(**over):
     return spec
 
 
+def numpy_random_vectors():
+    """SeedSequence states, raw PCG64 outputs and bounded int64 draws, as strings (uint64)."""
+    seeds = [0, 1, 10007, 150105, 2**32 + 5, 2**62]
+    out = {"seed_sequence": [], "pcg64": [], "integers": []}
+    for s in seeds:
+        st = np.random.SeedSequence(s).generate_state(4, np.uint64)
+        out["seed_sequence"].append({"entropy": str(s), "state": [str(int(v)) for v in st]})
+        raw = np.random.PCG64(s).random_raw(6)
+        out["pcg64"].append({"seed": str(s), "raw": [str(int(v)) for v in raw]})
+    # high values exercising each branch of numpy's bounded draw: rng = 0, 32-bit Lemire,
+    # rng = 2^32 - 1, 64-bit Lemire, and a range where rejection is frequent.
+    for s, low, high in [(3, 0, 1), (3, 0, 1000), (4, -50, 7), (5, 0, 2**32), (6, 0, 2**40 + 17),
+                         (7, 0, 2**62 + 2**61), (8, -(2**62), 2**62)]:
+        g = np.random.default_rng(s)
+        v = g.integers(low, high, size=9, dtype=np.int64)
+        out["integers"].append({"seed": s, "low": str(low), "high": str(high),
+                                "values": [str(int(x)) for x in v]})
+    return out
+
+
 def main():
     rng = np.random.default_rng(20261129)
     cases = []
@@ -138,6 +158,7 @@ def main():
     cases.append(ReferenceHash(flash).case("deepseek_v41_flash", toks))
 
     spec = base_spec(engram_vocab_size=[1009, 2003, 517], max_ngram_size=4, n_head_per_ngram=3,
+                     n_embed_per_ngram=384,
                      layer_ids=[0, 2, 5, 9], seed=12345, compressed_vocab_size=5000, pad_id=7)
     toks = rng.integers(0, 5000, size=(2, 11)).tolist()
     cases.append(ReferenceHash(spec).case("seed_12345_four_layers", toks))
@@ -161,7 +182,8 @@ def main():
     cases.append(ReferenceHash(spec).case("vocab_above_2_31_uses_32bit_draw", toks))
 
     json.dump({"generator": "tests/tools/gen_engram_vectors.py", "numpy": np.__version__,
-               "cases": cases}, sys.stdout, separators=(",", ":"))
+               "numpy_random": numpy_random_vectors(), "cases": cases}, sys.stdout,
+              separators=(",", ":"))
     sys.stdout.write("\n")
 
 
