@@ -50,7 +50,9 @@ Status Shard::Gather(std::span<const uint64_t> rows, uint8_t* out) const {
   ENGRAM_RETURN_IF_ERROR(CheckRows(rows));
   const size_t vb = schema_.value_bytes();
   std::vector<float> init;  // Allocated only if an untouched row is met.
+  constexpr size_t kPrefetchDistance = 8;
   for (size_t i = 0; i < rows.size(); ++i) {
+    if (i + kPrefetchDistance < rows.size()) arena_->Prefetch(rows[i + kPrefetchDistance] - first_row_);
     uint8_t* dst = out + i * vb;
     if (arena_->Read(rows[i] - first_row_, dst) == 0 && schema_.init.kind != InitKind::kZeros) {
       init.resize(schema_.dim);
@@ -151,13 +153,20 @@ Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads,
   }
   // Phase 2: apply, one row at a time under that row's version word.
   s.row.resize(dim);
+  constexpr size_t kPrefetchDistance = 4;  // Rows are random: hide the cache misses of the next few.
   for (size_t u = 0; u < s.unique_rows.size(); ++u) {
+    if (u + kPrefetchDistance < s.unique_rows.size()) arena_->Prefetch(s.unique_rows[u + kPrefetchDistance] - first_row_);
     const uint64_t row = s.unique_rows[u];
     RowArena::Writer w(arena_.get(), row - first_row_);
     if (w.previous_version() == 0) Materialise(w, row, s.row.data());
-    DecodeRow(schema_.dtype, dim, w.value(), s.row.data());
-    ApplyOptimizer(schema_.optimizer, dim, s.row.data(), w.state(), s.summed.data() + u * dim);
-    EncodeRow(schema_.dtype, dim, s.row.data(), w.value());
+    const float* g = s.summed.data() + u * dim;
+    if (schema_.dtype == DType::kF32) {  // Slot values are 8-byte aligned: update in place.
+      ApplyOptimizer(schema_.optimizer, dim, reinterpret_cast<float*>(w.value()), w.state(), g);
+    } else {
+      DecodeRow(schema_.dtype, dim, w.value(), s.row.data());
+      ApplyOptimizer(schema_.optimizer, dim, s.row.data(), w.state(), g);
+      EncodeRow(schema_.dtype, dim, s.row.data(), w.value());
+    }
   }
   return Status::OK();
 }
