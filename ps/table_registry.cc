@@ -20,7 +20,7 @@ StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluste
     const cluster::RowRange r = map.Range(i);
     ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, options));
   }
-  return std::shared_ptr<Table>(new Table(schema, std::move(map), std::move(shards)));
+  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, std::move(shards)));
 }
 
 TableStats Table::stats() const {
@@ -132,11 +132,26 @@ StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& s
   ENGRAM_RETURN_IF_ERROR(schema.Validate());
   const uint32_t nodes[] = {node_id_};
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Balanced(schema.num_rows, num_shards, nodes, 1));
+  return CreateTable(schema, std::move(map), node_id_);
+}
+
+StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& schema, cluster::ShardMap map,
+                                                            uint32_t node_id) {
   std::lock_guard<std::mutex> lock(mu_);
   if (tables_.contains(schema.name)) return Status::AlreadyExists("table '" + schema.name + "' already exists");
-  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id_, options_));
+  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id, options_));
   tables_[schema.name] = table;
   return table;
+}
+
+uint64_t TableRegistry::TouchedBytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t total = 0;
+  for (const auto& [name, t] : tables_) {
+    const TableStats s = t->stats();
+    total += s.touched_rows * s.bytes_per_row;
+  }
+  return total;
 }
 
 Status TableRegistry::DropTable(const std::string& name) {

@@ -39,6 +39,7 @@ class Table {
 
   const TableSchema& schema() const { return schema_; }
   const cluster::ShardMap& shard_map() const { return map_; }
+  uint32_t node_id() const { return node_id_; }
   TableStats stats() const;
   // The local shard, or nullptr when another node owns it.
   const storage::Shard* shard(uint32_t index) const { return shards_[index].get(); }
@@ -52,25 +53,30 @@ class Table {
   Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
 
  private:
-  Table(TableSchema schema, cluster::ShardMap map, std::vector<std::unique_ptr<storage::Shard>> shards)
-      : schema_(std::move(schema)), map_(std::move(map)), shards_(std::move(shards)) {}
+  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, std::vector<std::unique_ptr<storage::Shard>> shards)
+      : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), shards_(std::move(shards)) {}
 
   // Groups row indexes by shard; fails on rows outside the table or on non-local shards.
   Status Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const;
 
   TableSchema schema_;
   cluster::ShardMap map_;
+  uint32_t node_id_;
   std::vector<std::unique_ptr<storage::Shard>> shards_;  // Index = shard id; null if not local.
 };
 
 class TableRegistry {
  public:
-  explicit TableRegistry(uint32_t node_id = 0, storage::ShardOptions options = {})
+  explicit TableRegistry(uint32_t node_id = 0, storage::ShardOptions options = storage::ShardOptions{})
       : node_id_(node_id), options_(options) {}
 
   // Creates a table with `num_shards` virtual shards, all owned by this node (single-node mode).
   // AlreadyExists if the name is taken.
   StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, uint32_t num_shards);
+  // Creates a table placed by `map`; this node holds the shards `map` gives `node_id`.
+  StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id);
+  // Bytes of rows materialised over all tables (value slots and optimizer state).
+  uint64_t TouchedBytes() const;
   Status DropTable(const std::string& name);
   // NotFound if no table has that name.
   StatusOr<std::shared_ptr<Table>> Get(const std::string& name) const;

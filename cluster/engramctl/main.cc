@@ -9,6 +9,22 @@
 
 DEFINE_string(spec, "", "Engram spec JSON (reference field names), for hash");
 DEFINE_string(tokens, "", "JSON [B][T] array of token ids, for hash");
+DEFINE_string(servers, "", "HOST:PORT[,HOST:PORT...] of the engram-server nodes (position = node id)");
+DEFINE_int32(timeout_ms, 10000, "deadline of each request attempt");
+DEFINE_bool(json, false, "machine-readable JSON output");
+DEFINE_string(name, "", "table name (create-table, drop-table)");
+DEFINE_string(table, "", "table name (describe, get, put, push)");
+DEFINE_string(rows, "", "create-table: row count; get/put/push: comma-separated row ids");
+DEFINE_uint32(dim, 0, "values per row (bytes per row for dtype bytes)");
+DEFINE_string(dtype, "f32", "f32, bf16, f16, fp8_e4m3_ue8m0 or bytes");
+DEFINE_string(optimizer, "adam", "sgd, adagrad, adam or none");
+DEFINE_double(lr, 0.01, "learning rate");
+DEFINE_string(init, "normal", "initial values: zeros, normal or uniform");
+DEFINE_double(init_scale, 0.02, "normal: sigma; uniform: a in [-a, a)");
+DEFINE_uint64(seed, 0, "initialisation seed");
+DEFINE_uint32(shards, 16, "virtual shards per table");
+DEFINE_string(values, "", "JSON list of value rows, for put");
+DEFINE_string(grads, "", "JSON list of gradient rows, for push");
 
 namespace {
 
@@ -16,7 +32,16 @@ constexpr const char* kUsage =
     "usage: engramctl <command> [flags]\n"
     "commands:\n"
     "  hash --spec SPEC.json --tokens TOKENS.json\n"
-    "      print {\"<layer>\": [B][T][(max_ngram_size-1)*n_head_per_ngram] global row ids}\n";
+    "      print {\"<layer>\": [B][T][(max_ngram_size-1)*n_head_per_ngram] global row ids}\n"
+    "table commands (all take --servers=HOST:PORT[,...] and --json):\n"
+    "  create-table --name=N --rows=R --dim=D [--dtype=f32|bf16|f16|fp8_e4m3_ue8m0|bytes]\n"
+    "               [--optimizer=sgd|adagrad|adam|none] [--lr=X] [--init=zeros|normal|uniform] [--seed=S]\n"
+    "               [--shards=S]\n"
+    "  create-table --name=N --spec=SPEC.json   one table per Engram layer: N_layer<L>\n"
+    "  drop-table --name=N | list | describe --table=N | stats\n"
+    "  get --table=N --rows=1,2,3           values of rows, in the order asked\n"
+    "  put --table=N --rows=... --values=FILE.json   set rows (JSON list of rows)\n"
+    "  push --table=N --rows=... --grads=FILE.json   apply gradients through the optimizer\n";
 
 }  // namespace
 
@@ -38,6 +63,40 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
+  static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats", "get", "put", "push"};
+  for (const char* c : kTableCommands) {
+    if (command != c) continue;
+    engram::ctl::CtlFlags f;
+    f.servers = FLAGS_servers;
+    f.timeout_ms = FLAGS_timeout_ms;
+    f.json = FLAGS_json;
+    f.name = FLAGS_name;
+    f.table = FLAGS_table;
+    f.spec = FLAGS_spec;
+    f.dtype = FLAGS_dtype;
+    f.optimizer = FLAGS_optimizer;
+    f.init = FLAGS_init;
+    f.values = FLAGS_values;
+    f.grads = FLAGS_grads;
+    f.dim = FLAGS_dim;
+    f.shards = FLAGS_shards;
+    f.lr = FLAGS_lr;
+    f.init_scale = FLAGS_init_scale;
+    f.seed = FLAGS_seed;
+    if (command == "create-table") {
+      if (!FLAGS_rows.empty()) {
+        try {
+          f.rows = std::stoull(FLAGS_rows);
+        } catch (const std::exception&) {
+          std::cerr << "engramctl create-table: --rows must be a row count\n";
+          return 2;
+        }
+      }
+    } else {
+      f.rows_list = FLAGS_rows;
+    }
+    return engram::ctl::RunTableCommand(command, f);
+  }
   std::cerr << "engramctl: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

@@ -1,0 +1,370 @@
+// Client and TableHandle: routing, de-duplication, parallel per-server requests, retries.
+#include "client/client.h"
+
+#include <cstring>
+#include <random>
+
+#include "client/dedup.h"
+#include "engram/row_codec.h"
+
+namespace engram::client {
+namespace {
+
+bool Transient(const Status& s) { return s.IsUnavailable() || s.code() == Code::kDeadlineExceeded; }
+
+StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& s) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return Status::InvalidArgument("server '" + s + "' is not HOST:PORT");
+  try {
+    const int port = std::stoi(s.substr(colon + 1));
+    if (port <= 0 || port > 65535) throw std::out_of_range("port");
+    return std::make_pair(s.substr(0, colon), static_cast<uint16_t>(port));
+  } catch (const std::exception&) {
+    return Status::InvalidArgument("server '" + s + "' has a bad port");
+  }
+}
+
+std::vector<uint8_t> NamePayload(const std::string& name) {
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  w.PutString(name);
+  return p;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  if (options.servers.empty()) return Status::InvalidArgument("no servers given");
+  if (options.max_attempts < 1) return Status::InvalidArgument("max_attempts must be >= 1");
+  auto c = std::unique_ptr<Client>(new Client(options));
+  c->client_id_ = options.client_id;
+  while (c->client_id_ == 0) c->client_id_ = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create());
+  for (size_t i = 0; i < options.servers.size(); ++i) {
+    ENGRAM_ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.servers[i]));
+    ENGRAM_ASSIGN_OR_RETURN(int conn, c->transport_->Connect(hp.first, hp.second));
+    c->conns_.push_back(conn);
+  }
+  for (size_t i = 0; i < options.servers.size(); ++i) {
+    auto r = c->Call(static_cast<int>(i), wire::MsgType::kHello, 0, {});
+    if (!r.ok()) return r.status().WithContext("connecting to " + options.servers[i]);
+    wire::Reader rd(r->payload.data(), r->payload.size());
+    uint16_t version = 0;
+    uint32_t node = 0;
+    ENGRAM_RETURN_IF_ERROR(rd.Get(&version));
+    ENGRAM_RETURN_IF_ERROR(rd.Get(&node));
+    if (node != i) {
+      return Status::FailedPrecondition("server " + options.servers[i] + " says it is node " + std::to_string(node) +
+                                        ", but it is entry " + std::to_string(i) +
+                                        " of the server list (start it with --node_id=" + std::to_string(i) + ")");
+    }
+  }
+  return c;
+}
+
+StatusOr<ReplyMessage> Client::WaitReply(int /*server*/, uint64_t request, Clock::time_point deadline) {
+  return transport_->Wait(request, deadline);
+}
+
+StatusOr<ReplyMessage> Client::Call(int server, wire::MsgType type, uint64_t epoch,
+                                    const std::vector<uint8_t>& payload) {
+  Status last;
+  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
+    if (!transport_->alive(conns_[server])) {
+      last = transport_->Reconnect(conns_[server]);
+      if (!last.ok()) continue;
+    }
+    auto id = transport_->Send(conns_[server], type, epoch, payload);
+    if (!id.ok()) {
+      last = id.status();
+      if (!Transient(last)) return last;
+      continue;
+    }
+    auto r = transport_->Wait(*id, Deadline());
+    if (r.ok() || !Transient(r.status())) return r;
+    last = r.status();
+  }
+  return last.WithContext("after " + std::to_string(options_.max_attempts) + " attempts");
+}
+
+Status Client::CreateTable(const TableSchema& schema, uint32_t num_shards) {
+  ENGRAM_RETURN_IF_ERROR(schema.Validate());
+  std::vector<uint32_t> nodes(num_servers());
+  for (size_t i = 0; i < nodes.size(); ++i) nodes[i] = static_cast<uint32_t>(i);
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Balanced(schema.num_rows, num_shards, nodes, 1));
+  wire::TableInfo info;
+  info.schema = schema;
+  info.epoch = map.epoch();
+  info.owners = map.owners();
+  for (size_t i = 0; i < num_servers(); ++i) {
+    info.node_id = static_cast<uint32_t>(i);
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    wire::PutTableInfo(w, info);
+    auto r = Call(static_cast<int>(i), wire::MsgType::kCreateTable, 0, p);
+    if (!r.ok()) {
+      for (size_t j = 0; j < i; ++j) Call(static_cast<int>(j), wire::MsgType::kDropTable, 0, NamePayload(schema.name)).status().IgnoreError();
+      return r.status().WithContext("server " + options_.servers[i]);
+    }
+  }
+  return Status::OK();
+}
+
+Status Client::DropTable(const std::string& name) {
+  Status first;
+  for (size_t i = 0; i < num_servers(); ++i) {
+    Status s = Call(static_cast<int>(i), wire::MsgType::kDropTable, 0, NamePayload(name)).status();
+    if (!s.ok() && first.ok()) first = s.WithContext("server " + options_.servers[i]);
+  }
+  return first;
+}
+
+StatusOr<wire::TableInfo> Client::DescribeTable(const std::string& name) {
+  wire::TableInfo total;
+  for (size_t i = 0; i < num_servers(); ++i) {
+    ENGRAM_ASSIGN_OR_RETURN(auto r, Call(static_cast<int>(i), wire::MsgType::kDescribeTable, 0, NamePayload(name)));
+    wire::Reader rd(r.payload.data(), r.payload.size());
+    wire::TableInfo info;
+    ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(rd, &info));
+    if (i == 0) {
+      total = info;
+    } else {
+      total.touched_rows += info.touched_rows;
+    }
+  }
+  return total;
+}
+
+StatusOr<std::vector<wire::TableInfo>> Client::ListTables() {
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(0, wire::MsgType::kListTables, 0, {}));
+  wire::Reader rd(r.payload.data(), r.payload.size());
+  uint32_t n = 0;
+  ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
+  std::vector<wire::TableInfo> out(n);
+  for (auto& t : out) ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(rd, &t));
+  for (auto& t : out) {
+    auto d = DescribeTable(t.schema.name);
+    if (d.ok()) t.touched_rows = d->touched_rows;
+  }
+  return out;
+}
+
+StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name) {
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(0, wire::MsgType::kDescribeTable, 0, NamePayload(name)));
+  wire::Reader rd(r.payload.data(), r.payload.size());
+  wire::TableInfo info;
+  ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(rd, &info));
+  for (uint32_t o : info.owners) {
+    if (o >= num_servers()) {
+      return Status::FailedPrecondition("table '" + name + "' has shards on node " + std::to_string(o) +
+                                        ", beyond the " + std::to_string(num_servers()) + " servers this client knows");
+    }
+  }
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+  return std::unique_ptr<TableHandle>(new TableHandle(this, std::move(info), std::move(map)));
+}
+
+StatusOr<std::vector<std::string>> Client::ServerStatus() {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < num_servers(); ++i) {
+    ENGRAM_ASSIGN_OR_RETURN(auto r, Call(static_cast<int>(i), wire::MsgType::kStats, 0, {}));
+    wire::Reader rd(r.payload.data(), r.payload.size());
+    std::string s;
+    ENGRAM_RETURN_IF_ERROR(rd.GetString(&s, 1 << 24));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::shared_ptr<const cluster::ShardMap> TableHandle::map() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return map_;
+}
+
+uint64_t TableHandle::epoch() const { return map()->epoch(); }
+
+Status TableHandle::Refresh() {
+  ENGRAM_ASSIGN_OR_RETURN(auto fresh, client_->OpenTable(info_.schema.name));
+  std::lock_guard<std::mutex> lock(mu_);
+  map_ = fresh->map_;
+  return Status::OK();
+}
+
+std::vector<std::vector<uint32_t>> TableHandle::ByServer(const cluster::ShardMap& map,
+                                                         std::span<const uint64_t> rows) const {
+  std::vector<std::vector<uint32_t>> by(client_->num_servers());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    // Rows beyond the table go to server 0, which refuses them with OutOfRange.
+    const uint32_t owner = rows[i] < map.num_rows() ? map.Owner(map.ShardOf(rows[i])) : 0;
+    by[owner].push_back(static_cast<uint32_t>(i));
+  }
+  return by;
+}
+
+PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out) {
+  PendingPull p;
+  p.table = this;
+  p.out = out;
+  p.deadline = client_->Deadline();
+  Deduplicate(rows, &p.unique, &p.inverse);
+  const auto m = map();
+  const auto by = ByServer(*m, p.unique);
+  for (size_t s = 0; s < by.size(); ++s) {
+    if (by[s].empty()) continue;
+    std::vector<uint8_t> payload;
+    wire::Writer w(&payload);
+    w.PutString(info_.schema.name);
+    w.Put<uint32_t>(static_cast<uint32_t>(by[s].size()));
+    uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(by[s].size() * 8));
+    for (size_t k = 0; k < by[s].size(); ++k) ids[k] = p.unique[by[s][k]];
+    auto id = client_->transport_->Send(client_->conns_[s], wire::MsgType::kPull, m->epoch(), std::move(payload));
+    if (!id.ok()) {
+      p.early = id.status();
+      continue;  // Still wait for the parts already sent, so none is left dangling.
+    }
+    p.parts.push_back({static_cast<int>(s), *id, by[s]});
+  }
+  return p;
+}
+
+Status PendingPull::Wait() {
+  if (done) return Status::FailedPrecondition("PendingPull::Wait called twice");
+  done = true;
+  if (table == nullptr) return Status::FailedPrecondition("empty PendingPull");
+  const size_t vb = table->info_.schema.value_bytes();
+  std::vector<uint8_t> unique_values(unique.size() * vb);
+  Status first = early;
+  for (const Part& part : parts) {
+    auto r = table->client_->WaitReply(part.server, part.request, deadline);
+    if (!r.ok()) {
+      if (first.ok()) first = r.status().WithContext("server " + table->client_->options_.servers[part.server]);
+      continue;
+    }
+    wire::Reader rd(r->payload.data(), r->payload.size());
+    uint32_t n = 0, got_vb = 0;
+    const uint8_t* values = nullptr;
+    Status s = rd.Get(&n);
+    if (s.ok()) s = rd.Get(&got_vb);
+    if (s.ok() && (n != part.positions.size() || got_vb != vb)) s = Status::DataLoss("pull reply does not match the request");
+    if (s.ok()) s = rd.GetSpan(size_t{n} * vb, &values);
+    if (!s.ok()) {
+      if (first.ok()) first = s;
+      continue;
+    }
+    for (size_t k = 0; k < n; ++k) std::memcpy(&unique_values[size_t{part.positions[k]} * vb], values + k * vb, vb);
+  }
+  if (!first.ok()) return first;
+  for (size_t i = 0; i < inverse.size(); ++i) std::memcpy(out + i * vb, &unique_values[size_t{inverse[i]} * vb], vb);
+  return Status::OK();
+}
+
+Status TableHandle::Pull(std::span<const uint64_t> rows, uint8_t* out) {
+  Status s;
+  for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
+    s = StartPull(rows, out).Wait();
+    if (s.IsStaleShardMap()) {
+      ENGRAM_RETURN_IF_ERROR(Refresh());
+      continue;
+    }
+    if (!Transient(s)) return s;
+    for (size_t i = 0; i < client_->num_servers(); ++i) {  // Replace connections that failed.
+      if (!client_->transport_->alive(client_->conns_[i])) client_->transport_->Reconnect(client_->conns_[i]).IgnoreError();
+    }
+  }
+  return s;
+}
+
+Status TableHandle::PullF32(std::span<const uint64_t> rows, float* out) {
+  const auto& s = info_.schema;
+  if (s.dtype == DType::kBytes) {
+    return Status::InvalidArgument("table '" + s.name + "' holds opaque byte rows; they have no f32 value");
+  }
+  std::vector<uint8_t> raw(rows.size() * s.value_bytes());
+  ENGRAM_RETURN_IF_ERROR(Pull(rows, raw.data()));
+  for (size_t i = 0; i < rows.size(); ++i) DecodeRow(s.dtype, s.dim, raw.data() + i * s.value_bytes(), out + i * s.dim);
+  return Status::OK();
+}
+
+Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
+  const uint32_t dim = info_.schema.dim;
+  std::vector<uint64_t> unique;
+  std::vector<uint32_t> inverse;
+  Deduplicate(rows, &unique, &inverse);
+  std::vector<float> summed(unique.size() * dim);
+  SumByInverse(inverse, unique.size(), dim, grads, summed.data());
+
+  struct Part {
+    int server;
+    uint64_t seq;
+    std::vector<uint8_t> payload;
+    bool acked = false;
+  };
+  std::vector<Part> parts;
+  auto m = map();
+  const auto by = ByServer(*m, unique);
+  for (size_t s = 0; s < by.size(); ++s) {
+    if (by[s].empty()) continue;
+    Part part{static_cast<int>(s), client_->next_seq_++, {}};
+    wire::Writer w(&part.payload);
+    w.PutString(info_.schema.name);
+    w.Put<uint64_t>(client_->client_id_);
+    w.Put<uint64_t>(part.seq);
+    w.Put<uint32_t>(static_cast<uint32_t>(by[s].size()));
+    // Fill each reserved block before reserving the next: Reserve may move the buffer.
+    uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(by[s].size() * 8));
+    for (size_t k = 0; k < by[s].size(); ++k) ids[k] = unique[by[s][k]];
+    float* g = reinterpret_cast<float*>(w.Reserve(by[s].size() * dim * sizeof(float)));
+    for (size_t k = 0; k < by[s].size(); ++k) {
+      std::memcpy(g + k * dim, &summed[size_t{by[s][k]} * dim], dim * sizeof(float));
+    }
+    parts.push_back(std::move(part));
+  }
+  Status first;
+  for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
+    // Send every unacknowledged part, then collect: servers apply their parts in parallel.
+    std::vector<std::pair<size_t, StatusOr<uint64_t>>> sent;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i].acked) continue;
+      auto& t = *client_->transport_;
+      if (!t.alive(client_->conns_[parts[i].server])) t.Reconnect(client_->conns_[parts[i].server]).IgnoreError();
+      sent.emplace_back(i, t.Send(client_->conns_[parts[i].server], wire::MsgType::kPush, m->epoch(), parts[i].payload));
+    }
+    const auto deadline = client_->Deadline();
+    first = Status::OK();
+    bool transient = false;
+    for (auto& [i, id] : sent) {
+      Status s = id.ok() ? client_->WaitReply(parts[i].server, *id, deadline).status() : id.status();
+      if (s.ok()) {
+        parts[i].acked = true;
+        continue;
+      }
+      transient |= Transient(s);
+      if (first.ok() || (Transient(first) && !Transient(s))) {
+        first = s.WithContext("push part for server " + client_->options_.servers[parts[i].server]);
+      }
+    }
+    if (first.ok() || !transient || !Transient(first)) return first;
+  }
+  return first;
+}
+
+Status TableHandle::Put(std::span<const uint64_t> rows, const uint8_t* values) {
+  const size_t vb = info_.schema.value_bytes();
+  auto m = map();
+  const auto by = ByServer(*m, rows);
+  for (size_t s = 0; s < by.size(); ++s) {
+    if (by[s].empty()) continue;
+    std::vector<uint8_t> payload;
+    wire::Writer w(&payload);
+    w.PutString(info_.schema.name);
+    w.Put<uint32_t>(static_cast<uint32_t>(by[s].size()));
+    uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(by[s].size() * 8));
+    for (size_t k = 0; k < by[s].size(); ++k) ids[k] = rows[by[s][k]];
+    uint8_t* v = w.Reserve(by[s].size() * vb);  // After the ids are written: Reserve may move the buffer.
+    for (size_t k = 0; k < by[s].size(); ++k) std::memcpy(v + k * vb, values + size_t{by[s][k]} * vb, vb);
+    ENGRAM_RETURN_IF_ERROR(client_->Call(static_cast<int>(s), wire::MsgType::kPut, m->epoch(), payload).status());
+  }
+  return Status::OK();
+}
+
+}  // namespace engram::client

@@ -1,0 +1,157 @@
+// Client: the trainer-side library of engram-ps.
+//
+// Connect to one server or a static list (the position in the list is the server's node id,
+// which each server confirms at connect). Tables are split into virtual shards placed over the
+// servers; a TableHandle routes rows by its cached shard map.
+//
+// Consistency contract (what a trainer may rely on):
+// - A pull returns, for each row, a value that some completed push (or put) produced, or the
+//   row's deterministic initial value; never a torn row.
+// - A push acknowledged with OK is applied exactly once: retransmissions after a timeout carry
+//   the same (client id, sequence) and the server applies them at most once. A push that
+//   returns an error was applied nowhere if the error is a validation error (InvalidArgument,
+//   OutOfRange, FailedPrecondition, ResourceExhausted) found on the first server that checks
+//   it. A push spans one part per server; if a part still fails with Unavailable or
+//   DeadlineExceeded after all attempts, the parts other servers acknowledged stay applied and
+//   the error names the servers whose part is not known to be applied.
+// - Reads may be stale by at most the pushes in flight. Push() returns only after every server
+//   involved applied its part, so a Pull() issued after a Push() returns sees it
+//   (read-your-writes for one client; other clients' in-flight pushes may or may not be seen).
+//
+// Thread-safety: Client and TableHandle are thread-safe; calls from many threads proceed in
+// parallel and share one UCX worker. Every call has a deadline (ClientOptions::timeout).
+#ifndef ENGRAM_CLIENT_CLIENT_H_
+#define ENGRAM_CLIENT_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "client/transport.h"
+#include "cluster/shard_map.h"
+#include "engram/status.h"
+#include "engram/table.h"
+#include "engram/wire.h"
+
+namespace engram::client {
+
+struct ClientOptions {
+  // "HOST:PORT" of each server; index i must be the server started with --node_id=i.
+  std::vector<std::string> servers;
+  // Deadline of each attempt of a call (connect, pull, push, admin).
+  std::chrono::milliseconds timeout{10000};
+  // Attempts per call for transient errors (Unavailable, DeadlineExceeded), >= 1.
+  int max_attempts = 3;
+  // Identifies this client's pushes for exactly-once application; 0: random.
+  uint64_t client_id = 0;
+};
+
+class Client;
+
+// Pull in flight, returned by TableHandle::StartPull. Wait() completes it (once).
+class PendingPull {
+ public:
+  PendingPull() = default;
+  PendingPull(PendingPull&&) = default;
+  PendingPull& operator=(PendingPull&&) = default;
+  // Blocks until all parts arrived (or failed) and the values are in the caller's buffer.
+  Status Wait();
+
+ private:
+  friend class TableHandle;
+  struct Part {
+    int server;
+    uint64_t request;
+    std::vector<uint32_t> positions;  // Indexes into `unique` that this part carries.
+  };
+  class TableHandle* table = nullptr;
+  Status early;  // An error found before sending.
+  std::vector<uint64_t> unique;
+  std::vector<uint32_t> inverse;
+  std::vector<Part> parts;
+  uint8_t* out = nullptr;
+  Clock::time_point deadline;
+  bool done = false;
+};
+
+class TableHandle {
+ public:
+  const TableSchema& schema() const { return info_.schema; }
+  uint64_t epoch() const;
+
+  // Reads rows' values at rest (schema().value_bytes() each, packed in request order) into
+  // `out`. Duplicates are read once; one request per server, all in flight together.
+  Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */);
+  // Starts a pull and returns at once; `rows` may be reused immediately, `out` must stay valid
+  // until Wait() returns.
+  PendingPull StartPull(std::span<const uint64_t> rows, uint8_t* out);
+  // Pull decoded to f32. InvalidArgument for opaque byte tables.
+  Status PullF32(std::span<const uint64_t> rows, float* out /* (n, dim) */);
+
+  // Pushes f32 gradients (dim each, in request order); duplicate rows are summed before they
+  // cross the network, and each server receives one gradient per unique row it owns.
+  // Retries transient failures with the same sequence numbers, so no part applies twice.
+  Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */);
+  // Overwrites rows with values at rest.
+  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
+
+ private:
+  friend class Client;
+  friend class PendingPull;
+  TableHandle(Client* c, wire::TableInfo info, cluster::ShardMap map)
+      : client_(c), info_(std::move(info)), map_(std::make_shared<cluster::ShardMap>(std::move(map))) {}
+  std::shared_ptr<const cluster::ShardMap> map() const;
+  Status Refresh();
+  // Groups unique row positions by owning server.
+  std::vector<std::vector<uint32_t>> ByServer(const cluster::ShardMap& map, std::span<const uint64_t> rows) const;
+  Status PullOnce(std::span<const uint64_t> unique, uint8_t* unique_out);
+
+  Client* client_;
+  wire::TableInfo info_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const cluster::ShardMap> map_;  // GUARDED_BY(mu_)
+};
+
+class Client {
+ public:
+  // Connects to every server and checks each one's node id and protocol version.
+  static StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
+
+  size_t num_servers() const { return options_.servers.size(); }
+  uint64_t client_id() const { return client_id_; }
+
+  // Creates a table with `num_shards` virtual shards dealt round-robin over the servers.
+  // If any server refuses, the table is dropped again from those that accepted.
+  Status CreateTable(const TableSchema& schema, uint32_t num_shards);
+  Status DropTable(const std::string& name);
+  // Table infos as server 0 knows them, with touched rows summed over all servers.
+  StatusOr<std::vector<wire::TableInfo>> ListTables();
+  StatusOr<wire::TableInfo> DescribeTable(const std::string& name);
+  StatusOr<std::unique_ptr<TableHandle>> OpenTable(const std::string& name);
+  // Each server's status JSON, in server order.
+  StatusOr<std::vector<std::string>> ServerStatus();
+
+ private:
+  friend class TableHandle;
+  friend class PendingPull;
+  explicit Client(ClientOptions o) : options_(std::move(o)) {}
+  // Sends to one server and waits, retrying transient failures (reconnecting if needed).
+  StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload);
+  StatusOr<ReplyMessage> WaitReply(int server, uint64_t request, Clock::time_point deadline);
+  Clock::time_point Deadline() const { return Clock::now() + options_.timeout; }
+
+  ClientOptions options_;
+  uint64_t client_id_ = 0;
+  std::atomic<uint64_t> next_seq_{1};
+  std::unique_ptr<Transport> transport_;
+  std::vector<int> conns_;  // Transport connection per server.
+};
+
+}  // namespace engram::client
+
+#endif  // ENGRAM_CLIENT_CLIENT_H_

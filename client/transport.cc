@@ -1,0 +1,278 @@
+// Transport: UCX endpoints, request/reply matching and caller-driven progress.
+#include "client/transport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+
+#include <cstring>
+#include <thread>
+
+namespace engram::client {
+namespace {
+
+struct SendCtx {
+  wire::Header header;
+  std::vector<uint8_t> payload;
+};
+
+void OnSendDone(void* request, ucs_status_t, void* user_data) {
+  delete static_cast<SendCtx*>(user_data);
+  ucp_request_free(request);
+}
+
+struct RndvCtx {
+  bool* done;
+  bool* receiving;
+  Status* status;
+};
+
+void OnRndvDone(void* request, ucs_status_t status, size_t, void* user_data) {
+  auto* c = static_cast<RndvCtx*>(user_data);
+  if (status != UCS_OK) *c->status = ucx::FromUcs(status, "receiving reply");
+  *c->done = true;
+  *c->receiving = false;
+  delete c;
+  ucp_request_free(request);
+}
+
+Status ReplyStatus(const ReplyMessage& r) {
+  const Code code = static_cast<Code>(r.header.status);
+  if (code == Code::kOk) return Status::OK();
+  std::string msg(r.payload.begin(), r.payload.end());
+  if (code == Code::kStaleShardMap && msg.size() >= 8) {
+    uint64_t epoch;
+    std::memcpy(&epoch, msg.data() + msg.size() - 8, 8);
+    msg.resize(msg.size() - 8);
+    while (!msg.empty() && msg.back() == '\0') msg.pop_back();  // Alignment padding.
+    return Status::StaleShardMap(epoch, msg);
+  }
+  return Status(code, msg);
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Transport>> Transport::Create() {
+  auto t = std::unique_ptr<Transport>(new Transport());
+  ENGRAM_ASSIGN_OR_RETURN(t->ucx_, ucx::ContextAndWorker::Create(UCS_THREAD_MODE_SERIALIZED));
+  ucp_am_handler_param_t hp{};
+  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
+                  UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  hp.id = wire::kAmReply;
+  hp.cb = &Transport::OnReply;
+  hp.arg = t.get();
+  hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+  ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_worker_set_am_recv_handler(t->ucx_->worker(), &hp), "set AM handler"));
+  if (ucp_worker_get_efd(t->ucx_->worker(), &t->efd_) != UCS_OK) t->efd_ = -1;
+  return t;
+}
+
+Transport::~Transport() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& c : conns_) {
+    if (!c->ep) continue;
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* r = ucp_ep_close_nbx(c->ep, &p);
+    if (UCS_PTR_IS_PTR(r)) {
+      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
+      ucp_request_free(r);
+    }
+  }
+  // Drain callbacks of sends still in flight so their contexts are freed.
+  for (int i = 0; i < 100 && ucp_worker_progress(ucx_->worker()) != 0; ++i) {
+  }
+}
+
+Status Transport::OpenEp(Conn* c) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(c->port);
+  if (inet_pton(AF_INET, c->host.c_str(), &sa.sin_addr) != 1) {
+    return Status::InvalidArgument("server address '" + c->host + "' is not an IPv4 address");
+  }
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&sa);
+  ep.sockaddr.addrlen = sizeof(sa);
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = &Transport::OnEpError;
+  ep.err_handler.arg = c;
+  c->failed = false;
+  c->failure.clear();
+  return ucx::FromUcs(ucp_ep_create(ucx_->worker(), &ep, &c->ep), "connect to " + c->address);
+}
+
+StatusOr<int> Transport::Connect(const std::string& host, uint16_t port) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto c = std::make_unique<Conn>();
+  c->transport = this;
+  c->index = static_cast<int>(conns_.size());
+  c->host = host;
+  c->port = port;
+  c->address = host + ":" + std::to_string(port);
+  ENGRAM_RETURN_IF_ERROR(OpenEp(c.get()));
+  conns_.push_back(std::move(c));
+  return static_cast<int>(conns_.size() - 1);
+}
+
+Status Transport::Reconnect(int conn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Conn* c = conns_[conn].get();
+  if (c->ep) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* r = ucp_ep_close_nbx(c->ep, &p);
+    if (UCS_PTR_IS_PTR(r)) {
+      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
+      ucp_request_free(r);
+    }
+    c->ep = nullptr;
+  }
+  return OpenEp(c);
+}
+
+bool Transport::alive(int conn) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return conns_[conn]->ep != nullptr && !conns_[conn]->failed;
+}
+
+void Transport::OnEpError(void* arg, ucp_ep_h, ucs_status_t status) {
+  auto* c = static_cast<Conn*>(arg);
+  c->failed = true;
+  c->failure = ucs_status_string(status);
+  // Fail everything waiting on this connection (we are inside progress, under mu_).
+  for (auto& [id, p] : c->transport->pending_) {
+    if (p.conn == c->index && !p.done) {
+      p.done = true;
+      p.status = Status::Unavailable("server " + c->address + ": connection lost (" + c->failure + ")");
+    }
+  }
+}
+
+ucs_status_t Transport::OnReply(void* arg, const void* header, size_t header_len, void* data, size_t len,
+                                const ucp_am_recv_param_t* param) {
+  auto* t = static_cast<Transport*>(arg);
+  wire::Header h;
+  if (!wire::CheckHeader(header, header_len, len, &h).ok()) return UCS_OK;  // Not ours to answer.
+  auto it = t->pending_.find(h.request_id);
+  if (it == t->pending_.end() || it->second.abandoned) return UCS_OK;  // Its waiter gave up.
+  Pending& p = it->second;
+  p.reply.header = h;
+  p.reply.payload.resize(len);
+  if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+    p.receiving = true;
+    auto* ctx = new RndvCtx{&p.done, &p.receiving, &p.status};
+    ucp_request_param_t rp{};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    rp.cb.recv_am = &OnRndvDone;
+    rp.user_data = ctx;
+    void* r = ucp_am_recv_data_nbx(t->ucx_->worker(), data, p.reply.payload.data(), len, &rp);
+    if (r == nullptr) {
+      delete ctx;
+      p.done = true;
+      p.receiving = false;
+    } else if (UCS_PTR_IS_ERR(r)) {
+      delete ctx;
+      p.done = true;
+      p.receiving = false;
+      p.status = ucx::FromUcs(UCS_PTR_STATUS(r), "receiving reply");
+    }
+    return UCS_OK;
+  }
+  std::memcpy(p.reply.payload.data(), data, len);
+  p.done = true;
+  return UCS_OK;
+}
+
+StatusOr<uint64_t> Transport::Send(int conn, wire::MsgType type, uint64_t epoch, std::vector<uint8_t> payload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Conn* c = conns_[conn].get();
+  if (c->failed || c->ep == nullptr) {
+    return Status::Unavailable("server " + c->address + ": connection lost (" + c->failure + ")");
+  }
+  const uint64_t id = next_id_++;
+  auto* ctx = new SendCtx{};
+  ctx->header.type = static_cast<uint16_t>(type);
+  ctx->header.request_id = id;
+  ctx->header.epoch = epoch;
+  ctx->header.payload_len = static_cast<uint32_t>(payload.size());
+  ctx->payload = std::move(payload);
+  Pending pend;
+  pend.conn = conn;
+  pending_[id] = std::move(pend);
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  p.cb.send = &OnSendDone;
+  p.user_data = ctx;
+  p.flags = UCP_AM_SEND_FLAG_REPLY;
+  void* r = ucp_am_send_nbx(c->ep, wire::kAmRequest, &ctx->header, sizeof(ctx->header), ctx->payload.data(),
+                            ctx->payload.size(), &p);
+  if (r == nullptr) {
+    delete ctx;
+  } else if (UCS_PTR_IS_ERR(r)) {
+    delete ctx;
+    pending_.erase(id);
+    return ucx::FromUcs(UCS_PTR_STATUS(r), "send to " + c->address);
+  }
+  return id;
+}
+
+void Transport::ProgressLocked() {
+  for (int i = 0; i < 16 && ucp_worker_progress(ucx_->worker()) != 0; ++i) {
+  }
+  if (abandoned_ > 0) {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.abandoned && !it->second.receiving) {
+        it = pending_.erase(it);
+        --abandoned_;
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+StatusOr<ReplyMessage> Transport::Wait(uint64_t id, Clock::time_point deadline) {
+  const auto spin_until = Clock::now() + std::chrono::microseconds(200);
+  for (;;) {
+    bool arm = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ProgressLocked();
+      auto it = pending_.find(id);
+      if (it == pending_.end()) return Status::Internal("unknown request id");
+      if (it->second.done) {
+        Pending p = std::move(it->second);
+        pending_.erase(it);
+        ENGRAM_RETURN_IF_ERROR(p.status);
+        ENGRAM_RETURN_IF_ERROR(ReplyStatus(p.reply));
+        return std::move(p.reply);
+      }
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        const std::string who = conns_[it->second.conn]->address;
+        if (it->second.receiving) {  // UCX still writes into it: erase once that completes.
+          it->second.abandoned = true;
+          ++abandoned_;
+        } else {
+          pending_.erase(it);
+        }
+        return Status::DeadlineExceeded("no reply from server " + who + " before the deadline");
+      }
+      if (now > spin_until) arm = ucp_worker_arm(ucx_->worker()) == UCS_OK;
+    }
+    if (arm && efd_ >= 0) {
+      pollfd pfd{efd_, POLLIN, 0};
+      poll(&pfd, 1, 1);
+    } else if (Clock::now() > spin_until) {
+      std::this_thread::yield();
+    }
+  }
+}
+
+}  // namespace engram::client

@@ -1,0 +1,88 @@
+// Transport: the client side of the UCX data plane. One UCP worker shared by all connections of
+// one Client; there is no I/O thread: whoever waits for a reply progresses the worker (under a
+// mutex), so a small pull costs no thread hop.
+//
+// Thread-safety: all methods are thread-safe. Send() never blocks on the network; Wait() blocks
+// until the reply arrives, the connection fails, or the deadline passes.
+#ifndef ENGRAM_CLIENT_TRANSPORT_H_
+#define ENGRAM_CLIENT_TRANSPORT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engram/status.h"
+#include "engram/ucx_util.h"
+#include "engram/wire.h"
+
+namespace engram::client {
+
+using Clock = std::chrono::steady_clock;
+
+struct ReplyMessage {
+  wire::Header header;
+  std::vector<uint8_t> payload;
+};
+
+class Transport {
+ public:
+  static StatusOr<std::unique_ptr<Transport>> Create();
+  ~Transport();
+
+  // Opens a connection to host:port and returns its index. UCX connects lazily; the caller
+  // confirms with a request (Client does a hello).
+  StatusOr<int> Connect(const std::string& host, uint16_t port);
+  // Replaces a failed connection with a fresh one to the same address.
+  Status Reconnect(int conn);
+  bool alive(int conn) const;
+  const std::string& address(int conn) const { return conns_[conn]->address; }
+
+  // Sends a request; returns its id for Wait(). The payload is kept until UCX is done with it.
+  StatusOr<uint64_t> Send(int conn, wire::MsgType type, uint64_t epoch, std::vector<uint8_t> payload);
+  // Waits for the reply of `id`. A non-OK reply becomes its Status (StaleShardMap carries the
+  // server's epoch). DeadlineExceeded if the deadline passes; the request is then abandoned
+  // (its late reply is dropped), so a retry must be idempotent.
+  StatusOr<ReplyMessage> Wait(uint64_t id, Clock::time_point deadline);
+
+ private:
+  struct Conn {
+    Transport* transport;
+    int index;
+    std::string address;
+    std::string host;
+    uint16_t port;
+    ucp_ep_h ep = nullptr;
+    bool failed = false;
+    std::string failure;
+  };
+  struct Pending {
+    int conn;
+    bool done = false;
+    bool receiving = false;  // A rendezvous receive writes into reply.payload.
+    bool abandoned = false;  // Its waiter gave up; erased once no receive is in flight.
+    Status status;
+    ReplyMessage reply;
+  };
+  Transport() = default;
+  Status OpenEp(Conn* c);
+  static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
+  static ucs_status_t OnReply(void* arg, const void* header, size_t header_len, void* data, size_t len,
+                              const ucp_am_recv_param_t* param);
+  void ProgressLocked();
+
+  std::unique_ptr<ucx::ContextAndWorker> ucx_;
+  int efd_ = -1;
+  mutable std::mutex mu_;                       // Serialises every use of the worker.
+  std::vector<std::unique_ptr<Conn>> conns_;    // GUARDED_BY(mu_) (append-only)
+  std::unordered_map<uint64_t, Pending> pending_;  // GUARDED_BY(mu_)
+  uint64_t next_id_ = 1;                        // GUARDED_BY(mu_)
+  size_t abandoned_ = 0;                        // GUARDED_BY(mu_)
+};
+
+}  // namespace engram::client
+
+#endif  // ENGRAM_CLIENT_TRANSPORT_H_

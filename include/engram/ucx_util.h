@@ -1,0 +1,71 @@
+// Small shared helpers for the UCX adapters of ps/ (server) and client/: context and worker
+// creation, and the conversion of UCX status codes into Status at the adapter boundary.
+#ifndef ENGRAM_UCX_UTIL_H_
+#define ENGRAM_UCX_UTIL_H_
+
+#include <ucp/api/ucp.h>
+
+#include <memory>
+#include <string>
+
+#include "engram/status.h"
+
+namespace engram::ucx {
+
+inline Status FromUcs(ucs_status_t s, const std::string& what) {
+  if (s == UCS_OK) return Status::OK();
+  const std::string msg = what + ": " + ucs_status_string(s);
+  switch (s) {
+    case UCS_ERR_NO_MEMORY:
+    case UCS_ERR_NO_RESOURCE: return Status::ResourceExhausted(msg);
+    case UCS_ERR_TIMED_OUT:
+    case UCS_ERR_ENDPOINT_TIMEOUT: return Status::DeadlineExceeded(msg);
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_REJECTED:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_CANCELED:
+    case UCS_ERR_BUSY: return Status::Unavailable(msg);
+    case UCS_ERR_INVALID_ADDR:
+    case UCS_ERR_INVALID_PARAM: return Status::InvalidArgument(msg);
+    default: return Status::IoError(msg);
+  }
+}
+
+// A UCP context and one worker, destroyed in the right order. Not thread-safe by itself: the
+// owner serialises access (one progress thread, or a mutex).
+class ContextAndWorker {
+ public:
+  ~ContextAndWorker() {
+    if (worker_) ucp_worker_destroy(worker_);
+    if (context_) ucp_cleanup(context_);
+  }
+  static StatusOr<std::unique_ptr<ContextAndWorker>> Create(ucs_thread_mode_t mode) {
+    auto cw = std::unique_ptr<ContextAndWorker>(new ContextAndWorker());
+    ucp_config_t* config = nullptr;
+    ENGRAM_RETURN_IF_ERROR(FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+    params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+    params.mt_workers_shared = 0;
+    const ucs_status_t st = ucp_init(&params, config, &cw->context_);
+    ucp_config_release(config);
+    ENGRAM_RETURN_IF_ERROR(FromUcs(st, "ucp_init"));
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = mode;
+    ENGRAM_RETURN_IF_ERROR(FromUcs(ucp_worker_create(cw->context_, &wp, &cw->worker_), "ucp_worker_create"));
+    return cw;
+  }
+  ucp_context_h context() const { return context_; }
+  ucp_worker_h worker() const { return worker_; }
+
+ private:
+  ContextAndWorker() = default;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+};
+
+}  // namespace engram::ucx
+
+#endif  // ENGRAM_UCX_UTIL_H_

@@ -1,0 +1,212 @@
+// The wire protocol between clients and engram-server: a fixed versioned header (sent as the
+// UCX active-message header) and a payload of little-endian fields, every read bounds-checked.
+//
+// Requests go to AM id kAmRequest, replies come back on kAmReply with the request's id. A reply
+// header's `status` is a Code; a non-OK reply's payload is the error message.
+#ifndef ENGRAM_WIRE_H_
+#define ENGRAM_WIRE_H_
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engram/status.h"
+#include "engram/table.h"
+
+namespace engram::wire {
+
+inline constexpr uint32_t kMagic = 0x454e4752;  // "ENGR"
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr unsigned kAmRequest = 17;
+inline constexpr unsigned kAmReply = 18;
+inline constexpr uint32_t kMaxPayload = 1u << 30;  // 1 GiB: larger frames are refused.
+
+enum class MsgType : uint16_t {
+  kHello = 1,
+  kCreateTable = 2,
+  kDropTable = 3,
+  kListTables = 4,
+  kDescribeTable = 5,
+  kPull = 6,
+  kPush = 7,
+  kPut = 8,
+  kStats = 9,
+};
+
+struct Header {
+  uint32_t magic = kMagic;
+  uint16_t version = kProtocolVersion;
+  uint16_t type = 0;
+  uint64_t request_id = 0;
+  uint32_t status = 0;       // Replies: a Code.
+  uint32_t payload_len = 0;  // Must equal the AM data length.
+  uint64_t epoch = 0;        // Shard-map epoch the sender routed with (0: not checked).
+};
+static_assert(sizeof(Header) == 32);
+
+// Validates a received header against the bytes that came with it.
+inline Status CheckHeader(const void* data, size_t len, size_t payload_len, Header* out) {
+  if (len != sizeof(Header)) return Status::InvalidArgument("malformed frame: header of " + std::to_string(len) + " bytes");
+  std::memcpy(out, data, sizeof(Header));
+  if (out->magic != kMagic) return Status::InvalidArgument("malformed frame: bad magic");
+  if (out->version != kProtocolVersion) {
+    return Status::InvalidArgument("protocol version " + std::to_string(out->version) + " not supported (server speaks " +
+                                   std::to_string(kProtocolVersion) + ")");
+  }
+  if (out->payload_len != payload_len) {
+    return Status::InvalidArgument("malformed frame: header says " + std::to_string(out->payload_len) +
+                                   " payload bytes, frame has " + std::to_string(payload_len));
+  }
+  return Status::OK();
+}
+
+// Appends little-endian fields. Arrays are aligned to 8 bytes within the payload.
+class Writer {
+ public:
+  explicit Writer(std::vector<uint8_t>* buf) : buf_(buf) {}
+  template <typename T>
+  void Put(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const size_t at = buf_->size();
+    buf_->resize(at + sizeof(T));
+    std::memcpy(buf_->data() + at, &v, sizeof(T));
+  }
+  void PutString(std::string_view s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    const size_t at = buf_->size();
+    buf_->resize(at + s.size());
+    if (!s.empty()) std::memcpy(buf_->data() + at, s.data(), s.size());
+  }
+  void Align8() { buf_->resize((buf_->size() + 7) / 8 * 8); }
+  // Reserves `bytes` (8-aligned) and returns where they start, for gathering straight in.
+  // The pointer is valid only until the next call on this Writer (the buffer may move).
+  uint8_t* Reserve(size_t bytes) {
+    Align8();
+    const size_t at = buf_->size();
+    buf_->resize(at + bytes);
+    return buf_->data() + at;
+  }
+  void PutBytes(const void* p, size_t n) { std::memcpy(Reserve(n), p, n); }
+
+ private:
+  std::vector<uint8_t>* buf_;
+};
+
+// Reads fields written by Writer; every read checks the remaining length.
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  template <typename T>
+  Status Get(T* v) {
+    if (n_ - off_ < sizeof(T)) return Short();
+    std::memcpy(v, p_ + off_, sizeof(T));
+    off_ += sizeof(T);
+    return Status::OK();
+  }
+  Status GetString(std::string* s, size_t max = 4096) {
+    uint32_t len = 0;
+    ENGRAM_RETURN_IF_ERROR(Get(&len));
+    if (len > max) return Status::InvalidArgument("malformed frame: string of " + std::to_string(len) + " bytes");
+    if (n_ - off_ < len) return Short();
+    s->assign(reinterpret_cast<const char*>(p_ + off_), len);
+    off_ += len;
+    return Status::OK();
+  }
+  // Points at `bytes` 8-aligned bytes inside the payload (no copy).
+  Status GetSpan(size_t bytes, const uint8_t** out) {
+    off_ = std::min(n_, (off_ + 7) / 8 * 8);
+    if (n_ - off_ < bytes) return Short();
+    *out = p_ + off_;
+    off_ += bytes;
+    return Status::OK();
+  }
+  size_t remaining() const { return n_ - off_; }
+
+ private:
+  Status Short() const { return Status::InvalidArgument("malformed frame: payload too short"); }
+  const uint8_t* p_;
+  size_t n_;
+  size_t off_ = 0;
+};
+
+inline void PutSchema(Writer& w, const TableSchema& s) {
+  w.PutString(s.name);
+  w.Put<uint64_t>(s.num_rows);
+  w.Put<uint32_t>(s.dim);
+  w.Put<uint8_t>(static_cast<uint8_t>(s.dtype));
+  w.Put<uint8_t>(static_cast<uint8_t>(s.optimizer.kind));
+  w.Put<float>(s.optimizer.lr);
+  w.Put<float>(s.optimizer.weight_decay);
+  w.Put<float>(s.optimizer.beta1);
+  w.Put<float>(s.optimizer.beta2);
+  w.Put<float>(s.optimizer.eps);
+  w.Put<float>(s.optimizer.initial_accumulator);
+  w.Put<uint8_t>(static_cast<uint8_t>(s.init.kind));
+  w.Put<float>(s.init.scale);
+  w.Put<uint64_t>(s.init.seed);
+}
+
+inline Status GetSchema(Reader& r, TableSchema* s) {
+  uint8_t dtype = 0, opt = 0, init = 0;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&s->name, 128));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->num_rows));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->dim));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&dtype));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&opt));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->optimizer.lr));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->optimizer.weight_decay));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->optimizer.beta1));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->optimizer.beta2));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->optimizer.eps));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->optimizer.initial_accumulator));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&init));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->init.scale));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->init.seed));
+  if (dtype > static_cast<uint8_t>(DType::kBytes)) return Status::InvalidArgument("unknown dtype code " + std::to_string(dtype));
+  if (opt > static_cast<uint8_t>(OptimizerKind::kAdam)) return Status::InvalidArgument("unknown optimizer code");
+  if (init > static_cast<uint8_t>(InitKind::kUniform)) return Status::InvalidArgument("unknown init code");
+  s->dtype = static_cast<DType>(dtype);
+  s->optimizer.kind = static_cast<OptimizerKind>(opt);
+  s->init.kind = static_cast<InitKind>(init);
+  return Status::OK();
+}
+
+// A table as the cluster sees it: schema, shard placement, and (in replies) usage.
+struct TableInfo {
+  TableSchema schema;
+  uint64_t epoch = 0;
+  std::vector<uint32_t> owners;  // Node id per virtual shard.
+  uint32_t node_id = 0;          // The node that answered / is addressed.
+  uint64_t touched_rows = 0;     // Replies only: rows materialised on that node.
+  uint64_t bytes_per_row = 0;
+};
+
+inline void PutTableInfo(Writer& w, const TableInfo& t) {
+  PutSchema(w, t.schema);
+  w.Put<uint64_t>(t.epoch);
+  w.Put<uint32_t>(static_cast<uint32_t>(t.owners.size()));
+  for (uint32_t o : t.owners) w.Put<uint32_t>(o);
+  w.Put<uint32_t>(t.node_id);
+  w.Put<uint64_t>(t.touched_rows);
+  w.Put<uint64_t>(t.bytes_per_row);
+}
+
+inline Status GetTableInfo(Reader& r, TableInfo* t) {
+  ENGRAM_RETURN_IF_ERROR(GetSchema(r, &t->schema));
+  uint32_t n = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&t->epoch));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+  if (n == 0 || n > (1u << 20) || n > r.remaining() / 4) return Status::InvalidArgument("malformed frame: shard count");
+  t->owners.resize(n);
+  for (auto& o : t->owners) ENGRAM_RETURN_IF_ERROR(r.Get(&o));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&t->node_id));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&t->touched_rows));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&t->bytes_per_row));
+  return Status::OK();
+}
+
+}  // namespace engram::wire
+
+#endif  // ENGRAM_WIRE_H_

@@ -1,0 +1,173 @@
+// engram-server: the engram-ps daemon. Single-node by default: it owns the shards it is given
+// by table creation requests (with a static server list, each server owns its share).
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <string>
+#include <sys/stat.h>
+
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include "ps/admin_http.h"
+#include "ps/service.h"
+#include "ps/thread_pool.h"
+#include "ps/ucx_server.h"
+
+DEFINE_string(listen, "127.0.0.1:7070", "HOST:PORT of the UCX data plane (port 0: ephemeral)");
+DEFINE_string(admin_listen, "127.0.0.1:7071", "HOST:PORT of the admin HTTP endpoint (/healthz, /metrics, /status)");
+DEFINE_string(data_dir, "", "directory for this server's files (port file; the write-ahead log and "
+                            "snapshots arrive with the durability work)");
+DEFINE_int32(threads, 2, "worker threads for pushes, puts and large pulls");
+DEFINE_string(memory_budget, "0", "bytes of materialised rows this node may hold (suffix K, M, G, T); 0: unlimited");
+DEFINE_uint32(node_id, 0, "this server's node id (its index in the clients' --servers list)");
+DEFINE_uint32(max_batch_rows, 1u << 20, "largest pull/push/put batch in rows");
+DEFINE_string(port_file, "", "if set, write \"<data port> <admin port>\" here once listening");
+
+namespace {
+
+using namespace engram;
+
+StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& s, const char* flag) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos) return Status::InvalidArgument(std::string("--") + flag + " must be HOST:PORT");
+  try {
+    const int port = std::stoi(s.substr(colon + 1));
+    if (port < 0 || port > 65535) throw std::out_of_range("port");
+    return std::make_pair(s.substr(0, colon), static_cast<uint16_t>(port));
+  } catch (const std::exception&) {
+    return Status::InvalidArgument(std::string("--") + flag + ": bad port in '" + s + "'");
+  }
+}
+
+StatusOr<uint64_t> ParseBytes(const std::string& s) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(s, &used);
+    std::string suffix = s.substr(used);
+    double mult = 1;
+    if (suffix == "K" || suffix == "k") mult = 1024.0;
+    else if (suffix == "M" || suffix == "m") mult = 1024.0 * 1024;
+    else if (suffix == "G" || suffix == "g") mult = 1024.0 * 1024 * 1024;
+    else if (suffix == "T" || suffix == "t") mult = 1024.0 * 1024 * 1024 * 1024;
+    else if (!suffix.empty()) throw std::invalid_argument(suffix);
+    if (v < 0) throw std::invalid_argument(s);
+    return static_cast<uint64_t>(v * mult);
+  } catch (const std::exception&) {
+    return Status::InvalidArgument("--memory_budget: cannot read '" + s + "' (e.g. 64G)");
+  }
+}
+
+int Die(const Status& s) {
+  LOG(ERROR) << s.ToString();
+  std::fprintf(stderr, "engram-server: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("engram-ps parameter server daemon");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+
+  // Signals are taken synchronously by the main thread; every other thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto data = SplitHostPort(FLAGS_listen, "listen");
+  if (!data.ok()) return Die(data.status());
+  auto admin = SplitHostPort(FLAGS_admin_listen, "admin_listen");
+  if (!admin.ok()) return Die(admin.status());
+  auto budget = ParseBytes(FLAGS_memory_budget);
+  if (!budget.ok()) return Die(budget.status());
+  if (FLAGS_threads < 1 || FLAGS_threads > 256) return Die(Status::InvalidArgument("--threads must be 1..256"));
+  if (!FLAGS_data_dir.empty() && mkdir(FLAGS_data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Die(Status::IoError("cannot create --data_dir " + FLAGS_data_dir));
+  }
+
+  ps::ServiceOptions opts;
+  opts.node_id = FLAGS_node_id;
+  opts.memory_budget = *budget;
+  opts.max_batch_rows = FLAGS_max_batch_rows;
+  opts.shard.max_batch_rows = FLAGS_max_batch_rows;
+  ps::Service service(opts);
+  auto pool = std::make_unique<ps::ThreadPool>(FLAGS_threads);
+
+  // The UCX thread may deliver a request as soon as the listener exists, before Start()
+  // returns: handlers wait for the transport pointer, published right after Start().
+  std::atomic<ps::UcxServer*> transport_ready{nullptr};
+  std::mutex pool_mu;
+  bool stopping = false;  // GUARDED_BY(pool_mu): set at shutdown, before the pool drains.
+  auto handler = [&](ps::Request&& req) {
+    ps::UcxServer* t;
+    while ((t = transport_ready.load()) == nullptr) std::this_thread::yield();
+    auto run = [&service, t](const ps::Request& r) {
+      ps::Reply reply = service.Handle(r.header, r.payload.data(), r.payload.size());
+      t->Reply(r.conn_id, r.header, reply.code, std::move(reply.payload));
+    };
+    if (!ps::Service::IsHeavy(req.header, req.payload.size())) {
+      run(req);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(pool_mu);
+    if (stopping) {
+      t->ReplyError(req.conn_id, req.header, Status::Unavailable("server is shutting down"));
+      return;
+    }
+    pool->Submit([run, r = std::move(req)] { run(r); });
+  };
+  auto server = ps::UcxServer::Start(data->first, data->second, handler);
+  if (!server.ok()) return Die(server.status());
+  ps::UcxServer* transport = server->get();
+  transport_ready = transport;
+
+  ps::AdminHandlers handlers;
+  handlers.metrics = [&] {
+    std::string m = service.MetricsText();
+    m += "# TYPE engram_connections_open gauge\nengram_connections_open " + std::to_string(transport->open_connections()) + "\n";
+    m += "# TYPE engram_malformed_frames_total counter\nengram_malformed_frames_total " +
+         std::to_string(transport->counters().malformed.load()) + "\n";
+    m += "# TYPE engram_reply_send_errors_total counter\nengram_reply_send_errors_total " +
+         std::to_string(transport->counters().send_errors.load()) + "\n";
+    m += "# TYPE engram_worker_queue_depth gauge\nengram_worker_queue_depth " + std::to_string(pool->queued()) + "\n";
+    return m;
+  };
+  handlers.status = [&] { return service.StatusJson(); };
+  handlers.healthy = [] { return true; };
+  auto http = ps::AdminHttpServer::Start(admin->first, admin->second, handlers);
+  if (!http.ok()) return Die(http.status());
+
+  LOG(INFO) << "engram-server node " << FLAGS_node_id << ": data plane on " << data->first << ":" << transport->port()
+            << " (UCX active messages; endpoints with peer error handling, so UCX uses its tcp lanes), admin on http://"
+            << admin->first << ":" << (*http)->port() << ", " << FLAGS_threads << " worker threads, memory budget "
+            << (*budget == 0 ? std::string("unlimited") : std::to_string(*budget) + " bytes");
+  if (!FLAGS_port_file.empty()) {
+    const std::string tmp = FLAGS_port_file + ".tmp";
+    std::ofstream(tmp) << transport->port() << " " << (*http)->port() << "\n";
+    std::rename(tmp.c_str(), FLAGS_port_file.c_str());
+  }
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  LOG(INFO) << "signal " << sig << ": shutting down";
+  http->reset();
+  {
+    std::lock_guard<std::mutex> lock(pool_mu);
+    stopping = true;  // Heavy requests from now on are refused with Unavailable (retry elsewhere).
+  }
+  pool.reset();     // Finishes the requests already accepted; their replies still go out.
+  server->reset();  // Then stops the data plane.
+  LOG(INFO) << "stopped";
+  return 0;
+}

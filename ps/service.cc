@@ -1,0 +1,293 @@
+// Service: request decoding, validation and execution.
+#include "ps/service.h"
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+namespace engram::ps {
+namespace {
+
+const char* TypeName(uint16_t t) {
+  switch (static_cast<wire::MsgType>(t)) {
+    case wire::MsgType::kHello: return "hello";
+    case wire::MsgType::kCreateTable: return "create_table";
+    case wire::MsgType::kDropTable: return "drop_table";
+    case wire::MsgType::kListTables: return "list_tables";
+    case wire::MsgType::kDescribeTable: return "describe_table";
+    case wire::MsgType::kPull: return "pull";
+    case wire::MsgType::kPush: return "push";
+    case wire::MsgType::kPut: return "put";
+    case wire::MsgType::kStats: return "stats";
+  }
+  return "unknown";
+}
+
+constexpr size_t kSmallPullRows = 8192;
+
+}  // namespace
+
+bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
+  switch (static_cast<wire::MsgType>(h.type)) {
+    case wire::MsgType::kPush:
+    case wire::MsgType::kPut:
+    case wire::MsgType::kCreateTable: return true;
+    case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
+    default: return false;
+  }
+}
+
+Reply Service::Handle(const wire::Header& h, const uint8_t* payload, size_t len) {
+  const size_t slot = h.type < 16 ? h.type : 0;
+  counters_.requests[slot]++;
+  Reply reply;
+  wire::Reader r(payload, len);
+  Status s = Run(h, r, &reply.payload);
+  if (!s.ok()) {
+    counters_.errors[slot]++;
+    reply.code = s.code();
+    reply.payload.assign(s.message().begin(), s.message().end());
+    if (s.IsStaleShardMap()) {  // The refusing side's epoch travels in the message's tail.
+      wire::Writer w(&reply.payload);
+      w.Put<uint64_t>(s.epoch());
+    }
+  }
+  return reply;
+}
+
+Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out) {
+  wire::Writer w(out);
+  switch (static_cast<wire::MsgType>(h.type)) {
+    case wire::MsgType::kHello: {
+      w.Put<uint16_t>(wire::kProtocolVersion);
+      w.Put<uint32_t>(options_.node_id);
+      return Status::OK();
+    }
+    case wire::MsgType::kCreateTable: return CreateTable(r);
+    case wire::MsgType::kDropTable: {
+      std::string name;
+      ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+      return registry_.DropTable(name);
+    }
+    case wire::MsgType::kListTables: {
+      const auto names = registry_.List();
+      std::vector<wire::TableInfo> infos;
+      for (const auto& n : names) {
+        auto t = registry_.Get(n);
+        if (t.ok()) infos.push_back(Info(**t));  // Skips a table dropped meanwhile.
+      }
+      w.Put<uint32_t>(static_cast<uint32_t>(infos.size()));
+      for (const auto& i : infos) wire::PutTableInfo(w, i);
+      return Status::OK();
+    }
+    case wire::MsgType::kDescribeTable: {
+      std::string name;
+      ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+      ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
+      wire::PutTableInfo(w, Info(*t));
+      return Status::OK();
+    }
+    case wire::MsgType::kPull: return Pull(h, r, out);
+    case wire::MsgType::kPush: return Push(h, r);
+    case wire::MsgType::kPut: return Put(h, r);
+    case wire::MsgType::kStats: {
+      const std::string s = StatusJson();
+      w.PutString(s);
+      return Status::OK();
+    }
+  }
+  return Status::InvalidArgument("unknown request type " + std::to_string(h.type));
+}
+
+wire::TableInfo Service::Info(const Table& t) const {
+  wire::TableInfo i;
+  i.schema = t.schema();
+  i.epoch = t.shard_map().epoch();
+  i.owners = t.shard_map().owners();
+  i.node_id = t.node_id();
+  const TableStats s = t.stats();
+  i.touched_rows = s.touched_rows;
+  i.bytes_per_row = s.bytes_per_row;
+  return i;
+}
+
+Status Service::CreateTable(wire::Reader& r) {
+  wire::TableInfo info;
+  ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
+  ENGRAM_RETURN_IF_ERROR(info.schema.Validate());
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+  return registry_.CreateTable(info.schema, std::move(map), info.node_id).status();
+}
+
+StatusOr<std::shared_ptr<Table>> Service::TableFor(const wire::Header& h, wire::Reader& r) {
+  std::string name;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+  ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
+  if (h.epoch != 0 && h.epoch != t->shard_map().epoch()) {
+    return Status::StaleShardMap(t->shard_map().epoch(), "table '" + name + "' is at shard-map epoch " +
+                                                              std::to_string(t->shard_map().epoch()) + ", request used " +
+                                                              std::to_string(h.epoch));
+  }
+  return t;
+}
+
+Status Service::ReadRows(wire::Reader& r, std::vector<uint64_t>* rows) {
+  uint32_t n = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+  if (n > options_.max_batch_rows) {
+    return Status::InvalidArgument("batch of " + std::to_string(n) + " rows exceeds the server's limit of " +
+                                   std::to_string(options_.max_batch_rows));
+  }
+  const uint8_t* p = nullptr;
+  ENGRAM_RETURN_IF_ERROR(r.GetSpan(size_t{n} * 8, &p));
+  rows->resize(n);
+  std::memcpy(rows->data(), p, size_t{n} * 8);
+  return Status::OK();
+}
+
+Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out) {
+  ENGRAM_ASSIGN_OR_RETURN(auto t, TableFor(h, r));
+  std::vector<uint64_t> rows;
+  ENGRAM_RETURN_IF_ERROR(ReadRows(r, &rows));
+  if (r.remaining() != 0) return Status::InvalidArgument("malformed frame: trailing bytes after pull");
+  const size_t vb = t->schema().value_bytes();
+  wire::Writer w(out);
+  w.Put<uint32_t>(static_cast<uint32_t>(rows.size()));
+  w.Put<uint32_t>(static_cast<uint32_t>(vb));
+  uint8_t* dst = w.Reserve(rows.size() * vb);  // Gather straight into the reply.
+  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst));
+  counters_.rows_pulled += rows.size();
+  return Status::OK();
+}
+
+Status Service::CheckBudget() const {
+  if (options_.memory_budget == 0) return Status::OK();
+  const uint64_t used = registry_.TouchedBytes();
+  if (used >= options_.memory_budget) {
+    return Status::ResourceExhausted("memory budget of " + std::to_string(options_.memory_budget) +
+                                     " bytes is used up (" + std::to_string(used) +
+                                     " bytes of rows materialised); nothing was applied");
+  }
+  return Status::OK();
+}
+
+Status Service::Push(const wire::Header& h, wire::Reader& r) {
+  ENGRAM_ASSIGN_OR_RETURN(auto t, TableFor(h, r));
+  uint64_t client = 0, seq = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&client));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
+  std::vector<uint64_t> rows;
+  ENGRAM_RETURN_IF_ERROR(ReadRows(r, &rows));
+  const uint32_t dim = t->schema().dim;
+  const uint8_t* g = nullptr;
+  ENGRAM_RETURN_IF_ERROR(r.GetSpan(rows.size() * dim * sizeof(float), &g).WithContext(
+      "push gradients must be " + std::to_string(dim) + " f32 per row (the table's dim)"));
+  if (r.remaining() != 0) {
+    return Status::InvalidArgument("push gradients must be " + std::to_string(dim) +
+                                   " f32 per row (the table's dim); the frame has trailing bytes");
+  }
+  Status prior;
+  switch (dedup_.Begin(client, seq, &prior)) {
+    case PushDedup::Verdict::kDuplicate: counters_.duplicate_pushes++; return prior;
+    case PushDedup::Verdict::kInProgress:
+      counters_.duplicate_pushes++;
+      return Status::Unavailable("push " + std::to_string(seq) + " is still being applied; retry");
+    case PushDedup::Verdict::kTooOld:
+      return Status::Aborted("push " + std::to_string(seq) + " is older than the retransmission window; not applied");
+    case PushDedup::Verdict::kApply: break;
+  }
+  // Gradients sit 8-aligned in the payload (the Reader guarantees the offset, the receive
+  // buffer comes from the allocator), so they are read in place.
+  Status s = CheckBudget();
+  if (s.ok()) s = t->Push(rows, reinterpret_cast<const float*>(g));
+  dedup_.Finish(client, seq, s);
+  if (s.ok()) counters_.rows_pushed += rows.size();
+  return s;
+}
+
+Status Service::Put(const wire::Header& h, wire::Reader& r) {
+  ENGRAM_ASSIGN_OR_RETURN(auto t, TableFor(h, r));
+  std::vector<uint64_t> rows;
+  ENGRAM_RETURN_IF_ERROR(ReadRows(r, &rows));
+  const size_t vb = t->schema().value_bytes();
+  const uint8_t* v = nullptr;
+  ENGRAM_RETURN_IF_ERROR(r.GetSpan(rows.size() * vb, &v).WithContext("put values must be " + std::to_string(vb) +
+                                                                        " bytes per row"));
+  if (r.remaining() != 0) return Status::InvalidArgument("put values must be " + std::to_string(vb) + " bytes per row");
+  ENGRAM_RETURN_IF_ERROR(CheckBudget());
+  ENGRAM_RETURN_IF_ERROR(t->Put(rows, v));
+  counters_.rows_put += rows.size();
+  return Status::OK();
+}
+
+std::string Service::MetricsText() const {
+  std::string m;
+  auto line = [&](const std::string& s) { m += s + "\n"; };
+  line("# HELP engram_requests_total Requests received, by type.");
+  line("# TYPE engram_requests_total counter");
+  for (uint16_t t = 1; t <= 9; ++t) {
+    line(std::string("engram_requests_total{type=\"") + TypeName(t) + "\"} " + std::to_string(counters_.requests[t].load()));
+  }
+  line("# HELP engram_request_errors_total Requests answered with an error, by type.");
+  line("# TYPE engram_request_errors_total counter");
+  for (uint16_t t = 0; t <= 9; ++t) {
+    line(std::string("engram_request_errors_total{type=\"") + TypeName(t) + "\"} " + std::to_string(counters_.errors[t].load()));
+  }
+  line("# TYPE engram_rows_pulled_total counter");
+  line("engram_rows_pulled_total " + std::to_string(counters_.rows_pulled.load()));
+  line("# TYPE engram_rows_pushed_total counter");
+  line("engram_rows_pushed_total " + std::to_string(counters_.rows_pushed.load()));
+  line("# TYPE engram_rows_put_total counter");
+  line("engram_rows_put_total " + std::to_string(counters_.rows_put.load()));
+  line("# HELP engram_duplicate_pushes_total Retransmitted pushes recognised and not applied again.");
+  line("# TYPE engram_duplicate_pushes_total counter");
+  line("engram_duplicate_pushes_total " + std::to_string(counters_.duplicate_pushes.load()));
+  line("# HELP engram_table_rows_touched Rows materialised on this node.");
+  line("# TYPE engram_table_rows_touched gauge");
+  line("# HELP engram_table_bytes_per_row Bytes one materialised row costs (value slot + optimizer state).");
+  line("# TYPE engram_table_bytes_per_row gauge");
+  for (const auto& name : registry_.List()) {
+    auto t = registry_.Get(name);
+    if (!t.ok()) continue;
+    const TableStats s = (*t)->stats();
+    line("engram_table_rows_touched{table=\"" + name + "\"} " + std::to_string(s.touched_rows));
+    line("engram_table_bytes_per_row{table=\"" + name + "\"} " + std::to_string(s.bytes_per_row));
+  }
+  line("# TYPE engram_memory_budget_bytes gauge");
+  line("engram_memory_budget_bytes " + std::to_string(options_.memory_budget));
+  line("# TYPE engram_rows_bytes gauge");
+  line("engram_rows_bytes " + std::to_string(registry_.TouchedBytes()));
+  return m;
+}
+
+std::string Service::StatusJson() const {
+  nlohmann::json j;
+  j["node_id"] = options_.node_id;
+  j["uptime_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  j["protocol_version"] = wire::kProtocolVersion;
+  j["memory_budget_bytes"] = options_.memory_budget;
+  j["rows_bytes"] = registry_.TouchedBytes();
+  j["tables"] = nlohmann::json::array();
+  for (const auto& name : registry_.List()) {
+    auto t = registry_.Get(name);
+    if (!t.ok()) continue;
+    const auto& s = (*t)->schema();
+    const TableStats st = (*t)->stats();
+    j["tables"].push_back({{"name", name},
+                           {"rows", s.num_rows},
+                           {"dim", s.dim},
+                           {"dtype", DTypeName(s.dtype)},
+                           {"optimizer", OptimizerName(s.optimizer.kind)},
+                           {"epoch", (*t)->shard_map().epoch()},
+                           {"shards", (*t)->shard_map().num_shards()},
+                           {"local_shards", st.local_shards},
+                           {"rows_touched", st.touched_rows},
+                           {"bytes_per_row", st.bytes_per_row}});
+  }
+  j["rows_pulled"] = counters_.rows_pulled.load();
+  j["rows_pushed"] = counters_.rows_pushed.load();
+  j["duplicate_pushes"] = counters_.duplicate_pushes.load();
+  return j.dump();
+}
+
+}  // namespace engram::ps

@@ -1,0 +1,84 @@
+// Service: decodes and validates one request, runs it against the TableRegistry and encodes
+// the reply. Transport-free, so every malformed-input case is testable in-process.
+//
+// Every failure becomes an error reply (a Code and a message); nothing a client sends can
+// crash the daemon or half-apply a batch. Thread-safe: Handle() may run on many threads.
+#ifndef ENGRAM_PS_SERVICE_H_
+#define ENGRAM_PS_SERVICE_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engram/status.h"
+#include "engram/wire.h"
+#include "ps/push_dedup.h"
+#include "ps/table_registry.h"
+
+namespace engram::ps {
+
+struct ServiceOptions {
+  uint32_t node_id = 0;
+  // Largest pull/push/put batch in rows; larger requests are refused (InvalidArgument).
+  uint32_t max_batch_rows = 1u << 20;
+  // Bytes of materialised rows (values + optimizer state) this node may hold; pushes and puts
+  // beyond it are refused with ResourceExhausted. 0: unlimited.
+  uint64_t memory_budget = 0;
+  storage::ShardOptions shard;
+};
+
+struct Reply {
+  Code code = Code::kOk;
+  std::vector<uint8_t> payload;  // The encoded result, or the error message.
+};
+
+class Service {
+ public:
+  explicit Service(ServiceOptions options)
+      : options_(options), registry_(options.node_id, options.shard), started_(std::chrono::steady_clock::now()) {}
+
+  // Executes one request. `payload` is the request's bytes after the header.
+  Reply Handle(const wire::Header& header, const uint8_t* payload, size_t len);
+
+  // Whether a request should run off the I/O thread (it may take more than a few microseconds).
+  static bool IsHeavy(const wire::Header& header, size_t payload_len);
+
+  const TableRegistry& registry() const { return registry_; }
+  // Prometheus text exposition of the service's counters and tables.
+  std::string MetricsText() const;
+  // JSON with node, uptime and tables.
+  std::string StatusJson() const;
+
+  struct Counters {
+    std::atomic<uint64_t> requests[16] = {};
+    std::atomic<uint64_t> errors[16] = {};
+    std::atomic<uint64_t> rows_pulled{0};
+    std::atomic<uint64_t> rows_pushed{0};
+    std::atomic<uint64_t> rows_put{0};
+    std::atomic<uint64_t> duplicate_pushes{0};
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  Status Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
+  Status CreateTable(wire::Reader& r);
+  Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
+  Status Push(const wire::Header& h, wire::Reader& r);
+  Status Put(const wire::Header& h, wire::Reader& r);
+  StatusOr<std::shared_ptr<Table>> TableFor(const wire::Header& h, wire::Reader& r);
+  Status ReadRows(wire::Reader& r, std::vector<uint64_t>* rows);
+  Status CheckBudget() const;
+  wire::TableInfo Info(const Table& t) const;
+
+  const ServiceOptions options_;
+  TableRegistry registry_;
+  PushDedup dedup_;
+  Counters counters_;
+  const std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace engram::ps
+
+#endif  // ENGRAM_PS_SERVICE_H_
