@@ -190,6 +190,14 @@ ucs_status_t Transport::OnReply(void* arg, const void* header, size_t header_len
 }
 
 StatusOr<uint64_t> Transport::Send(int conn, wire::MsgType type, uint64_t epoch, std::vector<uint8_t> payload) {
+  wire::Header h;
+  h.type = static_cast<uint16_t>(type);
+  h.epoch = epoch;
+  h.payload_len = static_cast<uint32_t>(payload.size());
+  return SendRaw(conn, h, std::move(payload));
+}
+
+StatusOr<uint64_t> Transport::SendRaw(int conn, wire::Header header, std::vector<uint8_t> payload) {
   std::lock_guard<std::mutex> lock(mu_);
   Conn* c = conns_[conn].get();
   if (c->failed || c->ep == nullptr) {
@@ -197,10 +205,8 @@ StatusOr<uint64_t> Transport::Send(int conn, wire::MsgType type, uint64_t epoch,
   }
   const uint64_t id = next_id_++;
   auto* ctx = new SendCtx{};
-  ctx->header.type = static_cast<uint16_t>(type);
+  ctx->header = header;
   ctx->header.request_id = id;
-  ctx->header.epoch = epoch;
-  ctx->header.payload_len = static_cast<uint32_t>(payload.size());
   ctx->payload = std::move(payload);
   Pending pend;
   pend.conn = conn;

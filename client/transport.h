@@ -43,6 +43,9 @@ class Transport {
 
   // Sends a request; returns its id for Wait(). The payload is kept until UCX is done with it.
   StatusOr<uint64_t> Send(int conn, wire::MsgType type, uint64_t epoch, std::vector<uint8_t> payload);
+  // Sends `header` as given (only request_id is assigned): for protocol tests that need
+  // malformed frames. Returns the request id.
+  StatusOr<uint64_t> SendRaw(int conn, wire::Header header, std::vector<uint8_t> payload);
   // Waits for the reply of `id`. A non-OK reply becomes its Status (StaleShardMap carries the
   // server's epoch). DeadlineExceeded if the deadline passes; the request is then abandoned
   // (its late reply is dropped), so a retry must be idempotent.

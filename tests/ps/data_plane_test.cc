@@ -1,0 +1,296 @@
+// Multi-process tests of the data plane: real engram-server daemons on 127.0.0.1 (ephemeral
+// ports), driven through the client library and through raw frames.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "../testing/server_process.h"
+#include "client/client.h"
+#include "engram/init.h"
+#include "storage/optimizer.h"
+
+namespace engram {
+namespace {
+
+using testing::ServerProcess;
+
+std::unique_ptr<client::Client> Connect(const std::vector<const ServerProcess*>& servers, int timeout_ms = 5000) {
+  client::ClientOptions o;
+  for (const auto* s : servers) o.servers.push_back(s->address());
+  o.timeout = std::chrono::milliseconds(timeout_ms);
+  auto c = client::Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
+TableSchema Schema(const std::string& name, OptimizerKind opt, uint64_t rows = 100000, uint32_t dim = 8) {
+  TableSchema s;
+  s.name = name;
+  s.num_rows = rows;
+  s.dim = dim;
+  s.optimizer.kind = opt;
+  s.optimizer.lr = opt == OptimizerKind::kSgd ? 1.0f : 0.01f;
+  s.init = {InitKind::kNormal, 0.05f, 11};
+  return s;
+}
+
+class DataPlaneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    s0_ = ServerProcess::Start(0);
+    s1_ = ServerProcess::Start(1);
+    client_ = Connect({s0_.get(), s1_.get()});
+    ASSERT_NE(client_, nullptr);
+  }
+  std::unique_ptr<ServerProcess> s0_, s1_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(DataPlaneTest, PullAfterPushEqualsTheOptimizersMathExactly) {
+  const TableSchema s = Schema("adam", OptimizerKind::kAdam);
+  ASSERT_TRUE(client_->CreateTable(s, 8).ok());
+  auto t = client_->OpenTable("adam");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  // Rows on both servers, with a duplicate whose gradients must be summed client-side.
+  const std::vector<uint64_t> rows = {3, 99999, 50000, 3};
+  std::vector<float> g(rows.size() * s.dim);
+  for (size_t i = 0; i < g.size(); ++i) g[i] = std::sin(float(i)) * 0.1f;
+  // The same math, in process: initial value, summed gradient, Adam over three steps.
+  std::vector<std::vector<float>> want(3, std::vector<float>(s.dim));
+  std::vector<std::vector<uint8_t>> state(3, std::vector<uint8_t>(storage::OptimizerStateBytes(s.optimizer, s.dim)));
+  const uint64_t uniq[] = {3, 99999, 50000};
+  for (int u = 0; u < 3; ++u) {
+    InitialRow(s.init, uniq[u], s.dim, want[u].data());
+    storage::InitOptimizerState(s.optimizer, s.dim, state[u].data());
+  }
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_TRUE((*t)->Push(rows, g.data()).ok());
+    for (int u = 0; u < 3; ++u) {
+      std::vector<float> sum(s.dim, 0.0f);
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (rows[i] != uniq[u]) continue;
+        for (uint32_t c = 0; c < s.dim; ++c) sum[c] += g[i * s.dim + c];
+      }
+      storage::ApplyOptimizer(s.optimizer, s.dim, want[u].data(), state[u].data(), sum.data());
+    }
+  }
+  std::vector<float> got(3 * s.dim);
+  ASSERT_TRUE((*t)->PullF32(std::vector<uint64_t>(uniq, uniq + 3), got.data()).ok());
+  for (int u = 0; u < 3; ++u) {
+    for (uint32_t c = 0; c < s.dim; ++c) EXPECT_EQ(got[u * s.dim + c], want[u][c]) << "row " << uniq[u] << " col " << c;
+  }
+}
+
+TEST_F(DataPlaneTest, ConcurrentClientsPushingTheSameRowsLoseNoUpdate) {
+  TableSchema s = Schema("sgd", OptimizerKind::kSgd, 1000, 4);
+  s.init.kind = InitKind::kZeros;
+  ASSERT_TRUE(client_->CreateTable(s, 4).ok());
+  constexpr int kClients = 3, kPushes = 200;
+  auto pusher = [&] {
+    auto c = Connect({s0_.get(), s1_.get()});
+    ASSERT_NE(c, nullptr);
+    auto t = c->OpenTable("sgd");
+    ASSERT_TRUE(t.ok());
+    const std::vector<uint64_t> rows = {1, 999, 1};
+    const std::vector<float> g(rows.size() * 4, 1.0f);
+    for (int i = 0; i < kPushes; ++i) ASSERT_TRUE((*t)->Push(rows, g.data()).ok());
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) threads.emplace_back(pusher);
+  for (auto& th : threads) th.join();
+  auto t = client_->OpenTable("sgd");
+  std::vector<float> got(2 * 4);
+  ASSERT_TRUE((*t)->PullF32(std::vector<uint64_t>{1, 999}, got.data()).ok());
+  // SGD with lr 1 on integer gradients is exact: row 1 gets 2 per push, row 999 gets 1.
+  EXPECT_EQ(got[0], -2.0f * kClients * kPushes);
+  EXPECT_EQ(got[4], -1.0f * kClients * kPushes);
+}
+
+// Builds a push frame for one server by hand (the client library would split by server).
+std::vector<uint8_t> PushPayload(const std::string& table, uint64_t client, uint64_t seq, const std::vector<uint64_t>& rows,
+                                 const std::vector<float>& grads) {
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  w.PutString(table);
+  w.Put<uint64_t>(client);
+  w.Put<uint64_t>(seq);
+  w.Put<uint32_t>(static_cast<uint32_t>(rows.size()));
+  w.PutBytes(rows.data(), rows.size() * 8);
+  w.PutBytes(grads.data(), grads.size() * 4);
+  return p;
+}
+
+class RawFrameTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = ServerProcess::Start(0, {"--max_batch_rows=1000"});
+    client_ = Connect({server_.get()});
+    ASSERT_NE(client_, nullptr);
+    TableSchema s = Schema("t", OptimizerKind::kSgd, 100, 4);
+    s.init.kind = InitKind::kZeros;
+    ASSERT_TRUE(client_->CreateTable(s, 1).ok());
+    auto tr = client::Transport::Create();
+    ASSERT_TRUE(tr.ok());
+    transport_ = std::move(tr).value();
+    auto hp = server_->address();
+    auto conn = transport_->Connect("127.0.0.1", static_cast<uint16_t>(std::stoi(hp.substr(hp.rfind(':') + 1))));
+    ASSERT_TRUE(conn.ok());
+    conn_ = *conn;
+  }
+  Status Call(wire::MsgType type, std::vector<uint8_t> payload) {
+    auto id = transport_->Send(conn_, type, 0, std::move(payload));
+    if (!id.ok()) return id.status();
+    return transport_->Wait(*id, client::Clock::now() + std::chrono::seconds(5)).status();
+  }
+  Status CallRaw(wire::Header h, std::vector<uint8_t> payload) {
+    auto id = transport_->SendRaw(conn_, h, std::move(payload));
+    if (!id.ok()) return id.status();
+    return transport_->Wait(*id, client::Clock::now() + std::chrono::seconds(5)).status();
+  }
+  // The daemon still answers everyone: a fresh client can pull.
+  void ExpectStillServing() {
+    auto c = Connect({server_.get()});
+    ASSERT_NE(c, nullptr);
+    auto t = c->OpenTable("t");
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    std::vector<float> v(4);
+    EXPECT_TRUE((*t)->PullF32(std::vector<uint64_t>{1}, v.data()).ok());
+  }
+  float Value(uint64_t row) {
+    auto t = client_->OpenTable("t");
+    std::vector<float> v(4);
+    EXPECT_TRUE((*t)->PullF32(std::vector<uint64_t>{row}, v.data()).ok());
+    return v[0];
+  }
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<client::Client> client_;
+  std::unique_ptr<client::Transport> transport_;
+  int conn_ = 0;
+};
+
+TEST_F(RawFrameTest, ARetransmittedPushIsAppliedOnce) {
+  const auto p = PushPayload("t", 77, 5, {2}, {1, 1, 1, 1});
+  ASSERT_TRUE(Call(wire::MsgType::kPush, p).ok());
+  ASSERT_TRUE(Call(wire::MsgType::kPush, p).ok());  // Same client id and sequence: a retransmission.
+  EXPECT_EQ(Value(2), -1.0f);
+  ASSERT_TRUE(Call(wire::MsgType::kPush, PushPayload("t", 77, 6, {2}, {1, 1, 1, 1})).ok());
+  EXPECT_EQ(Value(2), -2.0f);
+}
+
+TEST_F(RawFrameTest, EachMalformedInputGetsItsErrorAndTheDaemonSurvives) {
+  struct Case {
+    const char* what;
+    wire::MsgType type;
+    std::vector<uint8_t> payload;
+    Code want;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"short frame", wire::MsgType::kPush, {1, 0}, Code::kInvalidArgument});
+  cases.push_back({"unknown table", wire::MsgType::kPush, PushPayload("nope", 1, 1, {1}, {1, 1, 1, 1}), Code::kNotFound});
+  cases.push_back({"wrong dim", wire::MsgType::kPush, PushPayload("t", 1, 2, {1}, {1, 1, 1}), Code::kInvalidArgument});
+  cases.push_back({"row out of range", wire::MsgType::kPush, PushPayload("t", 1, 3, {100}, {1, 1, 1, 1}), Code::kOutOfRange});
+  cases.push_back({"non-finite gradient", wire::MsgType::kPush, PushPayload("t", 1, 4, {1}, {1, NAN, 1, 1}),
+                   Code::kInvalidArgument});
+  std::vector<uint64_t> many(1001, 1);
+  cases.push_back({"oversized batch", wire::MsgType::kPush, PushPayload("t", 1, 5, many, std::vector<float>(4004, 0.0f)),
+                   Code::kInvalidArgument});
+  {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    w.PutString("t");
+    w.Put<uint32_t>(3);  // Claims 3 rows, carries 1.
+    w.Put<uint64_t>(1);
+    cases.push_back({"truncated pull", wire::MsgType::kPull, p, Code::kInvalidArgument});
+  }
+  cases.push_back({"unknown type", static_cast<wire::MsgType>(999), {}, Code::kInvalidArgument});
+  {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    w.Put<uint32_t>(1u << 30);  // A 1 GiB string length.
+    cases.push_back({"absurd string length", wire::MsgType::kDescribeTable, p, Code::kInvalidArgument});
+  }
+  for (auto& c : cases) {
+    Status s = Call(c.type, c.payload);
+    EXPECT_EQ(s.code(), c.want) << c.what << ": " << s.ToString();
+    EXPECT_FALSE(s.message().empty()) << c.what;
+  }
+  EXPECT_EQ(Value(1), 0.0f);  // None of them changed a row.
+
+  wire::Header bad;
+  bad.type = static_cast<uint16_t>(wire::MsgType::kHello);
+  bad.magic = 0xdeadbeef;
+  EXPECT_TRUE(CallRaw(bad, {}).IsInvalidArgument());
+  bad.magic = wire::kMagic;
+  bad.version = 99;
+  Status v = CallRaw(bad, {});
+  EXPECT_TRUE(v.IsInvalidArgument());
+  EXPECT_NE(v.message().find("protocol version"), std::string::npos);
+  bad.version = wire::kProtocolVersion;
+  bad.payload_len = 50;  // Header and frame disagree.
+  EXPECT_TRUE(CallRaw(bad, {1, 2, 3}).IsInvalidArgument());
+  ExpectStillServing();
+}
+
+TEST_F(RawFrameTest, StaleEpochIsRefusedWithTheCurrentEpoch) {
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  w.PutString("t");
+  w.Put<uint32_t>(1);
+  w.PutBytes(std::vector<uint64_t>{1}.data(), 8);
+  auto id = transport_->Send(conn_, wire::MsgType::kPull, /*epoch=*/7, p);
+  ASSERT_TRUE(id.ok());
+  Status s = transport_->Wait(*id, client::Clock::now() + std::chrono::seconds(5)).status();
+  EXPECT_TRUE(s.IsStaleShardMap()) << s.ToString();
+  EXPECT_EQ(s.epoch(), 1u);
+}
+
+TEST(ServerLifecycleTest, ADaemonKilledMidRequestGivesThePromptErrorNotAHang) {
+  auto server = ServerProcess::Start(0);
+  auto c = Connect({server.get()}, /*timeout_ms=*/3000);
+  ASSERT_NE(c, nullptr);
+  TableSchema s = Schema("t", OptimizerKind::kAdam, 1 << 20, 64);
+  ASSERT_TRUE(c->CreateTable(s, 4).ok());
+  auto t = c->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  std::vector<uint64_t> rows(50000);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = i * 17;
+  std::vector<float> g(rows.size() * 64, 0.01f);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server->Kill9();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  Status last;
+  for (int i = 0; i < 1000 && last.ok(); ++i) last = (*t)->Push(rows, g.data());
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  killer.join();
+  EXPECT_FALSE(last.ok());
+  EXPECT_TRUE(last.IsUnavailable() || last.code() == Code::kDeadlineExceeded) << last.ToString();
+  // Three attempts of at most 3 s each, plus the pushes before the kill.
+  EXPECT_LT(waited, 12.0) << last.ToString();
+}
+
+TEST(ServerLifecycleTest, SigtermShutsDownCleanly) {
+  auto server = ServerProcess::Start(0);
+  const int status = server->Stop();
+  EXPECT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(ServerLifecycleTest, MisnumberedServerListIsRefusedAtConnect) {
+  auto a = ServerProcess::Start(0);
+  auto b = ServerProcess::Start(1);
+  client::ClientOptions o;
+  o.servers = {b->address(), a->address()};
+  auto c = client::Client::Connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(c.status().message().find("--node_id=0"), std::string::npos) << c.status().message();
+}
+
+}  // namespace
+}  // namespace engram

@@ -1,0 +1,101 @@
+// Starts a real engram-server on 127.0.0.1 with ephemeral ports for a test, and always stops it.
+#ifndef ENGRAM_TESTS_TESTING_SERVER_PROCESS_H_
+#define ENGRAM_TESTS_TESTING_SERVER_PROCESS_H_
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace engram::testing {
+
+class ServerProcess {
+ public:
+  // Waits (up to 15 s) until the server wrote its port file; throws if it does not.
+  static std::unique_ptr<ServerProcess> Start(uint32_t node_id, std::vector<std::string> flags = {}) {
+    auto s = std::unique_ptr<ServerProcess>(new ServerProcess());
+    char tmpl[] = "/tmp/engram_srv_XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
+    s->dir_ = tmpl;
+    const std::string port_file = s->dir_ + "/ports";
+    std::vector<std::string> args = {ENGRAM_SERVER_PATH, "--listen=127.0.0.1:0", "--admin_listen=127.0.0.1:0",
+                                     "--node_id=" + std::to_string(node_id), "--port_file=" + port_file,
+                                     "--data_dir=" + s->dir_ + "/data"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    s->pid_ = fork();
+    if (s->pid_ == 0) {
+      const std::string log = s->dir_ + "/log";
+      freopen(log.c_str(), "w", stderr);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream f(port_file);
+      if (f >> s->port_ >> s->admin_port_) return s;
+      int status;
+      if (waitpid(s->pid_, &status, WNOHANG) == s->pid_) {
+        s->pid_ = -1;
+        throw std::runtime_error("engram-server exited at start; see " + s->dir_ + "/log");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("engram-server did not start within 15 s");
+  }
+
+  ~ServerProcess() {
+    Stop();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  uint16_t admin_port() const { return admin_port_; }
+  pid_t pid() const { return pid_; }
+
+  // SIGTERM, then SIGKILL if it has not exited within 10 s. Returns the exit status.
+  int Stop() {
+    if (pid_ <= 0) return exit_status_;
+    kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
+    exit_status_ = status;
+    return status;
+  }
+  void Kill9() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  ServerProcess() = default;
+  std::string dir_;
+  pid_t pid_ = -1;
+  int exit_status_ = 0;
+  uint16_t port_ = 0, admin_port_ = 0;
+};
+
+}  // namespace engram::testing
+
+#endif  // ENGRAM_TESTS_TESTING_SERVER_PROCESS_H_
