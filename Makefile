@@ -29,7 +29,7 @@ test-asan: deps
 	  ctest --test-dir $(ASAN_BUILD) -j$(JOBS) --output-on-failure --timeout 900
 
 demo: build
-	./$(BUILD)/client/examples/engram-local-demo $(DEMO_ARGS)
+	@bash scripts/demo.sh $(BUILD) 16 $(DEMO_ARGS)
 
 bench: build
 	@bash bench/run.sh $(BUILD) $(BENCH_ARGS)

@@ -39,7 +39,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   auto c = std::unique_ptr<Client>(new Client(options));
   c->client_id_ = options.client_id;
   while (c->client_id_ == 0) c->client_id_ = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
-  ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create());
+  ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create(options.progress_thread));
   for (size_t i = 0; i < options.servers.size(); ++i) {
     ENGRAM_ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.servers[i]));
     ENGRAM_ASSIGN_OR_RETURN(int conn, c->transport_->Connect(hp.first, hp.second));

@@ -49,6 +49,9 @@ struct ClientOptions {
   int max_attempts = 3;
   // Identifies this client's pushes for exactly-once application; 0: random.
   uint64_t client_id = 0;
+  // Progress transfers in a background thread while the caller computes (needed for pulls
+  // started with StartPull/Prefetch to move before Wait). Blocking calls progress themselves.
+  bool progress_thread = true;
 };
 
 class Client;

@@ -52,7 +52,7 @@ Status ReplyStatus(const ReplyMessage& r) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Transport>> Transport::Create() {
+StatusOr<std::unique_ptr<Transport>> Transport::Create(bool progress_thread) {
   auto t = std::unique_ptr<Transport>(new Transport());
   ENGRAM_ASSIGN_OR_RETURN(t->ucx_, ucx::ContextAndWorker::Create(UCS_THREAD_MODE_SERIALIZED));
   ucp_am_handler_param_t hp{};
@@ -64,10 +64,30 @@ StatusOr<std::unique_ptr<Transport>> Transport::Create() {
   hp.flags = UCP_AM_FLAG_WHOLE_MSG;
   ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_worker_set_am_recv_handler(t->ucx_->worker(), &hp), "set AM handler"));
   if (ucp_worker_get_efd(t->ucx_->worker(), &t->efd_) != UCS_OK) t->efd_ = -1;
+  if (progress_thread) t->progress_ = std::thread([p = t.get()] { p->ProgressLoop(); });
   return t;
 }
 
+void Transport::ProgressLoop() {
+  while (!stop_) {
+    bool idle;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const bool busy = ucp_worker_progress(ucx_->worker()) != 0;
+      idle = !busy && ucp_worker_arm(ucx_->worker()) == UCS_OK;
+    }
+    if (idle && efd_ >= 0) {
+      pollfd pfd{efd_, POLLIN, 0};
+      poll(&pfd, 1, 5);  // Bounded, so stop_ is seen promptly.
+    } else if (idle) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+}
+
 Transport::~Transport() {
+  stop_ = true;
+  if (progress_.joinable()) progress_.join();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& c : conns_) {
     if (!c->ep) continue;
@@ -184,7 +204,7 @@ ucs_status_t Transport::OnReply(void* arg, const void* header, size_t header_len
     }
     return UCS_OK;
   }
-  std::memcpy(p.reply.payload.data(), data, len);
+  if (len > 0) std::memcpy(p.reply.payload.data(), data, len);
   p.done = true;
   return UCS_OK;
 }

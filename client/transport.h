@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <atomic>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,7 +32,10 @@ struct ReplyMessage {
 
 class Transport {
  public:
-  static StatusOr<std::unique_ptr<Transport>> Create();
+  // `progress_thread`: also run a background thread that progresses the worker while requests
+  // are in flight, so transfers started with Send() advance while the caller computes (the
+  // layer-ahead prefetch). Waiters progress too, so a blocking call never waits on that thread.
+  static StatusOr<std::unique_ptr<Transport>> Create(bool progress_thread = false);
   ~Transport();
 
   // Opens a connection to host:port and returns its index. UCX connects lazily; the caller
@@ -76,6 +81,7 @@ class Transport {
   static ucs_status_t OnReply(void* arg, const void* header, size_t header_len, void* data, size_t len,
                               const ucp_am_recv_param_t* param);
   void ProgressLocked();
+  void ProgressLoop();
 
   std::unique_ptr<ucx::ContextAndWorker> ucx_;
   int efd_ = -1;
@@ -84,6 +90,8 @@ class Transport {
   std::unordered_map<uint64_t, Pending> pending_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;                        // GUARDED_BY(mu_)
   size_t abandoned_ = 0;                        // GUARDED_BY(mu_)
+  std::atomic<bool> stop_{false};
+  std::thread progress_;
 };
 
 }  // namespace engram::client

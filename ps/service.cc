@@ -141,7 +141,7 @@ Status Service::ReadRows(wire::Reader& r, std::vector<uint64_t>* rows) {
   const uint8_t* p = nullptr;
   ENGRAM_RETURN_IF_ERROR(r.GetSpan(size_t{n} * 8, &p));
   rows->resize(n);
-  std::memcpy(rows->data(), p, size_t{n} * 8);
+  if (n > 0) std::memcpy(rows->data(), p, size_t{n} * 8);
   return Status::OK();
 }
 

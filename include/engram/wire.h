@@ -88,7 +88,10 @@ class Writer {
     buf_->resize(at + bytes);
     return buf_->data() + at;
   }
-  void PutBytes(const void* p, size_t n) { std::memcpy(Reserve(n), p, n); }
+  void PutBytes(const void* p, size_t n) {
+    uint8_t* dst = Reserve(n);
+    if (n > 0) std::memcpy(dst, p, n);
+  }
 
  private:
   std::vector<uint8_t>* buf_;

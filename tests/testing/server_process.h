@@ -3,6 +3,7 @@
 #define ENGRAM_TESTS_TESTING_SERVER_PROCESS_H_
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@ class ServerProcess {
     args.insert(args.end(), flags.begin(), flags.end());
     s->pid_ = fork();
     if (s->pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlive a test that crashed.
       const std::string log = s->dir_ + "/log";
       freopen(log.c_str(), "w", stderr);
       std::vector<char*> argv;
