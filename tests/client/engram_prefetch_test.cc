@@ -1,0 +1,81 @@
+// EngramPrefetcher against a real engram-server: hashing, pulls in flight, layout, PushGrads.
+#include "client/engram_prefetch.h"
+
+#include <gtest/gtest.h>
+
+#include "../testing/server_process.h"
+
+namespace engram::client {
+namespace {
+
+TEST(EngramPrefetchTest, RowsLandInTokenLayoutAndGradientsAreSummedPerUniqueRow) {
+  auto server = testing::ServerProcess::Start(0);
+  ClientOptions o;
+  o.servers = {server->address()};
+  auto c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EngramSpec spec;
+  spec.engram_vocab_size = {101, 103};
+  spec.n_embed_per_ngram = 8;
+  spec.n_head_per_ngram = 2;  // dim 4, K = 4 lookups per token.
+  spec.layer_ids = {1, 3};
+  spec.compressed_vocab_size = 50;
+  auto hasher = EngramHasher::Create(spec);
+  ASSERT_TRUE(hasher.ok());
+  for (int64_t layer : spec.layer_ids) {
+    TableSchema s;
+    s.name = "e_layer" + std::to_string(layer);
+    s.num_rows = hasher->layer(layer)->table_rows;
+    s.dim = 4;
+    s.optimizer.kind = OptimizerKind::kSgd;
+    s.optimizer.lr = 1.0f;
+    s.init = {InitKind::kZeros, 0.0f, 0};
+    ASSERT_TRUE((*c)->CreateTable(s, 2).ok());
+  }
+  auto pf = EngramPrefetcher::Create(c->get(), spec, "e");
+  ASSERT_TRUE(pf.ok()) << pf.status().ToString();
+  const std::vector<int64_t> tokens = {5, 6, 5, 6, 5, 6};  // Repeated n-grams: duplicate rows.
+  auto h = (*pf)->Prefetch(3, tokens, 2, 3);
+  ASSERT_TRUE(h.ok());
+  ASSERT_TRUE((*h)->Wait().ok());
+  EXPECT_LT((*h)->num_unique_rows(), (*h)->num_lookups());
+  std::vector<float> grads((*h)->num_lookups() * 4, 1.0f);
+  ASSERT_TRUE((*h)->PushGrads(grads.data()).ok());
+  EXPECT_FALSE((*h)->PushGrads(grads.data()).ok());  // Once per handle.
+
+  // After one SGD step with lr 1, each row equals minus the number of lookups that hit it.
+  std::vector<uint64_t> ids(tokens.size() * 4);
+  ASSERT_TRUE(hasher->Hash(3, tokens, 2, 3, {}, ids.data()).ok());
+  auto again = (*pf)->Prefetch(3, tokens, 2, 3);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE((*again)->Wait().ok());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const float hits = static_cast<float>(std::count(ids.begin(), ids.end(), ids[i]));
+    for (int c2 = 0; c2 < 4; ++c2) EXPECT_EQ((*again)->rows()[i * 4 + c2], -hits) << i;
+  }
+  EXPECT_TRUE((*pf)->Prefetch(2, tokens, 2, 3).status().IsInvalidArgument());  // No Engram at layer 2.
+}
+
+TEST(EngramPrefetchTest, MismatchedTableIsRefused) {
+  auto server = testing::ServerProcess::Start(0);
+  ClientOptions o;
+  o.servers = {server->address()};
+  auto c = Client::Connect(o);
+  ASSERT_TRUE(c.ok());
+  EngramSpec spec;
+  spec.engram_vocab_size = {101, 103};
+  spec.n_embed_per_ngram = 8;
+  spec.n_head_per_ngram = 2;
+  spec.layer_ids = {1};
+  spec.compressed_vocab_size = 50;
+  TableSchema s;
+  s.name = "e_layer1";
+  s.num_rows = 10;  // Not the spec's row count.
+  s.dim = 4;
+  ASSERT_TRUE((*c)->CreateTable(s, 1).ok());
+  EXPECT_EQ(EngramPrefetcher::Create(c->get(), spec, "e").status().code(), Code::kFailedPrecondition);
+  EXPECT_TRUE(EngramPrefetcher::Create(c->get(), spec, "missing").status().IsNotFound());
+}
+
+}  // namespace
+}  // namespace engram::client
