@@ -14,19 +14,29 @@ struct CtlFlags {
   int timeout_ms = 10000;
   bool json = false;
   std::string name, table, spec, dtype, optimizer, init, rows_list, values, grads;
+  std::string safetensors, tensor, scale_tensor;
   uint64_t rows = 0;
   uint32_t dim = 0;
   uint32_t shards = 16;
+  bool shards_given = false;  // --shards on the command line; else small tables get fewer.
   double lr = 0.01, init_scale = 0.02;
   uint64_t seed = 0;
 };
 
-// create-table, drop-table, list, describe, stats, get, put, push.
+// create-table, drop-table, list, describe, stats, get, put, push, import, export.
 int RunTableCommand(const std::string& cmd, const CtlFlags& flags);
 
 // engramctl hash --spec SPEC.json --tokens TOKENS.json
 int RunHash(const std::string& spec_path, const std::string& tokens_path);
 
+}  // namespace engram::ctl
+
+namespace engram::client {
+class Client;
+}
+namespace engram::ctl {
+// import / export between a table and a safetensors file, streamed in bounded memory.
+int RunImportExport(const std::string& cmd, const CtlFlags& flags, client::Client& client);
 }  // namespace engram::ctl
 
 #endif  // ENGRAM_CLUSTER_ENGRAMCTL_COMMANDS_H_

@@ -25,6 +25,9 @@ DEFINE_uint64(seed, 0, "initialisation seed");
 DEFINE_uint32(shards, 16, "virtual shards per table");
 DEFINE_string(values, "", "JSON list of value rows, for put");
 DEFINE_string(grads, "", "JSON list of gradient rows, for push");
+DEFINE_string(safetensors, "", "safetensors file, for import and export");
+DEFINE_string(tensor, "", "tensor name in the safetensors file (e.g. layers.1.engram.embed.weight)");
+DEFINE_string(scale_tensor, "", "fp8 tables: the UE8M0 scale tensor (default: <tensor without .weight>.scale)");
 
 namespace {
 
@@ -41,7 +44,9 @@ constexpr const char* kUsage =
     "  drop-table --name=N | list | describe --table=N | stats\n"
     "  get --table=N --rows=1,2,3           values of rows, in the order asked\n"
     "  put --table=N --rows=... --values=FILE.json   set rows (JSON list of rows)\n"
-    "  push --table=N --rows=... --grads=FILE.json   apply gradients through the optimizer\n";
+    "  push --table=N --rows=... --grads=FILE.json   apply gradients through the optimizer\n"
+    "  import --table=N --safetensors=FILE --tensor=NAME [--scale-tensor=NAME]\n"
+    "  export --table=N --safetensors=FILE [--tensor=NAME] [--scale-tensor=NAME]\n";
 
 }  // namespace
 
@@ -53,6 +58,13 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  // Accept --scale-tensor as well as --scale_tensor: gflags names use underscores.
+  for (int i = 2; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--", 2) != 0) continue;
+    for (char* p = argv[i] + 2; *p != '\0' && *p != '='; ++p) {
+      if (*p == '-') *p = '_';
+    }
+  }
   // Let gflags see the flags after the command.
   argv[1] = argv[0];
   int sub_argc = argc - 1;
@@ -63,7 +75,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
-  static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats", "get", "put", "push"};
+  static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats",
+                                         "get", "put", "push", "import", "export"};
   for (const char* c : kTableCommands) {
     if (command != c) continue;
     engram::ctl::CtlFlags f;
@@ -78,8 +91,12 @@ int main(int argc, char** argv) {
     f.init = FLAGS_init;
     f.values = FLAGS_values;
     f.grads = FLAGS_grads;
+    f.safetensors = FLAGS_safetensors;
+    f.tensor = FLAGS_tensor;
+    f.scale_tensor = FLAGS_scale_tensor;
     f.dim = FLAGS_dim;
     f.shards = FLAGS_shards;
+    f.shards_given = !gflags::GetCommandLineFlagInfoOrDie("shards").is_default;
     f.lr = FLAGS_lr;
     f.init_scale = FLAGS_init_scale;
     f.seed = FLAGS_seed;

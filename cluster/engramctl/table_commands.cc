@@ -153,11 +153,14 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
     }
     Json out = Json::array();
     for (const auto& s : schemas) {
-      if (Status st = cl.CreateTable(s, f.shards); !st.ok()) return Fail(cmd, st);
+      uint32_t shards = f.shards;
+      // The default shard count shrinks for tiny tables so that every shard holds rows.
+      while (!f.shards_given && shards > 1 && (shards - 1) * ((s.num_rows + shards - 1) / shards) >= s.num_rows) --shards;
+      if (Status st = cl.CreateTable(s, shards); !st.ok()) return Fail(cmd, st);
       out.push_back(s.name);
       if (!f.json) {
         std::cout << "created " << s.name << ": " << s.num_rows << " rows x " << s.dim << " " << DTypeName(s.dtype)
-                  << ", optimizer " << OptimizerName(s.optimizer.kind) << ", " << f.shards << " shards over "
+                  << ", optimizer " << OptimizerName(s.optimizer.kind) << ", " << shards << " shards over "
                   << cl.num_servers() << " server(s)\n";
       }
     }
@@ -207,6 +210,7 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
     std::cout << (f.json ? out.dump() : out.dump(2)) << "\n";
     return 0;
   }
+  if (cmd == "import" || cmd == "export") return RunImportExport(cmd, f, cl);
   // Row commands.
   auto t = cl.OpenTable(f.table);
   if (!t.ok()) return Fail(cmd, t.status());
