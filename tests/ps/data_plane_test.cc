@@ -1,6 +1,10 @@
 // Multi-process tests of the data plane: real engram-server daemons on 127.0.0.1 (ephemeral
 // ports), driven through the client library and through raw frames.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -290,6 +294,52 @@ TEST(ServerLifecycleTest, MisnumberedServerListIsRefusedAtConnect) {
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kFailedPrecondition);
   EXPECT_NE(c.status().message().find("--node_id=0"), std::string::npos) << c.status().message();
+}
+
+}  // namespace
+}  // namespace engram
+
+namespace engram {
+namespace {
+
+// A plain HTTP/1.0 GET on 127.0.0.1; returns the whole response.
+std::string HttpGet(uint16_t port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return "";
+  }
+  std::string resp;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) resp.append(buf, n);
+  close(fd);
+  return resp;
+}
+
+TEST_F(DataPlaneTest, AdminEndpointServesHealthMetricsAndStatus) {
+  ASSERT_TRUE(client_->CreateTable(Schema("m", OptimizerKind::kSgd, 1000, 4), 2).ok());
+  auto t = client_->OpenTable("m");
+  std::vector<float> g(4, 1.0f), v(4);
+  ASSERT_TRUE((*t)->Push(std::vector<uint64_t>{1}, g.data()).ok());
+  ASSERT_TRUE((*t)->PullF32(std::vector<uint64_t>{1}, v.data()).ok());
+  const std::string health = HttpGet(s0_->admin_port(), "/healthz");
+  EXPECT_NE(health.find("200 OK"), std::string::npos) << health;
+  const std::string metrics = HttpGet(s0_->admin_port(), "/metrics");
+  EXPECT_NE(metrics.find("engram_rows_pushed_total 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("engram_table_rows_touched{table=\"m\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("engram_table_bytes_per_row{table=\"m\"}"), std::string::npos);
+  const std::string status = HttpGet(s0_->admin_port(), "/status");
+  EXPECT_NE(status.find("\"name\":\"m\""), std::string::npos) << status;
+  EXPECT_NE(HttpGet(s0_->admin_port(), "/nope").find("404"), std::string::npos);
 }
 
 }  // namespace
