@@ -344,3 +344,29 @@ TEST_F(DataPlaneTest, AdminEndpointServesHealthMetricsAndStatus) {
 
 }  // namespace
 }  // namespace engram
+
+namespace engram {
+namespace {
+
+TEST(MemoryBudgetTest, PushesBeyondTheBudgetAreRefusedAndPullsStillServe) {
+  auto server = ServerProcess::Start(0, {"--memory_budget=4K"});
+  auto c = Connect({server.get()});
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->CreateTable(Schema("b", OptimizerKind::kSgd, 100000, 8), 1).ok());  // 56 bytes per row.
+  auto t = c->OpenTable("b");
+  std::vector<float> g(100 * 8, 1.0f);
+  std::vector<uint64_t> rows(100);
+  Status s;
+  uint64_t first = 0;
+  for (int i = 0; i < 10 && s.ok(); ++i, first += 100) {
+    for (size_t k = 0; k < rows.size(); ++k) rows[k] = first + k;
+    s = (*t)->Push(rows, g.data());
+  }
+  EXPECT_EQ(s.code(), Code::kResourceExhausted) << s.ToString();
+  EXPECT_NE(s.message().find("memory budget"), std::string::npos);
+  std::vector<float> v(8);
+  EXPECT_TRUE((*t)->PullF32(std::vector<uint64_t>{99999}, v.data()).ok());
+}
+
+}  // namespace
+}  // namespace engram
