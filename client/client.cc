@@ -232,7 +232,18 @@ Status PendingPull::Wait() {
   done = true;
   if (table == nullptr) return Status::FailedPrecondition("empty PendingPull");
   const size_t vb = table->info_.schema.value_bytes();
-  std::vector<uint8_t> unique_values(unique.size() * vb);
+  // Without duplicates each unique row has exactly one destination: scatter replies straight
+  // into the caller's buffer. With duplicates, land unique rows first, then expand.
+  const bool distinct = unique.size() == inverse.size();
+  std::vector<uint32_t> dest;
+  std::vector<uint8_t> unique_values;
+  if (distinct) {
+    dest.resize(unique.size());
+    for (size_t i = 0; i < inverse.size(); ++i) dest[inverse[i]] = static_cast<uint32_t>(i);
+  } else {
+    unique_values.resize(unique.size() * vb);
+  }
+  uint8_t* land = distinct ? out : unique_values.data();
   Status first = early;
   for (const Part& part : parts) {
     auto r = table->client_->WaitReply(part.server, part.request, deadline);
@@ -251,10 +262,15 @@ Status PendingPull::Wait() {
       if (first.ok()) first = s;
       continue;
     }
-    for (size_t k = 0; k < n; ++k) std::memcpy(&unique_values[size_t{part.positions[k]} * vb], values + k * vb, vb);
+    for (size_t k = 0; k < n; ++k) {
+      const uint32_t u = part.positions[k];
+      std::memcpy(land + size_t{distinct ? dest[u] : u} * vb, values + k * vb, vb);
+    }
   }
   if (!first.ok()) return first;
-  for (size_t i = 0; i < inverse.size(); ++i) std::memcpy(out + i * vb, &unique_values[size_t{inverse[i]} * vb], vb);
+  if (!distinct) {
+    for (size_t i = 0; i < inverse.size(); ++i) std::memcpy(out + i * vb, &unique_values[size_t{inverse[i]} * vb], vb);
+  }
   return Status::OK();
 }
 

@@ -8,6 +8,33 @@
 
 namespace engram::client {
 
+std::vector<float> PrefetchBufferPool::TakeRows() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rows_.empty()) return {};
+  auto v = std::move(rows_.back());
+  rows_.pop_back();
+  return v;
+}
+
+std::vector<uint8_t> PrefetchBufferPool::TakeStaging() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (staging_.empty()) return {};
+  auto v = std::move(staging_.back());
+  staging_.pop_back();
+  return v;
+}
+
+void PrefetchBufferPool::Give(std::vector<float> rows, std::vector<uint8_t> staging) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rows_.size() < kMaxPooled && rows.capacity() > 0) rows_.push_back(std::move(rows));
+  if (staging_.size() < kMaxPooled && staging.capacity() > 0) staging_.push_back(std::move(staging));
+}
+
+PrefetchHandle::~PrefetchHandle() {
+  if (!waited_) pull_.Wait().IgnoreError();  // Collect (or time out) the replies so none linger.
+  if (pool_) pool_->Give(std::move(rows_), std::move(staging_));
+}
+
 StatusOr<std::unique_ptr<EngramPrefetcher>> EngramPrefetcher::Create(Client* client, const EngramSpec& spec,
                                                                      const std::string& table_prefix) {
   ENGRAM_ASSIGN_OR_RETURN(auto hasher, EngramHasher::Create(spec));
@@ -38,6 +65,9 @@ StatusOr<std::unique_ptr<PrefetchHandle>> EngramPrefetcher::Prefetch(int64_t lay
   auto h = std::make_unique<PrefetchHandle>();
   h->table_ = it->second.get();
   h->dim_ = h->table_->schema().dim;
+  h->pool_ = pool_;
+  h->rows_ = pool_->TakeRows();
+  h->staging_ = pool_->TakeStaging();
   Deduplicate(ids, &h->unique_, &h->inverse_);
   h->staging_.resize(h->unique_.size() * h->table_->schema().value_bytes());
   h->pull_ = h->table_->StartPull(h->unique_, h->staging_.data());
@@ -47,14 +77,12 @@ StatusOr<std::unique_ptr<PrefetchHandle>> EngramPrefetcher::Prefetch(int64_t lay
 Status PrefetchHandle::Wait() {
   if (waited_) return Status::OK();
   ENGRAM_RETURN_IF_ERROR(pull_.Wait());
+  // One pass from the pulled unique rows (at rest) to the [B][T][K][dim] layout.
   const TableSchema& s = table_->schema();
-  std::vector<float> unique_rows(unique_.size() * dim_);
-  for (size_t u = 0; u < unique_.size(); ++u) {
-    DecodeRow(s.dtype, dim_, staging_.data() + u * s.value_bytes(), unique_rows.data() + u * dim_);
-  }
+  const size_t vb = s.value_bytes();
   rows_.resize(inverse_.size() * dim_);
   for (size_t i = 0; i < inverse_.size(); ++i) {
-    std::memcpy(rows_.data() + i * dim_, unique_rows.data() + size_t{inverse_[i]} * dim_, dim_ * sizeof(float));
+    DecodeRow(s.dtype, dim_, staging_.data() + size_t{inverse_[i]} * vb, rows_.data() + i * dim_);
   }
   waited_ = true;
   return Status::OK();

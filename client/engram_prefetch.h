@@ -10,11 +10,14 @@
 // K = (max_ngram_size - 1) * n_head_per_ngram. Each layer's table is "<prefix>_layer<L>" with
 // dim = n_embed_per_ngram / n_head_per_ngram (as `engramctl create-table --spec` makes them).
 // Thread-safety: EngramPrefetcher is thread-safe; a PrefetchHandle belongs to one thread.
+// Rows of a handle stay valid until the handle is destroyed; its buffers then go back to a
+// bounded pool for the next Prefetch.
 #ifndef ENGRAM_CLIENT_ENGRAM_PREFETCH_H_
 #define ENGRAM_CLIENT_ENGRAM_PREFETCH_H_
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -23,8 +26,24 @@
 
 namespace engram::client {
 
+// Reusable row buffers shared by a prefetcher's handles: steady-state steps allocate (and
+// page-fault) nothing. Keeps at most `kMaxPooled` buffers of each kind. Thread-safe.
+class PrefetchBufferPool {
+ public:
+  static constexpr size_t kMaxPooled = 8;
+  std::vector<float> TakeRows();
+  std::vector<uint8_t> TakeStaging();
+  void Give(std::vector<float> rows, std::vector<uint8_t> staging);
+
+ private:
+  std::mutex mu_;
+  std::vector<std::vector<float>> rows_;       // GUARDED_BY(mu_)
+  std::vector<std::vector<uint8_t>> staging_;  // GUARDED_BY(mu_)
+};
+
 class PrefetchHandle {
  public:
+  ~PrefetchHandle();  // Returns the buffers to the prefetcher's pool.
   // Completes the pulls and lays the rows out. Idempotent after success.
   Status Wait();
   // [B][T][K][dim] f32 rows. REQUIRES: Wait() returned OK.
@@ -38,6 +57,7 @@ class PrefetchHandle {
  private:
   friend class EngramPrefetcher;
   TableHandle* table_ = nullptr;
+  std::shared_ptr<PrefetchBufferPool> pool_;
   uint32_t dim_ = 0;
   std::vector<uint64_t> unique_;
   std::vector<uint32_t> inverse_;
@@ -62,8 +82,9 @@ class EngramPrefetcher {
                                                      size_t seq, std::span<const int64_t> left_context = {});
 
  private:
-  EngramPrefetcher(EngramHasher h) : hasher_(std::move(h)) {}
+  explicit EngramPrefetcher(EngramHasher h) : hasher_(std::move(h)) {}
   EngramHasher hasher_;
+  std::shared_ptr<PrefetchBufferPool> pool_ = std::make_shared<PrefetchBufferPool>();
   std::map<int64_t, std::unique_ptr<TableHandle>> tables_;
 };
 

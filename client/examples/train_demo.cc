@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
 
   double loss_first = 0, loss_last = 0, pull_rows = 0, push_rows = 0, push_s = 0;
   std::vector<double> waits_ms;
+  std::vector<std::vector<double>> layer_waits_ms(spec->layer_ids.size());
   const auto t_start = Clock::now();
   for (int step = 0; step < FLAGS_steps; ++step) {
     for (auto& t : tokens) t = sampler.Next();
@@ -114,6 +115,7 @@ int main(int argc, char** argv) {
         const auto w0 = Clock::now();
         if (Status s = h->Wait(); !s.ok()) return Fail(s);
         waits_ms.push_back(Seconds(Clock::now() - w0) * 1e3);
+        layer_waits_ms[next_engram - 1].push_back(waits_ms.back());
         pull_rows += h->num_unique_rows();
         // The Engram module of this layer: forward and backward of the toy objective.
         const float inv_k = 1.0f / static_cast<float>(k);
@@ -148,8 +150,16 @@ int main(int argc, char** argv) {
     }
   }
   const double total_s = Seconds(Clock::now() - t_start);
+  auto p50 = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
   std::vector<double> sorted = waits_ms;
   std::sort(sorted.begin(), sorted.end());
+  nlohmann::json per_layer = nlohmann::json::object();
+  for (size_t i = 0; i < layer_waits_ms.size(); ++i) {
+    per_layer[std::to_string(spec->layer_ids[i])] = p50(layer_waits_ms[i]);
+  }
   const double compute_s = double(FLAGS_steps) * FLAGS_layers * FLAGS_layer_compute_us * 1e-6;
   nlohmann::json out = {
       {"steps", FLAGS_steps},
@@ -161,6 +171,7 @@ int main(int argc, char** argv) {
       {"rows_pushed_per_s", push_rows / push_s},
       {"prefetch_wait_ms_p50", sorted[sorted.size() / 2]},
       {"prefetch_wait_ms_p99", sorted[std::min(sorted.size() - 1, sorted.size() * 99 / 100)]},
+      {"prefetch_wait_ms_p50_by_layer", per_layer},
       {"step_ms", total_s / FLAGS_steps * 1e3},
       {"simulated_compute_ms_per_step", compute_s / FLAGS_steps * 1e3},
   };
