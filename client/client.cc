@@ -5,7 +5,9 @@
 #include <random>
 
 #include "client/dedup.h"
+#include "engram/init.h"
 #include "engram/row_codec.h"
+#include "engram/row_slot.h"
 
 namespace engram::client {
 namespace {
@@ -161,7 +163,88 @@ StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name
     }
   }
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
-  return std::unique_ptr<TableHandle>(new TableHandle(this, std::move(info), std::move(map)));
+  auto handle = std::unique_ptr<TableHandle>(new TableHandle(this, std::move(info), std::move(map)));
+  if (options_.one_sided) ENGRAM_RETURN_IF_ERROR(handle->MapArenas());
+  return handle;
+}
+
+Status TableHandle::MapArenas() {
+  auto m = map();
+  auto direct = std::make_shared<std::vector<Direct>>(m->num_shards());
+  const size_t stride = SlotLayout::For(info_.schema.value_bytes()).stride;
+  for (size_t server = 0; server < client_->num_servers(); ++server) {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    w.PutString(info_.schema.name);
+    ENGRAM_ASSIGN_OR_RETURN(auto r, client_->Call(static_cast<int>(server), wire::MsgType::kRmaInfo, 0, p));
+    wire::Reader rd(r.payload.data(), r.payload.size());
+    uint32_t addr_len = 0, n = 0;
+    const uint8_t* addr = nullptr;
+    ENGRAM_RETURN_IF_ERROR(rd.Get(&addr_len));
+    ENGRAM_RETURN_IF_ERROR(rd.GetSpan(addr_len, &addr));
+    const std::vector<uint8_t> address(addr, addr + addr_len);
+    ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
+    for (uint32_t i = 0; i < n; ++i) {
+      uint32_t shard = 0, key_len = 0;
+      uint64_t base = 0;
+      Direct d;
+      const uint8_t* key = nullptr;
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&shard));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&d.first_row));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&d.num_rows));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&d.stride));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&base));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&key_len));
+      ENGRAM_RETURN_IF_ERROR(rd.GetSpan(key_len, &key));
+      const cluster::RowRange range = shard < m->num_shards() ? m->Range(shard) : cluster::RowRange{};
+      if (d.stride != stride || range.first != d.first_row || range.count != d.num_rows) continue;  // Not ours to trust.
+      auto local = client_->transport_->MapRemote(client_->conns_[server], address, std::vector<uint8_t>(key, key + key_len), base);
+      if (!local.ok()) continue;  // Not mappable from here: RPC for this shard.
+      d.base = *local;
+      (*direct)[shard] = d;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  direct_ = std::move(direct);
+  return Status::OK();
+}
+
+std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::direct() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return direct_;
+}
+
+bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst) const {
+  const TableSchema& s = info_.schema;
+  const SlotLayout layout = SlotLayout::For(s.value_bytes());
+  const uint8_t* slot = d.base + (row - d.first_row) * d.stride;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    // An unordered copy, as a one-sided get would make: validated by versions and checksum.
+    std::memcpy(slot_buf, slot, d.stride);
+    switch (ClassifySlotCopy(layout, slot_buf)) {
+      case SlotCopyState::kConsistent:
+        std::memcpy(dst, slot_buf + SlotLayout::kValueOffset, s.value_bytes());
+        return true;
+      case SlotCopyState::kUntouched:
+        if (s.init.kind == InitKind::kZeros || !IsTrainable(s.dtype)) {
+          std::memset(dst, 0, s.value_bytes());
+        } else {
+          std::vector<float> v(s.dim);
+          InitialRow(s.init, row, s.dim, v.data());
+          EncodeRow(s.dtype, s.dim, v.data(), dst);
+        }
+        return true;
+      case SlotCopyState::kTorn:  // A writer holds the row for about a microsecond: back off a little.
+        client_->torn_copies_++;
+        for (int spin = 0; spin < (16 << attempt) && spin < 4096; ++spin) {
+#if defined(__x86_64__)
+          __builtin_ia32_pause();
+#endif
+        }
+        break;
+    }
+  }
+  return false;
 }
 
 StatusOr<std::vector<std::string>> Client::ServerStatus() {
@@ -187,6 +270,7 @@ Status TableHandle::Refresh() {
   ENGRAM_ASSIGN_OR_RETURN(auto fresh, client_->OpenTable(info_.schema.name));
   std::lock_guard<std::mutex> lock(mu_);
   map_ = fresh->map_;
+  direct_ = fresh->direct_;
   return Status::OK();
 }
 
@@ -208,9 +292,35 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   p.deadline = client_->Deadline();
   Deduplicate(rows, &p.unique, &p.inverse);
   const auto m = map();
-  const auto by = ByServer(*m, p.unique);
+  auto by = ByServer(*m, p.unique);
+  const auto direct = this->direct();
+  const size_t vb = info_.schema.value_bytes();
+  std::vector<uint8_t> slot_buf;
+  for (auto& positions : by) {
+    // Rows in mapped shards are read here and now; the rest (and torn ones) go by RPC.
+    size_t keep = 0;
+    for (uint32_t u : positions) {
+      const uint64_t row = p.unique[u];
+      const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
+      const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
+      if (d != nullptr && d->base != nullptr) {
+        slot_buf.resize(d->stride);
+        const size_t at = p.direct_values.size();
+        p.direct_values.resize(at + vb);
+        if (ReadDirect(*d, row, slot_buf.data(), p.direct_values.data() + at)) {
+          p.direct_positions.push_back(u);
+          continue;
+        }
+        p.direct_values.resize(at);
+      }
+      positions[keep++] = u;
+    }
+    positions.resize(keep);
+  }
+  client_->rows_one_sided_ += p.direct_positions.size();
   for (size_t s = 0; s < by.size(); ++s) {
     if (by[s].empty()) continue;
+    client_->rows_rpc_ += by[s].size();
     std::vector<uint8_t> payload;
     wire::Writer w(&payload);
     w.PutString(info_.schema.name);
@@ -268,6 +378,10 @@ Status PendingPull::Wait() {
     }
   }
   if (!first.ok()) return first;
+  for (size_t k = 0; k < direct_positions.size(); ++k) {
+    const uint32_t u = direct_positions[k];
+    std::memcpy(land + size_t{distinct ? dest[u] : u} * vb, direct_values.data() + k * vb, vb);
+  }
   if (!distinct) {
     for (size_t i = 0; i < inverse.size(); ++i) std::memcpy(out + i * vb, &unique_values[size_t{inverse[i]} * vb], vb);
   }

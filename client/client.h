@@ -52,6 +52,16 @@ struct ClientOptions {
   // Progress transfers in a background thread while the caller computes (needed for pulls
   // started with StartPull/Prefetch to move before Wait). Blocking calls progress themselves.
   bool progress_thread = true;
+  // Read rows one-sidedly from servers whose arenas this process can map (same host, shared
+  // memory), checking each row's version words and checksum; torn rows are re-read, then fall
+  // back to the RPC pull. Other servers are read by RPC.
+  bool one_sided = true;
+};
+
+struct ClientStats {
+  uint64_t rows_one_sided = 0;  // Rows read straight from a server's arena.
+  uint64_t rows_rpc = 0;        // Rows read through pull requests.
+  uint64_t torn_copies = 0;     // One-sided copies rejected as torn (and re-read).
 };
 
 class Client;
@@ -77,6 +87,8 @@ class PendingPull {
   std::vector<uint64_t> unique;
   std::vector<uint32_t> inverse;
   std::vector<Part> parts;
+  std::vector<uint32_t> direct_positions;  // Unique rows already read one-sidedly...
+  std::vector<uint8_t> direct_values;      // ...and their values, in that order.
   uint8_t* out = nullptr;
   Clock::time_point deadline;
   bool done = false;
@@ -106,9 +118,20 @@ class TableHandle {
  private:
   friend class Client;
   friend class PendingPull;
+  // A shard whose arena is mapped into this process (base == nullptr: use RPC).
+  struct Direct {
+    const uint8_t* base = nullptr;
+    uint64_t first_row = 0, num_rows = 0, stride = 0;
+  };
   TableHandle(Client* c, wire::TableInfo info, cluster::ShardMap map)
-      : client_(c), info_(std::move(info)), map_(std::make_shared<cluster::ShardMap>(std::move(map))) {}
+      : client_(c), info_(std::move(info)), map_(std::make_shared<cluster::ShardMap>(std::move(map))),
+        direct_(std::make_shared<std::vector<Direct>>()) {}
   std::shared_ptr<const cluster::ShardMap> map() const;
+  std::shared_ptr<const std::vector<Direct>> direct() const;
+  // Asks each server for its arenas' rkeys and maps those this process can reach.
+  Status MapArenas();
+  // Copies one row one-sidedly; false if every attempt was torn.
+  bool ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst) const;
   Status Refresh();
   // Groups unique row positions by owning server.
   std::vector<std::vector<uint32_t>> ByServer(const cluster::ShardMap& map, std::span<const uint64_t> rows) const;
@@ -118,6 +141,7 @@ class TableHandle {
   wire::TableInfo info_;
   mutable std::mutex mu_;
   std::shared_ptr<const cluster::ShardMap> map_;  // GUARDED_BY(mu_)
+  std::shared_ptr<const std::vector<Direct>> direct_;  // GUARDED_BY(mu_), index = shard
 };
 
 class Client {
@@ -127,6 +151,9 @@ class Client {
 
   size_t num_servers() const { return options_.servers.size(); }
   uint64_t client_id() const { return client_id_; }
+  ClientStats stats() const {
+    return {rows_one_sided_.load(), rows_rpc_.load(), torn_copies_.load()};
+  }
 
   // Creates a table with `num_shards` virtual shards dealt round-robin over the servers.
   // If any server refuses, the table is dropped again from those that accepted.
@@ -151,6 +178,7 @@ class Client {
   ClientOptions options_;
   uint64_t client_id_ = 0;
   std::atomic<uint64_t> next_seq_{1};
+  std::atomic<uint64_t> rows_one_sided_{0}, rows_rpc_{0}, torn_copies_{0};
   std::unique_ptr<Transport> transport_;
   std::vector<int> conns_;  // Transport connection per server.
 };

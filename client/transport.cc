@@ -89,7 +89,19 @@ Transport::~Transport() {
   stop_ = true;
   if (progress_.joinable()) progress_.join();
   std::lock_guard<std::mutex> lock(mu_);
+  for (ucp_rkey_h k : rkeys_) ucp_rkey_destroy(k);
   for (auto& c : conns_) {
+    for (ucp_ep_h* e : {&c->rma_ep}) {
+      if (*e == nullptr) continue;
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      void* r = ucp_ep_close_nbx(*e, &p);
+      if (UCS_PTR_IS_PTR(r)) {
+        while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
+        ucp_request_free(r);
+      }
+    }
     if (!c->ep) continue;
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
@@ -154,6 +166,29 @@ Status Transport::Reconnect(int conn) {
     c->ep = nullptr;
   }
   return OpenEp(c);
+}
+
+StatusOr<const uint8_t*> Transport::MapRemote(int conn, const std::vector<uint8_t>& worker_address,
+                                              const std::vector<uint8_t>& rkey, uint64_t remote_base) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Conn* c = conns_[conn].get();
+  if (c->rma_ep == nullptr) {
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_ep_create(ucx_->worker(), &ep, &c->rma_ep), "RMA endpoint to " + c->address));
+  }
+  ucp_rkey_h key = nullptr;
+  ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_ep_rkey_unpack(c->rma_ep, rkey.data(), &key), "rkey from " + c->address));
+  void* local = nullptr;
+  const ucs_status_t st = ucp_rkey_ptr(key, remote_base, &local);
+  if (st != UCS_OK) {
+    ucp_rkey_destroy(key);
+    return Status::Unavailable("region of " + c->address + " is not directly mappable (" + ucs_status_string(st) + ")");
+  }
+  rkeys_.push_back(key);
+  return static_cast<const uint8_t*>(local);
 }
 
 bool Transport::alive(int conn) const {

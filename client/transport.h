@@ -51,6 +51,14 @@ class Transport {
   // Sends `header` as given (only request_id is assigned): for protocol tests that need
   // malformed frames. Returns the request id.
   StatusOr<uint64_t> SendRaw(int conn, wire::Header header, std::vector<uint8_t> payload);
+  // Maps a server's registered region into this process for one-sided reads: creates (once
+  // per connection) an RMA endpoint to the server's worker address and unpacks the rkey. Returns
+  // the local address of `remote_base`, or Unavailable when the region cannot be mapped
+  // directly (not on this host's shared memory), in which case the caller uses RPC. The
+  // mapping lives as long as the Transport.
+  StatusOr<const uint8_t*> MapRemote(int conn, const std::vector<uint8_t>& worker_address,
+                                     const std::vector<uint8_t>& rkey, uint64_t remote_base);
+
   // Waits for the reply of `id`. A non-OK reply becomes its Status (StaleShardMap carries the
   // server's epoch). DeadlineExceeded if the deadline passes; the request is then abandoned
   // (its late reply is dropped), so a retry must be idempotent.
@@ -64,6 +72,7 @@ class Transport {
     std::string host;
     uint16_t port;
     ucp_ep_h ep = nullptr;
+    ucp_ep_h rma_ep = nullptr;  // Error mode NONE, from the worker address: keeps shm lanes.
     bool failed = false;
     std::string failure;
   };
@@ -90,6 +99,7 @@ class Transport {
   std::unordered_map<uint64_t, Pending> pending_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;                        // GUARDED_BY(mu_)
   size_t abandoned_ = 0;                        // GUARDED_BY(mu_)
+  std::vector<ucp_rkey_h> rkeys_;               // GUARDED_BY(mu_)
   std::atomic<bool> stop_{false};
   std::thread progress_;
 };

@@ -17,6 +17,7 @@
 #include "ps/admin_http.h"
 #include "ps/service.h"
 #include "ps/thread_pool.h"
+#include "ps/ucx_arena.h"
 #include "ps/ucx_server.h"
 
 DEFINE_string(listen, "127.0.0.1:7070", "HOST:PORT of the UCX data plane (port 0: ephemeral)");
@@ -28,6 +29,9 @@ DEFINE_string(memory_budget, "0", "bytes of materialised rows this node may hold
 DEFINE_uint32(node_id, 0, "this server's node id (its index in the clients' --servers list)");
 DEFINE_uint32(max_batch_rows, 1u << 20, "largest pull/push/put batch in rows");
 DEFINE_string(port_file, "", "if set, write \"<data port> <admin port>\" here once listening");
+DEFINE_bool(one_sided, true, "register arenas with UCX so same-host clients read rows one-sidedly");
+DEFINE_uint64(rma_max_arena_bytes, 8ull << 30, "largest arena registered for one-sided reads (registered "
+                                               "arenas are shared memory, committed when the table is created)");
 
 namespace {
 
@@ -96,24 +100,19 @@ int main(int argc, char** argv) {
     return Die(Status::IoError("cannot create --data_dir " + FLAGS_data_dir));
   }
 
-  ps::ServiceOptions opts;
-  opts.node_id = FLAGS_node_id;
-  opts.memory_budget = *budget;
-  opts.max_batch_rows = FLAGS_max_batch_rows;
-  opts.shard.max_batch_rows = FLAGS_max_batch_rows;
-  ps::Service service(opts);
   auto pool = std::make_unique<ps::ThreadPool>(FLAGS_threads);
-
-  // The UCX thread may deliver a request as soon as the listener exists, before Start()
-  // returns: handlers wait for the transport pointer, published right after Start().
+  // The listener starts before the service exists (the service's arenas are registered with the
+  // transport's UCX context); the UCX thread holds any early request until it is published.
+  std::atomic<ps::Service*> service_ready{nullptr};
   std::atomic<ps::UcxServer*> transport_ready{nullptr};
   std::mutex pool_mu;
   bool stopping = false;  // GUARDED_BY(pool_mu): set at shutdown, before the pool drains.
   auto handler = [&](ps::Request&& req) {
     ps::UcxServer* t;
-    while ((t = transport_ready.load()) == nullptr) std::this_thread::yield();
-    auto run = [&service, t](const ps::Request& r) {
-      ps::Reply reply = service.Handle(r.header, r.payload.data(), r.payload.size());
+    ps::Service* svc;
+    while ((t = transport_ready.load()) == nullptr || (svc = service_ready.load()) == nullptr) std::this_thread::yield();
+    auto run = [svc, t](const ps::Request& r) {
+      ps::Reply reply = svc->Handle(r.header, r.payload.data(), r.payload.size());
       t->Reply(r.conn_id, r.header, reply.code, std::move(reply.payload));
     };
     if (!ps::Service::IsHeavy(req.header, req.payload.size())) {
@@ -132,6 +131,27 @@ int main(int argc, char** argv) {
   ps::UcxServer* transport = server->get();
   transport_ready = transport;
 
+  ps::UcxArenaAllocator rma_allocator(transport->context(), FLAGS_one_sided ? FLAGS_rma_max_arena_bytes : 0);
+  struct Remote final : ps::RemoteAccess {
+    const ps::UcxServer* t;
+    const ps::UcxArenaAllocator* a;
+    std::vector<uint8_t> WorkerAddress() const override { return t->worker_address(); }
+    std::vector<uint8_t> Rkey(const void* base) const override { return a->Rkey(base); }
+  } remote;
+  remote.t = transport;
+  remote.a = &rma_allocator;
+
+  ps::ServiceOptions opts;
+  opts.node_id = FLAGS_node_id;
+  opts.memory_budget = *budget;
+  opts.max_batch_rows = FLAGS_max_batch_rows;
+  opts.shard.max_batch_rows = FLAGS_max_batch_rows;
+  opts.shard.arena.allocator = &rma_allocator;
+  opts.remote = &remote;
+  auto service_owner = std::make_unique<ps::Service>(opts);
+  ps::Service& service = *service_owner;
+  service_ready = &service;
+
   ps::AdminHandlers handlers;
   handlers.metrics = [&] {
     std::string m = service.MetricsText();
@@ -141,6 +161,9 @@ int main(int argc, char** argv) {
     m += "# TYPE engram_reply_send_errors_total counter\nengram_reply_send_errors_total " +
          std::to_string(transport->counters().send_errors.load()) + "\n";
     m += "# TYPE engram_worker_queue_depth gauge\nengram_worker_queue_depth " + std::to_string(pool->queued()) + "\n";
+    m += "# HELP engram_rma_fallback_regions_total Arenas UCX could not register (served by RPC only).\n";
+    m += "# TYPE engram_rma_fallback_regions_total counter\nengram_rma_fallback_regions_total " +
+         std::to_string(rma_allocator.fallback_regions()) + "\n";
     return m;
   };
   handlers.status = [&] { return service.StatusJson(); };
@@ -167,7 +190,9 @@ int main(int argc, char** argv) {
     stopping = true;  // Heavy requests from now on are refused with Unavailable (retry elsewhere).
   }
   pool.reset();     // Finishes the requests already accepted; their replies still go out.
-  server->reset();  // Then stops the data plane.
+  (*server)->Stop();      // Then stops the data plane: no handler runs after this.
+  service_owner.reset();  // Tables (and their registered arenas) go before the UCX context.
+  server->reset();
   LOG(INFO) << "stopped";
   return 0;
 }

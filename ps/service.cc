@@ -19,6 +19,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kPush: return "push";
     case wire::MsgType::kPut: return "put";
     case wire::MsgType::kStats: return "stats";
+    case wire::MsgType::kRmaInfo: return "rma_info";
   }
   return "unknown";
 }
@@ -95,6 +96,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       w.PutString(s);
       return Status::OK();
     }
+    case wire::MsgType::kRmaInfo: return RmaInfo(r, out);
   }
   return Status::InvalidArgument("unknown request type " + std::to_string(h.type));
 }
@@ -220,17 +222,52 @@ Status Service::Put(const wire::Header& h, wire::Reader& r) {
   return Status::OK();
 }
 
+Status Service::RmaInfo(wire::Reader& r, std::vector<uint8_t>* out) {
+  std::string name;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+  ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
+  wire::Writer w(out);
+  struct Entry {
+    uint32_t shard;
+    const storage::Shard* s;
+    std::vector<uint8_t> rkey;
+  };
+  std::vector<Entry> entries;
+  if (options_.remote != nullptr) {
+    for (uint32_t i = 0; i < t->shard_map().num_shards(); ++i) {
+      const storage::Shard* s = t->shard(i);
+      if (s == nullptr) continue;
+      auto rkey = options_.remote->Rkey(s->arena().value_region().data());
+      if (!rkey.empty()) entries.push_back({i, s, std::move(rkey)});
+    }
+  }
+  const std::vector<uint8_t> addr = options_.remote ? options_.remote->WorkerAddress() : std::vector<uint8_t>{};
+  w.Put<uint32_t>(static_cast<uint32_t>(addr.size()));
+  w.PutBytes(addr.data(), addr.size());
+  w.Put<uint32_t>(static_cast<uint32_t>(entries.size()));
+  for (const auto& e : entries) {
+    w.Put<uint32_t>(e.shard);
+    w.Put<uint64_t>(e.s->first_row());
+    w.Put<uint64_t>(e.s->num_rows());
+    w.Put<uint64_t>(e.s->arena().layout().stride);
+    w.Put<uint64_t>(reinterpret_cast<uintptr_t>(e.s->arena().value_region().data()));
+    w.Put<uint32_t>(static_cast<uint32_t>(e.rkey.size()));
+    w.PutBytes(e.rkey.data(), e.rkey.size());
+  }
+  return Status::OK();
+}
+
 std::string Service::MetricsText() const {
   std::string m;
   auto line = [&](const std::string& s) { m += s + "\n"; };
   line("# HELP engram_requests_total Requests received, by type.");
   line("# TYPE engram_requests_total counter");
-  for (uint16_t t = 1; t <= 9; ++t) {
+  for (uint16_t t = 1; t <= 10; ++t) {
     line(std::string("engram_requests_total{type=\"") + TypeName(t) + "\"} " + std::to_string(counters_.requests[t].load()));
   }
   line("# HELP engram_request_errors_total Requests answered with an error, by type.");
   line("# TYPE engram_request_errors_total counter");
-  for (uint16_t t = 0; t <= 9; ++t) {
+  for (uint16_t t = 0; t <= 10; ++t) {
     line(std::string("engram_request_errors_total{type=\"") + TypeName(t) + "\"} " + std::to_string(counters_.errors[t].load()));
   }
   line("# TYPE engram_rows_pulled_total counter");

@@ -19,6 +19,16 @@
 
 namespace engram::ps {
 
+// What the transport exposes for one-sided reads. Implemented by the daemon's UCX glue.
+class RemoteAccess {
+ public:
+  virtual ~RemoteAccess() = default;
+  // The UCX worker address clients connect their RMA endpoints to.
+  virtual std::vector<uint8_t> WorkerAddress() const = 0;
+  // Packed rkey of the registered region starting at `base`; empty if not registered.
+  virtual std::vector<uint8_t> Rkey(const void* base) const = 0;
+};
+
 struct ServiceOptions {
   uint32_t node_id = 0;
   // Largest pull/push/put batch in rows; larger requests are refused (InvalidArgument).
@@ -27,6 +37,8 @@ struct ServiceOptions {
   // beyond it are refused with ResourceExhausted. 0: unlimited.
   uint64_t memory_budget = 0;
   storage::ShardOptions shard;
+  // One-sided access to arenas; nullptr: the service answers kRmaInfo with no shards.
+  const RemoteAccess* remote = nullptr;
 };
 
 struct Reply {
@@ -67,6 +79,7 @@ class Service {
   Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
   Status Push(const wire::Header& h, wire::Reader& r);
   Status Put(const wire::Header& h, wire::Reader& r);
+  Status RmaInfo(wire::Reader& r, std::vector<uint8_t>* out);
   StatusOr<std::shared_ptr<Table>> TableFor(const wire::Header& h, wire::Reader& r);
   Status ReadRows(wire::Reader& r, std::vector<uint64_t>* rows);
   Status CheckBudget() const;

@@ -54,7 +54,12 @@ void OnRndvDone(void* request, ucs_status_t status, size_t /*length*/, void* use
 StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(const std::string& host, uint16_t port, Handler handler) {
   auto s = std::unique_ptr<UcxServer>(new UcxServer());
   s->handler_ = std::move(handler);
-  ENGRAM_ASSIGN_OR_RETURN(s->ucx_, ucx::ContextAndWorker::Create(UCS_THREAD_MODE_SINGLE));
+  ENGRAM_ASSIGN_OR_RETURN(s->ucx_, ucx::ContextAndWorker::Create(UCS_THREAD_MODE_SINGLE, /*shared_context=*/true));
+  ucp_address_t* addr = nullptr;
+  size_t addr_len = 0;
+  ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_worker_get_address(s->ucx_->worker(), &addr, &addr_len), "worker address"));
+  s->worker_address_.assign(reinterpret_cast<uint8_t*>(addr), reinterpret_cast<uint8_t*>(addr) + addr_len);
+  ucp_worker_release_address(s->ucx_->worker(), addr);
 
   ucp_am_handler_param_t hp{};
   hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
@@ -87,7 +92,9 @@ StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(const std::string& host, u
   return s;
 }
 
-UcxServer::~UcxServer() {
+UcxServer::~UcxServer() { Stop(); }
+
+void UcxServer::Stop() {
   stop_ = true;
   if (ucx_) ucp_worker_signal(ucx_->worker());
   if (thread_.joinable()) thread_.join();

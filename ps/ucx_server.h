@@ -43,9 +43,16 @@ class UcxServer {
 
   // Listens on host:port (port 0: an ephemeral port, see port()).
   static StatusOr<std::unique_ptr<UcxServer>> Start(const std::string& host, uint16_t port, Handler handler);
-  ~UcxServer();  // Stops the thread and closes every endpoint.
+  ~UcxServer();  // Stop(), then releases the worker and the context.
+  // Stops the UCX thread and closes every endpoint and the listener; no handler runs after it
+  // returns. The context stays valid (registered memory may still be unmapped). Idempotent.
+  void Stop();
 
   uint16_t port() const { return port_; }
+  // The context, for registering arena memory (thread-safe context functions only).
+  ucp_context_h context() const { return ucx_->context(); }
+  // The worker's address, for clients' one-sided (RMA) endpoints.
+  const std::vector<uint8_t>& worker_address() const { return worker_address_; }
   const Counters& counters() const { return counters_; }
   size_t open_connections() const { return open_.load(); }
 
@@ -73,6 +80,7 @@ class UcxServer {
   std::unique_ptr<ucx::ContextAndWorker> ucx_;
   ucp_listener_h listener_ = nullptr;
   uint16_t port_ = 0;
+  std::vector<uint8_t> worker_address_;
   Handler handler_;
   std::thread thread_;
   std::atomic<std::thread::id> ucx_thread_id_{};

@@ -40,14 +40,16 @@ class ContextAndWorker {
     if (worker_) ucp_worker_destroy(worker_);
     if (context_) ucp_cleanup(context_);
   }
-  static StatusOr<std::unique_ptr<ContextAndWorker>> Create(ucs_thread_mode_t mode) {
+  // `shared_context`: other threads call context-level functions (ucp_mem_map, ucp_rkey_pack)
+  // while the worker's thread progresses; UCX then locks inside the context.
+  static StatusOr<std::unique_ptr<ContextAndWorker>> Create(ucs_thread_mode_t mode, bool shared_context = false) {
     auto cw = std::unique_ptr<ContextAndWorker>(new ContextAndWorker());
     ucp_config_t* config = nullptr;
     ENGRAM_RETURN_IF_ERROR(FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
     params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
-    params.mt_workers_shared = 0;
+    params.mt_workers_shared = shared_context ? 1 : 0;
     const ucs_status_t st = ucp_init(&params, config, &cw->context_);
     ucp_config_release(config);
     ENGRAM_RETURN_IF_ERROR(FromUcs(st, "ucp_init"));

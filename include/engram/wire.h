@@ -33,6 +33,8 @@ enum class MsgType : uint16_t {
   kPush = 7,
   kPut = 8,
   kStats = 9,
+  kRmaInfo = 10,  // Table name -> the server's worker address and, per local shard, its arena's
+                  // base address, slot stride, row range and packed rkey (one-sided reads).
 };
 
 struct Header {

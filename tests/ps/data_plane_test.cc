@@ -370,3 +370,86 @@ TEST(MemoryBudgetTest, PushesBeyondTheBudgetAreRefusedAndPullsStillServe) {
 
 }  // namespace
 }  // namespace engram
+
+namespace engram {
+namespace {
+
+// Every push adds the same amount to every column of a row (SGD, lr 1, all-ones gradients,
+// zero init), so a row whose columns differ was torn.
+TEST(OneSidedTest, WritersAndOneSidedReadersNeverObserveATornRow) {
+  auto server = ServerProcess::Start(0);
+  auto writer_client = Connect({server.get()});
+  ASSERT_NE(writer_client, nullptr);
+  TableSchema s = Schema("hot", OptimizerKind::kSgd, 4096, 66);  // 264-byte rows, as in V4.1-Flash.
+  s.init.kind = InitKind::kZeros;
+  ASSERT_TRUE(writer_client->CreateTable(s, 2).ok());
+  std::vector<uint64_t> rows(32);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = i * 127;  // Both shards.
+  std::atomic<bool> stop{false};
+  std::atomic<int> pushes{0};
+  std::thread writer([&] {
+    auto t = writer_client->OpenTable("hot");
+    ASSERT_TRUE(t.ok());
+    std::vector<float> g(rows.size() * 66, 1.0f);
+    while (!stop) {
+      ASSERT_TRUE((*t)->Push(rows, g.data()).ok());
+      pushes++;
+    }
+  });
+  auto reader_client = Connect({server.get()});
+  ASSERT_NE(reader_client, nullptr);
+  auto t = reader_client->OpenTable("hot");
+  ASSERT_TRUE(t.ok());
+  std::vector<float> v(rows.size() * 66);
+  int torn_rows = 0, reads = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < until || pushes < 20) {
+    ASSERT_TRUE((*t)->PullF32(rows, v.data()).ok());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (int c = 1; c < 66; ++c) {
+        if (v[r * 66 + c] != v[r * 66]) {
+          ++torn_rows;
+          break;
+        }
+      }
+    }
+    ++reads;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(torn_rows, 0);
+  const auto st = reader_client->stats();
+  // Every row was read one-sidedly, or (after repeated torn copies) by the RPC fallback.
+  EXPECT_EQ(st.rows_one_sided + st.rows_rpc, uint64_t(reads) * rows.size());
+  EXPECT_GT(st.rows_one_sided, st.rows_rpc) << "torn copies " << st.torn_copies;
+  EXPECT_GT(pushes.load(), 0);
+  // The final state after the writer stopped: every row got exactly `pushes` updates.
+  ASSERT_TRUE((*t)->PullF32(rows, v.data()).ok());
+  for (size_t r = 0; r < rows.size(); ++r) EXPECT_EQ(v[r * 66], -float(pushes.load())) << r;
+}
+
+TEST(OneSidedTest, DisabledOneSidedReadsGoThroughRpcWithTheSameValues) {
+  auto server = ServerProcess::Start(0);
+  client::ClientOptions o;
+  o.servers = {server->address()};
+  o.one_sided = false;
+  auto rpc = client::Client::Connect(o);
+  ASSERT_TRUE(rpc.ok());
+  auto direct = Connect({server.get()});
+  ASSERT_TRUE((*rpc)->CreateTable(Schema("t", OptimizerKind::kAdam, 5000, 8), 4).ok());
+  auto tr = (*rpc)->OpenTable("t");
+  auto td = direct->OpenTable("t");
+  std::vector<uint64_t> rows = {1, 4999, 2500, 1};
+  std::vector<float> g(rows.size() * 8, 0.5f), a(rows.size() * 8), b(rows.size() * 8);
+  ASSERT_TRUE((*tr)->Push(std::vector<uint64_t>{4999}, g.data()).ok());
+  ASSERT_TRUE((*tr)->PullF32(rows, a.data()).ok());
+  ASSERT_TRUE((*td)->PullF32(rows, b.data()).ok());
+  EXPECT_EQ(a, b);  // Touched rows and untouched (initial) rows agree between the paths.
+  EXPECT_EQ((*rpc)->stats().rows_one_sided, 0u);
+  EXPECT_GT((*rpc)->stats().rows_rpc, 0u);
+  EXPECT_EQ(direct->stats().rows_rpc, 0u);
+  EXPECT_EQ(direct->stats().rows_one_sided, 3u);
+}
+
+}  // namespace
+}  // namespace engram
