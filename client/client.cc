@@ -478,6 +478,12 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
   return first;
 }
 
+std::future<Status> TableHandle::PushAsync(std::span<const uint64_t> rows, const float* grads) {
+  std::vector<uint64_t> r(rows.begin(), rows.end());
+  std::vector<float> g(grads, grads + rows.size() * info_.schema.dim);
+  return std::async(std::launch::async, [this, r = std::move(r), g = std::move(g)] { return Push(r, g.data()); });
+}
+
 Status TableHandle::Put(std::span<const uint64_t> rows, const uint8_t* values) {
   const size_t vb = info_.schema.value_bytes();
   auto m = map();

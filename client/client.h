@@ -25,6 +25,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -112,6 +113,9 @@ class TableHandle {
   // cross the network, and each server receives one gradient per unique row it owns.
   // Retries transient failures with the same sequence numbers, so no part applies twice.
   Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */);
+  // Push on a helper thread: `rows` and `grads` are copied, so the caller may reuse them at once.
+  // The handle must outlive the future.
+  std::future<Status> PushAsync(std::span<const uint64_t> rows, const float* grads /* (n, dim) */);
   // Overwrites rows with values at rest.
   Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
 

@@ -89,6 +89,24 @@ TEST_F(DataPlaneTest, PullAfterPushEqualsTheOptimizersMathExactly) {
   }
 }
 
+TEST_F(DataPlaneTest, AsyncPushAndPullComplete) {
+  TableSchema s = Schema("async", OptimizerKind::kSgd, 1000, 4);
+  s.init.kind = InitKind::kZeros;
+  ASSERT_TRUE(client_->CreateTable(s, 4).ok());
+  auto t = client_->OpenTable("async");
+  std::vector<uint64_t> rows = {7, 900};
+  std::vector<float> g(8, 2.0f);
+  auto f = (*t)->PushAsync(rows, g.data());
+  rows[0] = 1;  // The call copied its inputs.
+  ASSERT_TRUE(f.get().ok());
+  std::vector<float> out(8);
+  client::PendingPull p = (*t)->StartPull(std::vector<uint64_t>{7, 900}, reinterpret_cast<uint8_t*>(out.data()));
+  ASSERT_TRUE(p.Wait().ok());
+  EXPECT_EQ(out[0], -2.0f);
+  EXPECT_EQ(out[4], -2.0f);
+  EXPECT_FALSE(p.Wait().ok());  // Once.
+}
+
 TEST_F(DataPlaneTest, ConcurrentClientsPushingTheSameRowsLoseNoUpdate) {
   TableSchema s = Schema("sgd", OptimizerKind::kSgd, 1000, 4);
   s.init.kind = InitKind::kZeros;
