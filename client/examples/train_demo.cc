@@ -34,6 +34,7 @@ DEFINE_int32(layers, 30, "Transformer layers simulated per step");
 DEFINE_int32(layer_compute_us, 2000, "simulated compute time of one Transformer layer (forward)");
 DEFINE_double(zipf, 1.1, "Zipf exponent of the token distribution");
 DEFINE_uint64(seed, 1, "seed of the token stream");
+DEFINE_bool(one_sided, true, "read rows one-sidedly where the servers' arenas can be mapped (same host)");
 
 namespace {
 
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
   auto spec = client::EngramSpec::FromFile(FLAGS_spec);
   if (!spec.ok()) return Fail(spec.status());
   client::ClientOptions opts;
+  opts.one_sided = FLAGS_one_sided;
   std::stringstream ss(FLAGS_servers);
   for (std::string s; std::getline(ss, s, ',');) opts.servers.push_back(s);
   auto cl = client::Client::Connect(opts);
@@ -164,6 +166,9 @@ int main(int argc, char** argv) {
   nlohmann::json out = {
       {"steps", FLAGS_steps},
       {"servers", opts.servers.size()},
+      {"one_sided", FLAGS_one_sided},
+      {"rows_read_one_sided", (*cl)->stats().rows_one_sided},
+      {"rows_read_rpc", (*cl)->stats().rows_rpc},
       {"tokens_per_step", n},
       {"loss_first", loss_first},
       {"loss_last", loss_last},
