@@ -55,14 +55,7 @@ Status ReplyStatus(const ReplyMessage& r) {
 StatusOr<std::unique_ptr<Transport>> Transport::Create(bool progress_thread) {
   auto t = std::unique_ptr<Transport>(new Transport());
   ENGRAM_ASSIGN_OR_RETURN(t->ucx_, ucx::ContextAndWorker::Create(UCS_THREAD_MODE_SERIALIZED));
-  ucp_am_handler_param_t hp{};
-  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
-                  UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-  hp.id = wire::kAmReply;
-  hp.cb = &Transport::OnReply;
-  hp.arg = t.get();
-  hp.flags = UCP_AM_FLAG_WHOLE_MSG;
-  ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_worker_set_am_recv_handler(t->ucx_->worker(), &hp), "set AM handler"));
+  ENGRAM_RETURN_IF_ERROR(ucx::SetAmHandler(t->ucx_->worker(), wire::kAmReply, &Transport::OnReply, t.get()));
   if (ucp_worker_get_efd(t->ucx_->worker(), &t->efd_) != UCS_OK) t->efd_ = -1;
   if (progress_thread) t->progress_ = std::thread([p = t.get()] { p->ProgressLoop(); });
   return t;
@@ -91,26 +84,8 @@ Transport::~Transport() {
   std::lock_guard<std::mutex> lock(mu_);
   for (ucp_rkey_h k : rkeys_) ucp_rkey_destroy(k);
   for (auto& c : conns_) {
-    for (ucp_ep_h* e : {&c->rma_ep}) {
-      if (*e == nullptr) continue;
-      ucp_request_param_t p{};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-      void* r = ucp_ep_close_nbx(*e, &p);
-      if (UCS_PTR_IS_PTR(r)) {
-        while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
-        ucp_request_free(r);
-      }
-    }
-    if (!c->ep) continue;
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* r = ucp_ep_close_nbx(c->ep, &p);
-    if (UCS_PTR_IS_PTR(r)) {
-      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
-      ucp_request_free(r);
-    }
+    ucx::CloseEndpoint(ucx_->worker(), c->rma_ep);
+    ucx::CloseEndpoint(ucx_->worker(), c->ep);
   }
   // Drain callbacks of sends still in flight so their contexts are freed.
   for (int i = 0; i < 100 && ucp_worker_progress(ucx_->worker()) != 0; ++i) {
@@ -154,17 +129,8 @@ StatusOr<int> Transport::Connect(const std::string& host, uint16_t port) {
 Status Transport::Reconnect(int conn) {
   std::lock_guard<std::mutex> lock(mu_);
   Conn* c = conns_[conn].get();
-  if (c->ep) {
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* r = ucp_ep_close_nbx(c->ep, &p);
-    if (UCS_PTR_IS_PTR(r)) {
-      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
-      ucp_request_free(r);
-    }
-    c->ep = nullptr;
-  }
+  ucx::CloseEndpoint(ucx_->worker(), c->ep);
+  c->ep = nullptr;
   return OpenEp(c);
 }
 

@@ -61,14 +61,7 @@ StatusOr<std::unique_ptr<UcxServer>> UcxServer::Start(const std::string& host, u
   s->worker_address_.assign(reinterpret_cast<uint8_t*>(addr), reinterpret_cast<uint8_t*>(addr) + addr_len);
   ucp_worker_release_address(s->ucx_->worker(), addr);
 
-  ucp_am_handler_param_t hp{};
-  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
-                  UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-  hp.id = wire::kAmRequest;
-  hp.cb = &UcxServer::OnRequest;
-  hp.arg = s.get();
-  hp.flags = UCP_AM_FLAG_WHOLE_MSG;
-  ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_worker_set_am_recv_handler(s->ucx_->worker(), &hp), "set AM handler"));
+  ENGRAM_RETURN_IF_ERROR(ucx::SetAmHandler(s->ucx_->worker(), wire::kAmRequest, &UcxServer::OnRequest, s.get()));
 
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
@@ -132,14 +125,7 @@ void UcxServer::OnEpError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status) {
 void UcxServer::CloseConn(uint64_t id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-  void* r = ucp_ep_close_nbx(it->second->ep, &p);
-  if (UCS_PTR_IS_PTR(r)) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(ucx_->worker());
-    ucp_request_free(r);
-  }
+  ucx::CloseEndpoint(ucx_->worker(), it->second->ep);
   by_ep_.erase(it->second->ep);
   conns_.erase(it);
   open_--;

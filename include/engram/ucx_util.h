@@ -32,6 +32,32 @@ inline Status FromUcs(ucs_status_t s, const std::string& what) {
   }
 }
 
+// Registers `cb` as the whole-message handler of active-message id `id` on `worker`.
+inline Status SetAmHandler(ucp_worker_h worker, unsigned id, ucp_am_recv_callback_t cb, void* arg) {
+  ucp_am_handler_param_t hp{};
+  hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
+                  UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  hp.id = id;
+  hp.cb = cb;
+  hp.arg = arg;
+  hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+  return FromUcs(ucp_worker_set_am_recv_handler(worker, &hp), "set AM handler");
+}
+
+// Force-closes an endpoint, progressing `worker` until UCX is done with it. Blocks briefly
+// (a forced close does not wait for the peer). REQUIRES: the caller owns the worker now.
+inline void CloseEndpoint(ucp_worker_h worker, ucp_ep_h ep) {
+  if (ep == nullptr) return;
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  void* r = ucp_ep_close_nbx(ep, &p);
+  if (UCS_PTR_IS_PTR(r)) {
+    while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker);
+    ucp_request_free(r);
+  }
+}
+
 // A UCP context and one worker, destroyed in the right order. Not thread-safe by itself: the
 // owner serialises access (one progress thread, or a mutex).
 class ContextAndWorker {
