@@ -214,7 +214,8 @@ std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::direct() co
   return direct_;
 }
 
-bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst) const {
+bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst,
+                             std::vector<float>* init_scratch) const {
   const TableSchema& s = info_.schema;
   const SlotLayout layout = SlotLayout::For(s.value_bytes());
   const uint8_t* slot = d.base + (row - d.first_row) * d.stride;
@@ -229,9 +230,9 @@ bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, u
         if (s.init.kind == InitKind::kZeros || !IsTrainable(s.dtype)) {
           std::memset(dst, 0, s.value_bytes());
         } else {
-          std::vector<float> v(s.dim);
-          InitialRow(s.init, row, s.dim, v.data());
-          EncodeRow(s.dtype, s.dim, v.data(), dst);
+          init_scratch->resize(s.dim);
+          InitialRow(s.init, row, s.dim, init_scratch->data());
+          EncodeRow(s.dtype, s.dim, init_scratch->data(), dst);
         }
         return true;
       case SlotCopyState::kTorn:  // A writer holds the row for about a microsecond: back off a little.
@@ -295,29 +296,46 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   auto by = ByServer(*m, p.unique);
   const auto direct = this->direct();
   const size_t vb = info_.schema.value_bytes();
-  std::vector<uint8_t> slot_buf;
+  p.distinct = p.unique.size() == p.inverse.size();
+  if (p.distinct) {
+    p.dest.resize(p.unique.size());
+    for (size_t i = 0; i < p.inverse.size(); ++i) p.dest[p.inverse[i]] = static_cast<uint32_t>(i);
+  } else {
+    p.unique_values.resize(p.unique.size() * vb);
+  }
+  uint64_t read_direct = 0;
+  // Slot copies of rows up to 64 KiB go through this stack buffer; wider rows use RPC.
+  uint8_t slot_buf[(1u << 16) + 24];
+  std::vector<float> init_scratch;  // Initial values of untouched rows; allocated on first use.
   for (auto& positions : by) {
-    // Rows in mapped shards are read here and now; the rest (and torn ones) go by RPC.
+    // Rows in mapped shards are read here and now, straight to their landing place; the rest
+    // (and rows whose copies stayed torn) go by RPC.
     size_t keep = 0;
-    for (uint32_t u : positions) {
+    constexpr size_t kAhead = 8;  // Rows are random: start the cache misses of the next few early.
+    for (size_t k = 0; k < positions.size(); ++k) {
+      if (k + kAhead < positions.size()) {
+        const uint64_t next = p.unique[positions[k + kAhead]];
+        const uint32_t ns = next < m->num_rows() ? m->ShardOf(next) : UINT32_MAX;
+        if (ns < direct->size() && (*direct)[ns].base != nullptr) {
+          const Direct& nd = (*direct)[ns];
+          const uint8_t* slot = nd.base + (next - nd.first_row) * nd.stride;
+          for (size_t off = 0; off < nd.stride; off += 64) __builtin_prefetch(slot + off);
+        }
+      }
+      const uint32_t u = positions[k];
       const uint64_t row = p.unique[u];
       const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
       const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
-      if (d != nullptr && d->base != nullptr) {
-        slot_buf.resize(d->stride);
-        const size_t at = p.direct_values.size();
-        p.direct_values.resize(at + vb);
-        if (ReadDirect(*d, row, slot_buf.data(), p.direct_values.data() + at)) {
-          p.direct_positions.push_back(u);
-          continue;
-        }
-        p.direct_values.resize(at);
+      if (d != nullptr && d->base != nullptr && d->stride <= sizeof(slot_buf) &&
+          ReadDirect(*d, row, slot_buf, p.Landing(u, vb), &init_scratch)) {
+        ++read_direct;
+        continue;
       }
       positions[keep++] = u;
     }
     positions.resize(keep);
   }
-  client_->rows_one_sided_ += p.direct_positions.size();
+  client_->rows_one_sided_ += read_direct;
   for (size_t s = 0; s < by.size(); ++s) {
     if (by[s].empty()) continue;
     client_->rows_rpc_ += by[s].size();
@@ -342,18 +360,6 @@ Status PendingPull::Wait() {
   done = true;
   if (table == nullptr) return Status::FailedPrecondition("empty PendingPull");
   const size_t vb = table->info_.schema.value_bytes();
-  // Without duplicates each unique row has exactly one destination: scatter replies straight
-  // into the caller's buffer. With duplicates, land unique rows first, then expand.
-  const bool distinct = unique.size() == inverse.size();
-  std::vector<uint32_t> dest;
-  std::vector<uint8_t> unique_values;
-  if (distinct) {
-    dest.resize(unique.size());
-    for (size_t i = 0; i < inverse.size(); ++i) dest[inverse[i]] = static_cast<uint32_t>(i);
-  } else {
-    unique_values.resize(unique.size() * vb);
-  }
-  uint8_t* land = distinct ? out : unique_values.data();
   Status first = early;
   for (const Part& part : parts) {
     auto r = table->client_->WaitReply(part.server, part.request, deadline);
@@ -372,16 +378,9 @@ Status PendingPull::Wait() {
       if (first.ok()) first = s;
       continue;
     }
-    for (size_t k = 0; k < n; ++k) {
-      const uint32_t u = part.positions[k];
-      std::memcpy(land + size_t{distinct ? dest[u] : u} * vb, values + k * vb, vb);
-    }
+    for (size_t k = 0; k < n; ++k) std::memcpy(Landing(part.positions[k], vb), values + k * vb, vb);
   }
   if (!first.ok()) return first;
-  for (size_t k = 0; k < direct_positions.size(); ++k) {
-    const uint32_t u = direct_positions[k];
-    std::memcpy(land + size_t{distinct ? dest[u] : u} * vb, direct_values.data() + k * vb, vb);
-  }
   if (!distinct) {
     for (size_t i = 0; i < inverse.size(); ++i) std::memcpy(out + i * vb, &unique_values[size_t{inverse[i]} * vb], vb);
   }

@@ -88,8 +88,14 @@ class PendingPull {
   std::vector<uint64_t> unique;
   std::vector<uint32_t> inverse;
   std::vector<Part> parts;
-  std::vector<uint32_t> direct_positions;  // Unique rows already read one-sidedly...
-  std::vector<uint8_t> direct_values;      // ...and their values, in that order.
+  // Where unique row u lands: out + dest[u] * value_bytes when the rows were distinct (no
+  // copy later), else unique_values + u * value_bytes, expanded into out by Wait().
+  bool distinct = false;
+  std::vector<uint32_t> dest;
+  std::vector<uint8_t> unique_values;
+  uint8_t* Landing(uint32_t u, size_t vb) {
+    return distinct ? out + size_t{dest[u]} * vb : unique_values.data() + size_t{u} * vb;
+  }
   uint8_t* out = nullptr;
   Clock::time_point deadline;
   bool done = false;
@@ -135,7 +141,8 @@ class TableHandle {
   // Asks each server for its arenas' rkeys and maps those this process can reach.
   Status MapArenas();
   // Copies one row one-sidedly; false if every attempt was torn.
-  bool ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst) const;
+  bool ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst,
+                  std::vector<float>* init_scratch) const;
   Status Refresh();
   // Groups unique row positions by owning server.
   std::vector<std::vector<uint32_t>> ByServer(const cluster::ShardMap& map, std::span<const uint64_t> rows) const;
