@@ -144,6 +144,7 @@ int main(int argc, char** argv) {
 
   client::ClientOptions o;
   o.servers = {server.address};
+  o.progress_thread = false;  // Blocking pulls progress the worker themselves; no thread competes for the cores.
   auto direct_client = client::Client::Connect(o);
   o.one_sided = false;
   auto rpc_client = client::Client::Connect(o);

@@ -12,14 +12,15 @@ void Deduplicate(std::span<const uint64_t> ids, std::vector<uint64_t>* unique, s
   DedupScratch& s = scratch ? *scratch : local;
   unique->clear();
   inverse->resize(ids.size());
-  // Sort positions by id: equal ids become adjacent, and each run is one unique row.
-  s.order.resize(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) s.order[i] = i;
-  std::sort(s.order.begin(), s.order.end(), [&](uint64_t a, uint64_t b) { return ids[a] < ids[b]; });
-  for (size_t k = 0; k < s.order.size(); ++k) {
-    const uint64_t pos = s.order[k];
-    if (unique->empty() || unique->back() != ids[pos]) unique->push_back(ids[pos]);
-    (*inverse)[pos] = static_cast<uint32_t>(unique->size() - 1);
+  // Sort (id, position) pairs by id: equal ids become adjacent, each run is one unique row.
+  s.keyed.resize(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) s.keyed[i] = {ids[i], static_cast<uint32_t>(i)};
+  std::sort(s.keyed.begin(), s.keyed.end(), [](const DedupScratch::Keyed& a, const DedupScratch::Keyed& b) {
+    return a.id < b.id;
+  });
+  for (const auto& k : s.keyed) {
+    if (unique->empty() || unique->back() != k.id) unique->push_back(k.id);
+    (*inverse)[k.pos] = static_cast<uint32_t>(unique->size() - 1);
   }
 }
 

@@ -11,7 +11,11 @@ namespace engram::client {
 
 // Reusable buffers, so a steady stream of batches allocates nothing. One per thread.
 struct DedupScratch {
-  std::vector<uint64_t> order;  // Positions sorted by id.
+  struct Keyed {
+    uint64_t id;
+    uint32_t pos;
+  };
+  std::vector<Keyed> keyed;  // (id, position), sorted by id: a direct-key sort, no indirection.
 };
 
 // unique := the sorted distinct ids; inverse[i] := index of ids[i] in unique.
