@@ -14,3 +14,5 @@ echo "bench: micro-benchmarks ($reps repetitions, medians; machine: $(nproc) cor
   --benchmark_report_aggregates_only=true --benchmark_format=console \
   --benchmark_out="$out/micro.json" --benchmark_out_format=json
 /usr/bin/python3 bench/summarize.py "$out/micro.json" | tee "$out/micro.md"
+echo "bench: pull latency through a real engram-server (one-sided, RPC) vs in-process gather" >&2
+"$build/bench/engram-bench-pull" --out="$out/pull.json" | tee "$out/pull.txt"
