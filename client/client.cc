@@ -296,12 +296,9 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   auto by = ByServer(*m, p.unique);
   const auto direct = this->direct();
   const size_t vb = info_.schema.value_bytes();
-  p.distinct = p.unique.size() == p.inverse.size();
-  if (p.distinct) {
-    p.dest.resize(p.unique.size());
-    for (size_t i = 0; i < p.inverse.size(); ++i) p.dest[p.inverse[i]] = static_cast<uint32_t>(i);
-  } else {
-    p.unique_values.resize(p.unique.size() * vb);
+  p.dest.assign(p.unique.size(), UINT32_MAX);
+  for (size_t i = 0; i < p.inverse.size(); ++i) {
+    if (p.dest[p.inverse[i]] == UINT32_MAX) p.dest[p.inverse[i]] = static_cast<uint32_t>(i);
   }
   uint64_t read_direct = 0;
   // Slot copies of rows up to 64 KiB go through this stack buffer; wider rows use RPC.
@@ -381,8 +378,9 @@ Status PendingPull::Wait() {
     for (size_t k = 0; k < n; ++k) std::memcpy(Landing(part.positions[k], vb), values + k * vb, vb);
   }
   if (!first.ok()) return first;
-  if (!distinct) {
-    for (size_t i = 0; i < inverse.size(); ++i) std::memcpy(out + i * vb, &unique_values[size_t{inverse[i]} * vb], vb);
+  for (size_t i = 0; i < inverse.size(); ++i) {  // Duplicates copy their first occurrence.
+    const uint32_t first_pos = dest[inverse[i]];
+    if (first_pos != i) std::memcpy(out + i * vb, out + size_t{first_pos} * vb, vb);
   }
   return Status::OK();
 }

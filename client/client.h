@@ -88,15 +88,10 @@ class PendingPull {
   std::vector<uint64_t> unique;
   std::vector<uint32_t> inverse;
   std::vector<Part> parts;
-  // Where unique row u lands: out + dest[u] * value_bytes when the rows were distinct (no
-  // copy later), else unique_values + u * value_bytes, expanded into out by Wait().
-  bool distinct = false;
+  // Unique row u lands at out + dest[u] * value_bytes, dest[u] being its first position in the
+  // request; Wait() then copies it to the positions of its duplicates. No staging buffer.
   std::vector<uint32_t> dest;
-  std::vector<uint8_t> unique_values;
-  uint8_t* Landing(uint32_t u, size_t vb) {
-    return distinct ? out + size_t{dest[u]} * vb : unique_values.data() + size_t{u} * vb;
-  }
-  uint8_t* out = nullptr;
+  uint8_t* Landing(uint32_t u, size_t vb) { return out + size_t{dest[u]} * vb; }  uint8_t* out = nullptr;
   Clock::time_point deadline;
   bool done = false;
 };

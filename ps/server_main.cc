@@ -30,8 +30,8 @@ DEFINE_uint32(node_id, 0, "this server's node id (its index in the clients' --se
 DEFINE_uint32(max_batch_rows, 1u << 20, "largest pull/push/put batch in rows");
 DEFINE_string(port_file, "", "if set, write \"<data port> <admin port>\" here once listening");
 DEFINE_bool(one_sided, true, "register arenas with UCX so same-host clients read rows one-sidedly");
-DEFINE_uint64(rma_max_arena_bytes, 8ull << 30, "largest arena registered for one-sided reads (registered "
-                                               "arenas are shared memory, committed when the table is created)");
+DEFINE_uint64(rma_max_bytes, 1ull << 30, "total bytes of arenas registered for one-sided reads (registered arenas are "
+                                         "shared memory, committed when the table is created); beyond it: RPC only");
 
 namespace {
 
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
   ps::UcxServer* transport = server->get();
   transport_ready = transport;
 
-  ps::UcxArenaAllocator rma_allocator(transport->context(), FLAGS_one_sided ? FLAGS_rma_max_arena_bytes : 0);
+  ps::UcxArenaAllocator rma_allocator(transport->context(), FLAGS_one_sided ? FLAGS_rma_max_bytes : 0);
   struct Remote final : ps::RemoteAccess {
     const ps::UcxServer* t;
     const ps::UcxArenaAllocator* a;

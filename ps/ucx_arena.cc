@@ -8,10 +8,14 @@
 namespace engram::ps {
 
 StatusOr<storage::MemoryRegion> UcxArenaAllocator::Allocate(size_t bytes, storage::HugePages huge_pages) {
-  if (bytes > max_bytes_) {
-    LOG(INFO) << "arena of " << bytes << " bytes exceeds --rma_max_arena_bytes=" << max_bytes_
-              << ": plain lazily committed memory, served by RPC only";
-    return storage::MmapAllocator().Allocate(bytes, huge_pages);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (registered_bytes_ + bytes > max_total_bytes_) {
+      LOG(INFO) << "arena of " << bytes << " bytes would exceed --rma_max_bytes=" << max_total_bytes_ << " ("
+                << registered_bytes_ << " registered): plain lazily committed memory, served by RPC only";
+      return storage::MmapAllocator().Allocate(bytes, huge_pages);
+    }
+    registered_bytes_ += bytes;  // Reserved now; returned below if registration fails.
   }
   ucp_mem_map_params_t p{};
   p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
@@ -38,13 +42,17 @@ StatusOr<storage::MemoryRegion> UcxArenaAllocator::Allocate(size_t bytes, storag
     if (st != UCS_OK) ucp_mem_unmap(context_, memh);
   }
   if (st != UCS_OK) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      registered_bytes_ -= bytes;
+    }
     fallbacks_++;
     LOG(WARNING) << "UCX could not allocate a registered arena of " << bytes << " bytes (" << ucs_status_string(st)
                  << "); falling back to plain memory: this table is served by RPC only, no one-sided reads";
     return storage::MmapAllocator().Allocate(bytes, huge_pages);
   }
   // Fresh shared-memory segments are zero, but UCX may also serve ALLOCATE from its heap
-  // methods: zero explicitly. This commits the arena now (bounded by max_bytes_).
+  // methods: zero explicitly. This commits the arena now (bounded by max_total_bytes_).
   std::memset(base, 0, bytes);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -53,10 +61,11 @@ StatusOr<storage::MemoryRegion> UcxArenaAllocator::Allocate(size_t bytes, storag
   return storage::MemoryRegion(base, bytes, false, [this](void* b, size_t n) { Release(b, n); });
 }
 
-void UcxArenaAllocator::Release(void* base, size_t) {
+void UcxArenaAllocator::Release(void* base, size_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = regions_.find(base);
   if (it == regions_.end()) return;
+  registered_bytes_ -= bytes;
   ucp_mem_unmap(context_, it->second.memh);
   regions_.erase(it);
 }

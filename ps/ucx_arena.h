@@ -23,9 +23,11 @@ namespace engram::ps {
 class UcxArenaAllocator final : public storage::ArenaAllocator {
  public:
   // REQUIRES: `context` outlives this allocator and every region it returned.
-  // Arenas above `max_bytes` are not registered (plain lazily committed mmap, RPC only):
-  // registered arenas are shared memory and are committed (zeroed) when created.
-  UcxArenaAllocator(ucp_context_h context, size_t max_bytes) : context_(context), max_bytes_(max_bytes) {}
+  // At most `max_total_bytes` of arenas are registered at a time; arenas beyond that budget get
+  // plain lazily committed memory (RPC only). Registered arenas are shared memory and are
+  // committed (zeroed) when created, so the budget bounds that cost.
+  UcxArenaAllocator(ucp_context_h context, size_t max_total_bytes)
+      : context_(context), max_total_bytes_(max_total_bytes) {}
 
   StatusOr<storage::MemoryRegion> Allocate(size_t bytes, storage::HugePages huge_pages) override;
 
@@ -41,7 +43,8 @@ class UcxArenaAllocator final : public storage::ArenaAllocator {
   void Release(void* base, size_t bytes);
 
   ucp_context_h context_;
-  const size_t max_bytes_;
+  const size_t max_total_bytes_;
+  size_t registered_bytes_ = 0;  // GUARDED_BY(mu_)
   mutable std::mutex mu_;
   std::map<const void*, Registered> regions_;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> fallbacks_{0};
