@@ -214,19 +214,21 @@ std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::direct() co
   return direct_;
 }
 
-bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst,
-                             std::vector<float>* init_scratch) const {
+bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::vector<float>* init_scratch) const {
   const TableSchema& s = info_.schema;
   const SlotLayout layout = SlotLayout::For(s.value_bytes());
   const uint8_t* slot = d.base + (row - d.first_row) * d.stride;
   for (int attempt = 0; attempt < 16; ++attempt) {
-    // An unordered copy, as a one-sided get would make: validated by versions and checksum.
-    std::memcpy(slot_buf, slot, d.stride);
-    switch (ClassifySlotCopy(layout, slot_buf)) {
-      case SlotCopyState::kConsistent:
-        std::memcpy(dst, slot_buf + SlotLayout::kValueOffset, s.value_bytes());
-        return true;
-      case SlotCopyState::kUntouched:
+    // An unordered copy, as a one-sided get would make (the value straight into the caller's
+    // buffer), validated by the version words and the checksum of exactly the bytes copied.
+    uint64_t head, tail, sum;
+    std::memcpy(&head, slot, 8);
+    std::memcpy(dst, slot + SlotLayout::kValueOffset, s.value_bytes());
+    std::memcpy(&sum, slot + layout.checksum_offset(), 8);
+    std::memcpy(&tail, slot + layout.tail_offset(), 8);
+    switch (ClassifyCopiedWords(head, tail, sum, dst, s.value_bytes())) {
+      case SlotCopyState::kConsistent: return true;
+      case SlotCopyState::kUntouched:  // The row still has its initial value.
         if (s.init.kind == InitKind::kZeros || !IsTrainable(s.dtype)) {
           std::memset(dst, 0, s.value_bytes());
         } else {
@@ -235,14 +237,14 @@ bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, u
           EncodeRow(s.dtype, s.dim, init_scratch->data(), dst);
         }
         return true;
-      case SlotCopyState::kTorn:  // A writer holds the row for about a microsecond: back off a little.
-        client_->torn_copies_++;
-        for (int spin = 0; spin < (16 << attempt) && spin < 4096; ++spin) {
+      case SlotCopyState::kTorn: break;
+    }
+    // Torn: a writer holds the row for about a microsecond; back off a little and re-read.
+    client_->torn_copies_++;
+    for (int spin = 0; spin < (16 << attempt) && spin < 4096; ++spin) {
 #if defined(__x86_64__)
-          __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
-        }
-        break;
     }
   }
   return false;
@@ -291,48 +293,45 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   p.table = this;
   p.out = out;
   p.deadline = client_->Deadline();
-  Deduplicate(rows, &p.unique, &p.inverse);
   const auto m = map();
-  auto by = ByServer(*m, p.unique);
   const auto direct = this->direct();
   const size_t vb = info_.schema.value_bytes();
-  p.dest.assign(p.unique.size(), UINT32_MAX);
-  for (size_t i = 0; i < p.inverse.size(); ++i) {
-    if (p.dest[p.inverse[i]] == UINT32_MAX) p.dest[p.inverse[i]] = static_cast<uint32_t>(i);
-  }
-  uint64_t read_direct = 0;
-  // Slot copies of rows up to 64 KiB go through this stack buffer; wider rows use RPC.
-  uint8_t slot_buf[(1u << 16) + 24];
+  // Rows in mapped shards are read here and now, straight into `out` (duplicates are simply
+  // read twice: cheaper than sorting). The rest, and rows whose copies stayed torn, go by RPC.
   std::vector<float> init_scratch;  // Initial values of untouched rows; allocated on first use.
-  for (auto& positions : by) {
-    // Rows in mapped shards are read here and now, straight to their landing place; the rest
-    // (and rows whose copies stayed torn) go by RPC.
-    size_t keep = 0;
-    constexpr size_t kAhead = 8;  // Rows are random: start the cache misses of the next few early.
-    for (size_t k = 0; k < positions.size(); ++k) {
-      if (k + kAhead < positions.size()) {
-        const uint64_t next = p.unique[positions[k + kAhead]];
-        const uint32_t ns = next < m->num_rows() ? m->ShardOf(next) : UINT32_MAX;
-        if (ns < direct->size() && (*direct)[ns].base != nullptr) {
-          const Direct& nd = (*direct)[ns];
-          const uint8_t* slot = nd.base + (next - nd.first_row) * nd.stride;
-          for (size_t off = 0; off < nd.stride; off += 64) __builtin_prefetch(slot + off);
-        }
+  uint64_t read_direct = 0;
+  constexpr size_t kAhead = 8;  // Rows are random: start the cache misses of the next few early.
+  auto direct_of = [&](uint64_t row) -> const Direct* {
+    const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
+    const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
+    return d != nullptr && d->base != nullptr ? d : nullptr;
+  };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i + kAhead < rows.size()) {
+      if (const Direct* nd = direct_of(rows[i + kAhead])) {
+        const uint8_t* slot = nd->base + (rows[i + kAhead] - nd->first_row) * nd->stride;
+        for (size_t off = 0; off < nd->stride; off += 64) __builtin_prefetch(slot + off);
       }
-      const uint32_t u = positions[k];
-      const uint64_t row = p.unique[u];
-      const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
-      const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
-      if (d != nullptr && d->base != nullptr && d->stride <= sizeof(slot_buf) &&
-          ReadDirect(*d, row, slot_buf, p.Landing(u, vb), &init_scratch)) {
+    }
+    if (const Direct* d = direct_of(rows[i])) {
+      if (ReadDirect(*d, rows[i], out + i * vb, &init_scratch)) {
         ++read_direct;
         continue;
       }
-      positions[keep++] = u;
     }
-    positions.resize(keep);
+    p.rpc_positions.push_back(static_cast<uint32_t>(i));
   }
   client_->rows_one_sided_ += read_direct;
+  if (p.rpc_positions.empty()) return p;
+
+  std::vector<uint64_t> rpc_rows(p.rpc_positions.size());
+  for (size_t k = 0; k < rpc_rows.size(); ++k) rpc_rows[k] = rows[p.rpc_positions[k]];
+  Deduplicate(rpc_rows, &p.unique, &p.inverse);
+  p.dest.assign(p.unique.size(), UINT32_MAX);
+  for (size_t k = 0; k < p.inverse.size(); ++k) {
+    if (p.dest[p.inverse[k]] == UINT32_MAX) p.dest[p.inverse[k]] = p.rpc_positions[k];
+  }
+  const auto by = ByServer(*m, p.unique);
   for (size_t s = 0; s < by.size(); ++s) {
     if (by[s].empty()) continue;
     client_->rows_rpc_ += by[s].size();
@@ -378,9 +377,9 @@ Status PendingPull::Wait() {
     for (size_t k = 0; k < n; ++k) std::memcpy(Landing(part.positions[k], vb), values + k * vb, vb);
   }
   if (!first.ok()) return first;
-  for (size_t i = 0; i < inverse.size(); ++i) {  // Duplicates copy their first occurrence.
-    const uint32_t first_pos = dest[inverse[i]];
-    if (first_pos != i) std::memcpy(out + i * vb, out + size_t{first_pos} * vb, vb);
+  for (size_t k = 0; k < inverse.size(); ++k) {  // Duplicates copy their first occurrence.
+    const uint32_t first_pos = dest[inverse[k]];
+    if (first_pos != rpc_positions[k]) std::memcpy(out + size_t{rpc_positions[k]} * vb, out + size_t{first_pos} * vb, vb);
   }
   return Status::OK();
 }

@@ -60,8 +60,8 @@ struct ClientOptions {
 };
 
 struct ClientStats {
-  uint64_t rows_one_sided = 0;  // Rows read straight from a server's arena.
-  uint64_t rows_rpc = 0;        // Rows read through pull requests.
+  uint64_t rows_one_sided = 0;  // Rows read straight from a server's arena (duplicates each count).
+  uint64_t rows_rpc = 0;        // Unique rows read through pull requests.
   uint64_t torn_copies = 0;     // One-sided copies rejected as torn (and re-read).
 };
 
@@ -85,13 +85,17 @@ class PendingPull {
   };
   class TableHandle* table = nullptr;
   Status early;  // An error found before sending.
+  // Rows read one-sidedly were written to `out` by StartPull. The rest go by RPC:
+  // rpc_positions are their indexes in the request, unique/inverse their de-duplication
+  // (inverse[k] for rpc_positions[k]), and unique row u lands at out + dest[u] * value_bytes
+  // (its first position); Wait() copies it to the positions of its duplicates.
+  std::vector<uint32_t> rpc_positions;
   std::vector<uint64_t> unique;
   std::vector<uint32_t> inverse;
-  std::vector<Part> parts;
-  // Unique row u lands at out + dest[u] * value_bytes, dest[u] being its first position in the
-  // request; Wait() then copies it to the positions of its duplicates. No staging buffer.
   std::vector<uint32_t> dest;
-  uint8_t* Landing(uint32_t u, size_t vb) { return out + size_t{dest[u]} * vb; }  uint8_t* out = nullptr;
+  std::vector<Part> parts;
+  uint8_t* Landing(uint32_t u, size_t vb) { return out + size_t{dest[u]} * vb; }
+  uint8_t* out = nullptr;
   Clock::time_point deadline;
   bool done = false;
 };
@@ -136,8 +140,7 @@ class TableHandle {
   // Asks each server for its arenas' rkeys and maps those this process can reach.
   Status MapArenas();
   // Copies one row one-sidedly; false if every attempt was torn.
-  bool ReadDirect(const Direct& d, uint64_t row, uint8_t* slot_buf, uint8_t* dst,
-                  std::vector<float>* init_scratch) const;
+  bool ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::vector<float>* init_scratch) const;
   Status Refresh();
   // Groups unique row positions by owning server.
   std::vector<std::vector<uint32_t>> ByServer(const cluster::ShardMap& map, std::span<const uint64_t> rows) const;

@@ -69,19 +69,22 @@ enum class SlotCopyState : uint8_t {
   kTorn = 2,        // A write overlapped the copy; copy again.
 };
 
-// Classifies a copy of a whole slot taken without ordering guarantees (e.g. one ucp_get).
-// Thread-safe (pure).
+// Classifies the words of one slot copied without ordering guarantees (possibly into
+// different buffers): head, tail, checksum and the value bytes copied. Thread-safe (pure).
+inline SlotCopyState ClassifyCopiedWords(uint64_t head, uint64_t tail, uint64_t sum, const uint8_t* value,
+                                         size_t value_bytes) {
+  if (head != tail || (head & 1u) != 0) return SlotCopyState::kTorn;
+  if (head == 0) return SlotCopyState::kUntouched;
+  return sum == SlotChecksum(value, value_bytes, head) ? SlotCopyState::kConsistent : SlotCopyState::kTorn;
+}
+
+// Classifies a copy of a whole slot (e.g. fetched with one ucp_get).
 inline SlotCopyState ClassifySlotCopy(const SlotLayout& layout, const uint8_t* slot_copy) {
   uint64_t head, tail, sum;
   std::memcpy(&head, slot_copy, 8);
   std::memcpy(&tail, slot_copy + layout.tail_offset(), 8);
-  if (head != tail || (head & 1u) != 0) return SlotCopyState::kTorn;
-  if (head == 0) return SlotCopyState::kUntouched;
   std::memcpy(&sum, slot_copy + layout.checksum_offset(), 8);
-  if (sum != SlotChecksum(slot_copy + SlotLayout::kValueOffset, layout.value_bytes, head)) {
-    return SlotCopyState::kTorn;
-  }
-  return SlotCopyState::kConsistent;
+  return ClassifyCopiedWords(head, tail, sum, slot_copy + SlotLayout::kValueOffset, layout.value_bytes);
 }
 
 }  // namespace engram
