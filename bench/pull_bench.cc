@@ -35,6 +35,7 @@ DEFINE_string(batches, "48,384,4096,32768", "batch sizes in rows (48 = one decod
 DEFINE_int32(iters, 200, "calls per batch size and path (fewer for large batches)");
 DEFINE_double(zipf, 0.0, "Zipf exponent of row choice (0: uniform)");
 DEFINE_string(out, "", "write JSON results here");
+DEFINE_string(paths, "in_process,one_sided,rpc", "paths to measure (for profiling one of them)");
 
 namespace {
 
@@ -194,9 +195,16 @@ int main(int argc, char** argv) {
     const int iters = batch > 4096 ? std::max(10, FLAGS_iters / 8) : FLAGS_iters;
     const auto sets = RowSets(batch, 16, schema.num_rows, FLAGS_zipf, batch);
     std::vector<uint8_t> out(batch * vb);
-    const Stats in_proc = Measure(iters, batch, [&](int i) { (void)(*local)->Gather(sets[i % 16], out.data()).ok(); });
-    const Stats one = Measure(iters, batch, [&](int i) { (void)(*direct)->Pull(sets[i % 16], out.data()).ok(); });
-    const Stats rp = Measure(iters, batch, [&](int i) { (void)(*rpc)->Pull(sets[i % 16], out.data()).ok(); });
+    auto wanted = [](const char* path) { return FLAGS_paths.find(path) != std::string::npos; };
+    const Stats none{0, 0, 1};
+    const Stats in_proc = wanted("in_process")
+                              ? Measure(iters, batch, [&](int i) { (void)(*local)->Gather(sets[i % 16], out.data()).ok(); })
+                              : none;
+    const Stats one = wanted("one_sided")
+                          ? Measure(iters, batch, [&](int i) { (void)(*direct)->Pull(sets[i % 16], out.data()).ok(); })
+                          : none;
+    const Stats rp = wanted("rpc") ? Measure(iters, batch, [&](int i) { (void)(*rpc)->Pull(sets[i % 16], out.data()).ok(); })
+                                   : none;
     std::printf("%8zu | %10.1f / %9.1f | %10.1f / %9.1f | %10.1f / %9.1f | %8.2fx %8.2fx\n", batch, in_proc.p50_us,
                 in_proc.p99_us, one.p50_us, one.p99_us, rp.p50_us, rp.p99_us, one.rows_per_s / in_proc.rows_per_s,
                 rp.rows_per_s / in_proc.rows_per_s);
