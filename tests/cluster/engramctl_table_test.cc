@@ -1,6 +1,11 @@
 // engramctl table, row and safetensors commands against a real engram-server.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cstring>
 #include <fstream>
@@ -154,6 +159,28 @@ TEST_F(EngramctlTableTest, Fp8SafetensorsImportExportRoundTripsAndMismatchesAreR
   EXPECT_NE(r3.err.find("it has:"), std::string::npos) << r3.err;
   auto r4 = Ctl("import --table=flash --safetensors=" + Write("junk", "not a safetensors file") + " --tensor=w");
   EXPECT_NE(r4.code, 0);
+}
+
+TEST_F(EngramctlTableTest, AClientKilledMidImportLeavesTheDaemonServing) {
+  constexpr uint64_t kRows = 400000;
+  ASSERT_EQ(Ctl("create-table --name=big --rows=" + std::to_string(kRows) + " --dim=256 --dtype=fp8_e4m3_ue8m0").code, 0);
+  const std::string in = WriteSafetensors(
+      "big.safetensors", {{"w", "F8_E4M3", {kRows, 256}, std::vector<uint8_t>(kRows * 256, 0x38)},
+                          {"s", "U8", {kRows, 8}, std::vector<uint8_t>(kRows * 8, 127)}});
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen("/dev/null", "w", stderr);
+    execl(ENGRAMCTL_PATH, ENGRAMCTL_PATH, "import", "--table=big", ("--safetensors=" + in).c_str(), "--tensor=w",
+          "--scale-tensor=s", ("--servers=" + server_->address()).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  kill(pid, SIGKILL);  // Mid-stream: requests in flight, endpoint never closed.
+  waitpid(pid, nullptr, 0);
+  const auto got = Ctl("get --table=big --rows=0,399999 --json");
+  ASSERT_EQ(got.code, 0) << got.err;
+  EXPECT_EQ(nlohmann::json::parse(got.out)["rows"].size(), 2u);
+  EXPECT_EQ(Ctl("list").code, 0);
 }
 
 }  // namespace
