@@ -25,6 +25,7 @@
 #include <gflags/gflags.h>
 #include <nlohmann/json.hpp>
 
+#include "bench/redis_baseline.h"
 #include "client/client.h"
 #include "storage/shard.h"
 
@@ -35,7 +36,8 @@ DEFINE_string(batches, "48,384,4096,32768", "batch sizes in rows (48 = one decod
 DEFINE_int32(iters, 200, "calls per batch size and path (fewer for large batches)");
 DEFINE_double(zipf, 0.0, "Zipf exponent of row choice (0: uniform)");
 DEFINE_string(out, "", "write JSON results here");
-DEFINE_string(paths, "in_process,one_sided,rpc", "paths to measure (for profiling one of them)");
+DEFINE_string(paths, "in_process,one_sided,rpc,redis", "paths to measure (for profiling one of them)");
+DEFINE_string(redis_server, "/usr/bin/redis-server", "redis-server binary for the Redis MGET baseline");
 
 namespace {
 
@@ -183,12 +185,29 @@ int main(int argc, char** argv) {
     }
   }
 
+  std::unique_ptr<bench::RedisBaseline> redis;
+  if (FLAGS_paths.find("redis") != std::string::npos) {
+    auto r = bench::RedisBaseline::Start(FLAGS_redis_server);
+    if (!r.ok()) {
+      std::fprintf(stderr, "engram-bench-pull: Redis baseline: %s (no ratio against nothing; --paths without redis to skip)\n",
+                   r.status().ToString().c_str());
+      return 1;
+    }
+    redis = std::move(r).value();
+    Status s = redis->Load(schema.num_rows, vb, [](uint64_t row, uint8_t* out, size_t n) {
+      std::memset(out, static_cast<int>(row & 0xff), n);
+    });
+    if (!s.ok()) {
+      std::fprintf(stderr, "engram-bench-pull: loading Redis: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
   nlohmann::json results = nlohmann::json::array();
   std::printf("pull of %u-byte rows, table of %llu rows, %s rows; server on %s; medians of per-call latency\n",
               FLAGS_row_bytes, static_cast<unsigned long long>(FLAGS_rows),
               FLAGS_zipf > 0 ? ("Zipf(" + std::to_string(FLAGS_zipf) + ")").c_str() : "uniform", server.address.c_str());
-  std::printf("%8s | %-22s | %-22s | %-22s | %9s %9s\n", "batch", "in-process p50/p99 us", "one-sided p50/p99 us",
-              "RPC p50/p99 us", "1s/local", "rpc/local");
+  std::printf("%8s | %-22s | %-22s | %-22s | %-22s | %9s %9s %9s\n", "batch", "in-process p50/p99 us",
+              "one-sided p50/p99 us", "RPC p50/p99 us", "Redis MGET p50/p99 us", "1s/local", "rpc/local", "rpc/redis");
   std::stringstream ss(FLAGS_batches);
   for (std::string item; std::getline(ss, item, ',');) {
     const size_t batch = std::stoul(item);
@@ -205,12 +224,16 @@ int main(int argc, char** argv) {
                           : none;
     const Stats rp = wanted("rpc") ? Measure(iters, batch, [&](int i) { (void)(*rpc)->Pull(sets[i % 16], out.data()).ok(); })
                                    : none;
-    std::printf("%8zu | %10.1f / %9.1f | %10.1f / %9.1f | %10.1f / %9.1f | %8.2fx %8.2fx\n", batch, in_proc.p50_us,
-                in_proc.p99_us, one.p50_us, one.p99_us, rp.p50_us, rp.p99_us, one.rows_per_s / in_proc.rows_per_s,
-                rp.rows_per_s / in_proc.rows_per_s);
+    const Stats rd = redis ? Measure(iters, batch, [&](int i) { (void)redis->MGet(sets[i % 16], vb, out.data()).ok(); })
+                           : none;
+    std::printf("%8zu | %10.1f / %9.1f | %10.1f / %9.1f | %10.1f / %9.1f | %10.1f / %9.1f | %8.2fx %8.2fx %8.2fx\n",
+                batch, in_proc.p50_us, in_proc.p99_us, one.p50_us, one.p99_us, rp.p50_us, rp.p99_us, rd.p50_us,
+                rd.p99_us, one.rows_per_s / in_proc.rows_per_s, rp.rows_per_s / in_proc.rows_per_s,
+                rp.rows_per_s / rd.rows_per_s);
     auto j = [](const Stats& s) { return nlohmann::json{{"p50_us", s.p50_us}, {"p99_us", s.p99_us}, {"rows_per_s", s.rows_per_s}}; };
     results.push_back({{"batch", batch}, {"row_bytes", FLAGS_row_bytes}, {"in_process", j(in_proc)},
-                       {"one_sided", j(one)}, {"rpc", j(rp)}, {"zipf", FLAGS_zipf}});
+                       {"one_sided", j(one)}, {"rpc", j(rp)}, {"redis_mget", j(rd)},
+                       {"zipf", FLAGS_zipf}});
   }
   const auto st = (*direct_client)->stats();
   std::printf("one-sided client: %llu rows direct, %llu by RPC fallback, %llu torn copies\n",
