@@ -36,7 +36,8 @@ DEFINE_string(batches, "48,384,4096,32768", "batch sizes in rows (48 = one decod
 DEFINE_int32(iters, 200, "calls per batch size and path (fewer for large batches)");
 DEFINE_double(zipf, 0.0, "Zipf exponent of row choice (0: uniform)");
 DEFINE_string(out, "", "write JSON results here");
-DEFINE_string(paths, "in_process,one_sided,rpc,redis", "paths to measure (for profiling one of them)");
+DEFINE_string(paths, "in_process,one_sided,rpc,redis,push", "paths to measure (for profiling one of them)");
+DEFINE_uint32(push_dim, 64, "row dim (f32) of the push benchmark's Adam table");
 DEFINE_string(redis_server, "/usr/bin/redis-server", "redis-server binary for the Redis MGET baseline");
 
 namespace {
@@ -235,10 +236,51 @@ int main(int argc, char** argv) {
                        {"one_sided", j(one)}, {"rpc", j(rp)}, {"redis_mget", j(rd)},
                        {"zipf", FLAGS_zipf}});
   }
+  // Push: sparse Adam updates through the daemon vs the same apply in process.
+  nlohmann::json push_results = nlohmann::json::array();
+  if (FLAGS_paths.find("push") != std::string::npos) {
+    TableSchema ps;
+    ps.name = "bench_adam";
+    ps.num_rows = FLAGS_rows;
+    ps.dim = FLAGS_push_dim;
+    ps.optimizer.kind = OptimizerKind::kAdam;
+    ps.optimizer.lr = 0.001f;
+    ps.init = {InitKind::kNormal, 0.02f, 1};
+    auto local_adam = storage::Shard::Create(ps, 0, ps.num_rows, {});
+    if (!local_adam.ok() || !(*rpc_client)->CreateTable(ps, 1).ok()) {
+      std::fprintf(stderr, "engram-bench-pull: push table setup failed\n");
+      return 1;
+    }
+    auto remote_adam = (*rpc_client)->OpenTable("bench_adam");
+    std::printf("\npush of f32 gradients, dim %u, Adam; unique random rows; medians of per-call latency\n", ps.dim);
+    std::printf("%8s | %-24s | %-24s | %9s\n", "batch", "in-process p50/p99 us", "through daemon p50/p99 us",
+                "daemon/local");
+    for (size_t batch : {size_t{4096}, size_t{32768}}) {
+      auto sets = RowSets(batch, 8, ps.num_rows, 0.0, batch + 7);
+      for (auto& set : sets) {  // Unique rows per call (the client sums duplicates anyway).
+        std::sort(set.begin(), set.end());
+        set.erase(std::unique(set.begin(), set.end()), set.end());
+      }
+      std::vector<float> g(batch * ps.dim, 1e-3f);
+      storage::ApplyScratch scratch;
+      for (const auto& set : sets) {  // Materialise the rows on both sides first.
+        (void)(*local_adam)->ApplyGradients(set, g.data(), &scratch).ok();
+        (void)(*remote_adam)->Push(set, g.data()).ok();
+      }
+      const int iters = batch > 4096 ? 16 : 64;
+      const Stats loc = Measure(iters, batch, [&](int i) { (void)(*local_adam)->ApplyGradients(sets[i % 8], g.data(), &scratch).ok(); });
+      const Stats rem = Measure(iters, batch, [&](int i) { (void)(*remote_adam)->Push(sets[i % 8], g.data()).ok(); });
+      std::printf("%8zu | %11.1f / %10.1f | %11.1f / %10.1f | %8.2fx\n", batch, loc.p50_us, loc.p99_us, rem.p50_us,
+                  rem.p99_us, rem.rows_per_s / loc.rows_per_s);
+      push_results.push_back({{"batch", batch}, {"dim", ps.dim},
+                              {"in_process", {{"p50_us", loc.p50_us}, {"p99_us", loc.p99_us}, {"rows_per_s", loc.rows_per_s}}},
+                              {"daemon", {{"p50_us", rem.p50_us}, {"p99_us", rem.p99_us}, {"rows_per_s", rem.rows_per_s}}}});
+    }
+  }
   const auto st = (*direct_client)->stats();
   std::printf("one-sided client: %llu rows direct, %llu by RPC fallback, %llu torn copies\n",
               static_cast<unsigned long long>(st.rows_one_sided), static_cast<unsigned long long>(st.rows_rpc),
               static_cast<unsigned long long>(st.torn_copies));
-  if (!FLAGS_out.empty()) std::ofstream(FLAGS_out) << results.dump(2) << "\n";
+  if (!FLAGS_out.empty()) std::ofstream(FLAGS_out) << nlohmann::json{{"pull", results}, {"push", push_results}}.dump(2) << "\n";
   return 0;
 }

@@ -55,15 +55,9 @@ Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint
 
 Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out) const {
   const size_t vb = schema_.value_bytes();
-  // Fast path: the whole batch in one shard needs no regrouping (the common single-node case
-  // with one shard, and small decode batches).
-  if (!rows.empty()) {
-    const uint32_t s0 = rows[0] < schema_.num_rows ? map_.ShardOf(rows[0]) : 0;
-    const cluster::RowRange r = map_.Range(s0);
-    bool one_shard = shards_[s0] != nullptr;
-    for (size_t i = 0; one_shard && i < rows.size(); ++i) one_shard = rows[i] - r.first < r.count;
-    if (one_shard) return shards_[s0]->Gather(rows, out);
-  }
+  // Fast path: the whole batch in one local shard needs no regrouping (common with one shard
+  // per node, and for small decode batches).
+  if (const storage::Shard* shard = SingleLocalShard(rows)) return shard->Gather(rows, out);
   std::vector<std::vector<uint32_t>> by_shard;
   ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
   std::vector<uint64_t> ids;
@@ -80,7 +74,24 @@ Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out) const {
   return Status::OK();
 }
 
+const storage::Shard* Table::SingleLocalShard(std::span<const uint64_t> rows) const {
+  if (rows.empty() || rows[0] >= schema_.num_rows) return nullptr;
+  const uint32_t s0 = map_.ShardOf(rows[0]);
+  if (!shards_[s0]) return nullptr;
+  const cluster::RowRange r = map_.Range(s0);
+  for (uint64_t row : rows) {
+    if (row - r.first >= r.count || row < r.first) return nullptr;
+  }
+  return shards_[s0].get();
+}
+
 Status Table::Push(std::span<const uint64_t> rows, const float* grads) {
+  // Fast path: the whole batch in one local shard needs no regrouping or copying (the shard
+  // validates the whole batch before applying any row).
+  if (SingleLocalShard(rows) != nullptr) {
+    storage::ApplyScratch scratch;
+    return shards_[map_.ShardOf(rows[0])]->ApplyGradients(rows, grads, &scratch);
+  }
   std::vector<std::vector<uint32_t>> by_shard;
   ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
   const uint32_t dim = schema_.dim;
