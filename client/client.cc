@@ -416,8 +416,13 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
   std::vector<uint64_t> unique;
   std::vector<uint32_t> inverse;
   Deduplicate(rows, &unique, &inverse);
-  std::vector<float> summed(unique.size() * dim);
-  SumByInverse(inverse, unique.size(), dim, grads, summed.data());
+  std::vector<float> summed;
+  const float* unique_grads = grads;  // Rows already distinct and sorted: use the caller's grads.
+  if (unique.size() != rows.size() || !std::equal(unique.begin(), unique.end(), rows.begin())) {
+    summed.resize(unique.size() * dim);
+    SumByInverse(inverse, unique.size(), dim, grads, summed.data());
+    unique_grads = summed.data();
+  }
 
   struct Part {
     int server;
@@ -441,7 +446,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     for (size_t k = 0; k < by[s].size(); ++k) ids[k] = unique[by[s][k]];
     float* g = reinterpret_cast<float*>(w.Reserve(by[s].size() * dim * sizeof(float)));
     for (size_t k = 0; k < by[s].size(); ++k) {
-      std::memcpy(g + k * dim, &summed[size_t{by[s][k]} * dim], dim * sizeof(float));
+      std::memcpy(g + k * dim, unique_grads + size_t{by[s][k]} * dim, dim * sizeof(float));
     }
     parts.push_back(std::move(part));
   }

@@ -12,6 +12,12 @@ void Deduplicate(std::span<const uint64_t> ids, std::vector<uint64_t>* unique, s
   DedupScratch& s = scratch ? *scratch : local;
   unique->clear();
   inverse->resize(ids.size());
+  // Already sorted and distinct (e.g. rows that were de-duplicated before): nothing to sort.
+  if (std::adjacent_find(ids.begin(), ids.end(), [](uint64_t a, uint64_t b) { return a >= b; }) == ids.end()) {
+    unique->assign(ids.begin(), ids.end());
+    for (size_t i = 0; i < ids.size(); ++i) (*inverse)[i] = static_cast<uint32_t>(i);
+    return;
+  }
   // Sort (id, position) pairs by id: equal ids become adjacent, each run is one unique row.
   s.keyed.resize(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) s.keyed[i] = {ids[i], static_cast<uint32_t>(i)};

@@ -43,3 +43,21 @@ TEST(DedupTest, SumByInverseAddsGradientsOfDuplicateRows) {
 
 }  // namespace
 }  // namespace engram::client
+
+namespace engram::client {
+namespace {
+
+TEST(DedupTest, SortedDistinctInputIsReturnedAsIsWithIdentityInverse) {
+  const std::vector<uint64_t> ids = {2, 5, 9, 1000};
+  std::vector<uint64_t> unique;
+  std::vector<uint32_t> inverse;
+  Deduplicate(ids, &unique, &inverse);
+  EXPECT_EQ(unique, ids);
+  EXPECT_EQ(inverse, (std::vector<uint32_t>{0, 1, 2, 3}));
+  Deduplicate(std::vector<uint64_t>{2, 5, 5}, &unique, &inverse);  // Sorted but not distinct.
+  EXPECT_EQ(unique, (std::vector<uint64_t>{2, 5}));
+  EXPECT_EQ(inverse, (std::vector<uint32_t>{0, 1, 1}));
+}
+
+}  // namespace
+}  // namespace engram::client
