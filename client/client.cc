@@ -229,13 +229,7 @@ bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::v
     switch (ClassifyCopiedWords(head, tail, sum, dst, s.value_bytes())) {
       case SlotCopyState::kConsistent: return true;
       case SlotCopyState::kUntouched:  // The row still has its initial value.
-        if (s.init.kind == InitKind::kZeros || !IsTrainable(s.dtype)) {
-          std::memset(dst, 0, s.value_bytes());
-        } else {
-          init_scratch->resize(s.dim);
-          InitialRow(s.init, row, s.dim, init_scratch->data());
-          EncodeRow(s.dtype, s.dim, init_scratch->data(), dst);
-        }
+        InitialRowAtRest(s, row, init_scratch, dst);
         return true;
       case SlotCopyState::kTorn: break;
     }

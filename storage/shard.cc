@@ -54,11 +54,7 @@ Status Shard::Gather(std::span<const uint64_t> rows, uint8_t* out) const {
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i + kPrefetchDistance < rows.size()) arena_->Prefetch(rows[i + kPrefetchDistance] - first_row_);
     uint8_t* dst = out + i * vb;
-    if (arena_->Read(rows[i] - first_row_, dst) == 0 && schema_.init.kind != InitKind::kZeros) {
-      init.resize(schema_.dim);
-      InitialRow(schema_.init, rows[i], schema_.dim, init.data());
-      EncodeRow(schema_.dtype, schema_.dim, init.data(), dst);
-    }
+    if (arena_->Read(rows[i] - first_row_, dst) == 0) InitialRowAtRest(schema_, rows[i], &init, dst);
   }
   return Status::OK();
 }
@@ -69,26 +65,17 @@ Status Shard::GatherF32(std::span<const uint64_t> rows, float* out) const {
   }
   ENGRAM_RETURN_IF_ERROR(CheckRows(rows));
   std::vector<uint8_t> raw(schema_.value_bytes());
+  std::vector<float> init;
   for (size_t i = 0; i < rows.size(); ++i) {
-    float* dst = out + i * schema_.dim;
-    if (arena_->Read(rows[i] - first_row_, raw.data()) == 0) {
-      InitialRow(schema_.init, rows[i], schema_.dim, dst);
-      if (schema_.dtype != DType::kF32) {  // Round the initial value exactly as Gather stores it.
-        EncodeRow(schema_.dtype, schema_.dim, dst, raw.data());
-        DecodeRow(schema_.dtype, schema_.dim, raw.data(), dst);
-      }
-    } else {
-      DecodeRow(schema_.dtype, schema_.dim, raw.data(), dst);
-    }
+    // Untouched rows decode from their value at rest, so they round exactly as Gather stores them.
+    if (arena_->Read(rows[i] - first_row_, raw.data()) == 0) InitialRowAtRest(schema_, rows[i], &init, raw.data());
+    DecodeRow(schema_.dtype, schema_.dim, raw.data(), out + i * schema_.dim);
   }
   return Status::OK();
 }
 
-void Shard::Materialise(const RowArena::Writer& w, uint64_t row, float* tmp) const {
-  if (schema_.init.kind != InitKind::kZeros) {
-    InitialRow(schema_.init, row, schema_.dim, tmp);
-    EncodeRow(schema_.dtype, schema_.dim, tmp, w.value());
-  }
+void Shard::Materialise(const RowArena::Writer& w, uint64_t row, std::vector<float>* scratch) const {
+  InitialRowAtRest(schema_, row, scratch, w.value());
   if (state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, w.state());
 }
 
@@ -158,7 +145,7 @@ Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads,
     if (u + kPrefetchDistance < s.unique_rows.size()) arena_->Prefetch(s.unique_rows[u + kPrefetchDistance] - first_row_);
     const uint64_t row = s.unique_rows[u];
     RowArena::Writer w(arena_.get(), row - first_row_);
-    if (w.previous_version() == 0) Materialise(w, row, s.row.data());
+    if (w.previous_version() == 0) Materialise(w, row, &s.row);
     const float* g = s.summed.data() + u * dim;
     if (schema_.dtype == DType::kF32) {  // Slot values are 8-byte aligned: update in place.
       ApplyOptimizer(schema_.optimizer, dim, reinterpret_cast<float*>(w.value()), w.state(), g);

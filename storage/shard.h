@@ -80,7 +80,7 @@ class Shard {
 
   Status CheckRows(std::span<const uint64_t> rows) const;
   // Writes the initial value and state into a freshly locked untouched slot.
-  void Materialise(const RowArena::Writer& w, uint64_t row, float* tmp) const;
+  void Materialise(const RowArena::Writer& w, uint64_t row, std::vector<float>* scratch) const;
 
   TableSchema schema_;
   uint64_t first_row_;

@@ -12,7 +12,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
+#include "engram/row_codec.h"
 #include "engram/table.h"
 
 namespace engram {
@@ -64,6 +67,19 @@ inline void InitialRow(const InitConfig& cfg, uint64_t row, uint32_t dim, float*
       if (c + 1 < dim) out[c + 1] = static_cast<float>(rad * std::sin(kTwoPi * u2));
     }
   }
+}
+
+// Writes row `row`'s initial value as stored at rest (schema.value_bytes() bytes) into dst:
+// the InitialRow values encoded in the table's dtype, or zeros for zero init and for serving
+// dtypes. `scratch` holds the f32 values on the way (resized, so reuse it across rows).
+inline void InitialRowAtRest(const TableSchema& schema, uint64_t row, std::vector<float>* scratch, uint8_t* dst) {
+  if (schema.init.kind == InitKind::kZeros || !IsTrainable(schema.dtype)) {
+    std::memset(dst, 0, schema.value_bytes());
+    return;
+  }
+  scratch->resize(schema.dim);
+  InitialRow(schema.init, row, schema.dim, scratch->data());
+  EncodeRow(schema.dtype, schema.dim, scratch->data(), dst);
 }
 
 }  // namespace engram
