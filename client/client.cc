@@ -5,6 +5,7 @@
 #include <random>
 
 #include "client/dedup.h"
+#include "engram/host_port.h"
 #include "engram/init.h"
 #include "engram/row_codec.h"
 #include "engram/row_slot.h"
@@ -13,18 +14,6 @@ namespace engram::client {
 namespace {
 
 bool Transient(const Status& s) { return s.IsUnavailable() || s.code() == Code::kDeadlineExceeded; }
-
-StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& s) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0) return Status::InvalidArgument("server '" + s + "' is not HOST:PORT");
-  try {
-    const int port = std::stoi(s.substr(colon + 1));
-    if (port <= 0 || port > 65535) throw std::out_of_range("port");
-    return std::make_pair(s.substr(0, colon), static_cast<uint16_t>(port));
-  } catch (const std::exception&) {
-    return Status::InvalidArgument("server '" + s + "' has a bad port");
-  }
-}
 
 std::vector<uint8_t> NamePayload(const std::string& name) {
   std::vector<uint8_t> p;
@@ -43,8 +32,9 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   while (c->client_id_ == 0) c->client_id_ = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
   ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create(options.progress_thread));
   for (size_t i = 0; i < options.servers.size(); ++i) {
-    ENGRAM_ASSIGN_OR_RETURN(auto hp, SplitHostPort(options.servers[i]));
-    ENGRAM_ASSIGN_OR_RETURN(int conn, c->transport_->Connect(hp.first, hp.second));
+    auto hp = ParseHostPort(options.servers[i], /*allow_port_zero=*/false);
+    if (!hp.ok()) return hp.status().WithContext("server");
+    ENGRAM_ASSIGN_OR_RETURN(int conn, c->transport_->Connect(hp->host, hp->port));
     c->conns_.push_back(conn);
   }
   for (size_t i = 0; i < options.servers.size(); ++i) {
@@ -64,18 +54,17 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   return c;
 }
 
-StatusOr<ReplyMessage> Client::WaitReply(int /*server*/, uint64_t request, Clock::time_point deadline) {
-  return transport_->Wait(request, deadline);
+Status Client::EnsureConnected(int server) {
+  if (transport_->alive(conns_[server])) return Status::OK();
+  return transport_->Reconnect(conns_[server]);
 }
 
 StatusOr<ReplyMessage> Client::Call(int server, wire::MsgType type, uint64_t epoch,
                                     const std::vector<uint8_t>& payload) {
   Status last;
   for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
-    if (!transport_->alive(conns_[server])) {
-      last = transport_->Reconnect(conns_[server]);
-      if (!last.ok()) continue;
-    }
+    last = EnsureConnected(server);
+    if (!last.ok()) continue;
     auto id = transport_->Send(conns_[server], type, epoch, payload);
     if (!id.ok()) {
       last = id.status();
@@ -352,7 +341,7 @@ Status PendingPull::Wait() {
   const size_t vb = table->info_.schema.value_bytes();
   Status first = early;
   for (const Part& part : parts) {
-    auto r = table->client_->WaitReply(part.server, part.request, deadline);
+    auto r = table->client_->transport_->Wait(part.request, deadline);
     if (!r.ok()) {
       if (first.ok()) first = r.status().WithContext("server " + table->client_->options_.servers[part.server]);
       continue;
@@ -388,7 +377,7 @@ Status TableHandle::Pull(std::span<const uint64_t> rows, uint8_t* out) {
     }
     if (!Transient(s)) return s;
     for (size_t i = 0; i < client_->num_servers(); ++i) {  // Replace connections that failed.
-      if (!client_->transport_->alive(client_->conns_[i])) client_->transport_->Reconnect(client_->conns_[i]).IgnoreError();
+      client_->EnsureConnected(static_cast<int>(i)).IgnoreError();  // A failure shows in the retry.
     }
   }
   return s;
@@ -450,15 +439,15 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     std::vector<std::pair<size_t, StatusOr<uint64_t>>> sent;
     for (size_t i = 0; i < parts.size(); ++i) {
       if (parts[i].acked) continue;
-      auto& t = *client_->transport_;
-      if (!t.alive(client_->conns_[parts[i].server])) t.Reconnect(client_->conns_[parts[i].server]).IgnoreError();
-      sent.emplace_back(i, t.Send(client_->conns_[parts[i].server], wire::MsgType::kPush, m->epoch(), parts[i].payload));
+      client_->EnsureConnected(parts[i].server).IgnoreError();  // A failure shows in the Send.
+      sent.emplace_back(i, client_->transport_->Send(client_->conns_[parts[i].server], wire::MsgType::kPush, m->epoch(),
+                                                     parts[i].payload));
     }
     const auto deadline = client_->Deadline();
     first = Status::OK();
     bool transient = false;
     for (auto& [i, id] : sent) {
-      Status s = id.ok() ? client_->WaitReply(parts[i].server, *id, deadline).status() : id.status();
+      Status s = id.ok() ? client_->transport_->Wait(*id, deadline).status() : id.status();
       if (s.ok()) {
         parts[i].acked = true;
         continue;

@@ -181,7 +181,8 @@ class Client {
   explicit Client(ClientOptions o) : options_(std::move(o)) {}
   // Sends to one server and waits, retrying transient failures (reconnecting if needed).
   StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload);
-  StatusOr<ReplyMessage> WaitReply(int server, uint64_t request, Clock::time_point deadline);
+  // Replaces the connection to `server` if it failed.
+  Status EnsureConnected(int server);
   Clock::time_point Deadline() const { return Clock::now() + options_.timeout; }
 
   ClientOptions options_;

@@ -44,7 +44,6 @@ Status ReplyStatus(const ReplyMessage& r) {
     uint64_t epoch;
     std::memcpy(&epoch, msg.data() + msg.size() - 8, 8);
     msg.resize(msg.size() - 8);
-    while (!msg.empty() && msg.back() == '\0') msg.pop_back();  // Alignment padding.
     return Status::StaleShardMap(epoch, msg);
   }
   return Status(code, msg);

@@ -14,6 +14,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include "engram/host_port.h"
 #include "ps/admin_http.h"
 #include "ps/service.h"
 #include "ps/thread_pool.h"
@@ -36,18 +37,6 @@ DEFINE_uint64(rma_max_bytes, 1ull << 30, "total bytes of arenas registered for o
 namespace {
 
 using namespace engram;
-
-StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& s, const char* flag) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string::npos) return Status::InvalidArgument(std::string("--") + flag + " must be HOST:PORT");
-  try {
-    const int port = std::stoi(s.substr(colon + 1));
-    if (port < 0 || port > 65535) throw std::out_of_range("port");
-    return std::make_pair(s.substr(0, colon), static_cast<uint16_t>(port));
-  } catch (const std::exception&) {
-    return Status::InvalidArgument(std::string("--") + flag + ": bad port in '" + s + "'");
-  }
-}
 
 StatusOr<uint64_t> ParseBytes(const std::string& s) {
   try {
@@ -89,10 +78,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto data = SplitHostPort(FLAGS_listen, "listen");
-  if (!data.ok()) return Die(data.status());
-  auto admin = SplitHostPort(FLAGS_admin_listen, "admin_listen");
-  if (!admin.ok()) return Die(admin.status());
+  auto data = ParseHostPort(FLAGS_listen, /*allow_port_zero=*/true);
+  if (!data.ok()) return Die(data.status().WithContext("--listen"));
+  auto admin = ParseHostPort(FLAGS_admin_listen, /*allow_port_zero=*/true);
+  if (!admin.ok()) return Die(admin.status().WithContext("--admin_listen"));
   auto budget = ParseBytes(FLAGS_memory_budget);
   if (!budget.ok()) return Die(budget.status());
   if (FLAGS_threads < 1 || FLAGS_threads > 256) return Die(Status::InvalidArgument("--threads must be 1..256"));
@@ -126,7 +115,7 @@ int main(int argc, char** argv) {
     }
     pool->Submit([run, r = std::move(req)] { run(r); });
   };
-  auto server = ps::UcxServer::Start(data->first, data->second, handler);
+  auto server = ps::UcxServer::Start(data->host, data->port, handler);
   if (!server.ok()) return Die(server.status());
   ps::UcxServer* transport = server->get();
   transport_ready = transport;
@@ -168,12 +157,12 @@ int main(int argc, char** argv) {
   };
   handlers.status = [&] { return service.StatusJson(); };
   handlers.healthy = [] { return true; };
-  auto http = ps::AdminHttpServer::Start(admin->first, admin->second, handlers);
+  auto http = ps::AdminHttpServer::Start(admin->host, admin->port, handlers);
   if (!http.ok()) return Die(http.status());
 
-  LOG(INFO) << "engram-server node " << FLAGS_node_id << ": data plane on " << data->first << ":" << transport->port()
+  LOG(INFO) << "engram-server node " << FLAGS_node_id << ": data plane on " << data->host << ":" << transport->port()
             << " (UCX active messages; endpoints with peer error handling, so UCX uses its tcp lanes), admin on http://"
-            << admin->first << ":" << (*http)->port() << ", " << FLAGS_threads << " worker threads, memory budget "
+            << admin->host << ":" << (*http)->port() << ", " << FLAGS_threads << " worker threads, memory budget "
             << (*budget == 0 ? std::string("unlimited") : std::to_string(*budget) + " bytes");
   if (!FLAGS_port_file.empty()) {
     const std::string tmp = FLAGS_port_file + ".tmp";

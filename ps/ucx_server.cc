@@ -111,7 +111,6 @@ void UcxServer::OnConnRequest(ucp_conn_request_h req, void* arg) {
     return;
   }
   s->by_ep_[conn->ep] = conn->id;
-  s->counters_.connections++;
   s->open_++;
   s->conns_[conn->id] = std::move(conn);
 }

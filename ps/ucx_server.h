@@ -36,7 +36,6 @@ class UcxServer {
   // either answers inline or hands the request to a worker pool.
   using Handler = std::function<void(Request&& req)>;
   struct Counters {
-    std::atomic<uint64_t> connections{0};
     std::atomic<uint64_t> malformed{0};
     std::atomic<uint64_t> send_errors{0};
   };
