@@ -74,7 +74,7 @@ Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out) const {
   return Status::OK();
 }
 
-const storage::Shard* Table::SingleLocalShard(std::span<const uint64_t> rows) const {
+storage::Shard* Table::SingleLocalShard(std::span<const uint64_t> rows) const {
   if (rows.empty() || rows[0] >= schema_.num_rows) return nullptr;
   const uint32_t s0 = map_.ShardOf(rows[0]);
   if (!shards_[s0]) return nullptr;
@@ -88,9 +88,9 @@ const storage::Shard* Table::SingleLocalShard(std::span<const uint64_t> rows) co
 Status Table::Push(std::span<const uint64_t> rows, const float* grads) {
   // Fast path: the whole batch in one local shard needs no regrouping or copying (the shard
   // validates the whole batch before applying any row).
-  if (SingleLocalShard(rows) != nullptr) {
+  if (storage::Shard* shard = SingleLocalShard(rows)) {
     storage::ApplyScratch scratch;
-    return shards_[map_.ShardOf(rows[0])]->ApplyGradients(rows, grads, &scratch);
+    return shard->ApplyGradients(rows, grads, &scratch);
   }
   std::vector<std::vector<uint32_t>> by_shard;
   ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));

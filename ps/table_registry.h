@@ -57,7 +57,7 @@ class Table {
       : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), shards_(std::move(shards)) {}
 
   // The local shard holding every row of `rows`, or nullptr if they span shards (or are bad).
-  const storage::Shard* SingleLocalShard(std::span<const uint64_t> rows) const;
+  storage::Shard* SingleLocalShard(std::span<const uint64_t> rows) const;
   // Groups row indexes by shard; fails on rows outside the table or on non-local shards.
   Status Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const;
 
