@@ -38,6 +38,7 @@ DEFINE_double(zipf, 0.0, "Zipf exponent of row choice (0: uniform)");
 DEFINE_string(out, "", "write JSON results here");
 DEFINE_string(paths, "in_process,one_sided,rpc,redis,push", "paths to measure (for profiling one of them)");
 DEFINE_uint32(push_dim, 64, "row dim (f32) of the push benchmark's Adam table");
+DEFINE_bool(local_huge_pages, true, "back the in-process baseline's arena with transparent huge pages (false: 4 KiB pages, like the shared-memory arena a one-sided client maps)");
 DEFINE_string(redis_server, "/usr/bin/redis-server", "redis-server binary for the Redis MGET baseline");
 
 namespace {
@@ -163,7 +164,9 @@ int main(int argc, char** argv) {
   auto rpc = (*rpc_client)->OpenTable("bench");
   auto direct = (*direct_client)->OpenTable("bench");
   // Baseline: the same rows in an in-process shard (same arena code, no network).
-  auto local = storage::Shard::Create(schema, 0, schema.num_rows, {});
+  storage::ShardOptions local_options;
+  if (!FLAGS_local_huge_pages) local_options.arena.huge_pages = storage::HugePages::kNever;
+  auto local = storage::Shard::Create(schema, 0, schema.num_rows, local_options);
   if (!rpc.ok() || !direct.ok() || !local.ok()) {
     std::fprintf(stderr, "engram-bench-pull: table setup failed\n");
     return 1;

@@ -44,16 +44,11 @@ StatusOr<std::unique_ptr<RowArena>> RowArena::Create(uint64_t num_slots, size_t 
 }
 
 uint64_t RowArena::Read(uint64_t slot, uint8_t* out) const {
-  uint8_t* p = slot_ptr(slot);
+  const uint8_t* p = slot_ptr(slot);
   int spins = 0;
   for (;;) {
-    const uint64_t head = Word(p).load(std::memory_order_acquire);
-    if ((head & 1u) == 0) {
-      std::memcpy(out, p + SlotLayout::kValueOffset, layout_.value_bytes);
-      std::atomic_thread_fence(std::memory_order_acquire);
-      const uint64_t tail = Word(p + layout_.tail_offset()).load(std::memory_order_relaxed);
-      if (tail == head) return head;
-    }
+    const uint64_t v = SeqlockCopy(layout_, p, out);
+    if ((v & 1u) == 0) return v;
     CpuRelax(spins);
   }
 }

@@ -11,14 +11,16 @@
 // odd v+1 and then to even v+2 (storage/row_arena.h).
 //
 // Two kinds of reader:
-// - In-process readers load head (acquire), copy the value, fence, load tail: a classic seqlock,
-//   valid whatever order the copy touches bytes in (RowArena::Read).
+// - Readers with coherent loads on the slot (in-process, or another process on the same host
+//   that mapped the arena's shared memory) load head (acquire), copy the value, fence, load
+//   tail: a classic seqlock, valid whatever order the copy touches bytes in (SeqlockCopy).
 // - One-sided readers (one ucp_get of the whole slot, shared memory or RDMA) have no ordering
 //   inside the copy, so a version check alone cannot prove the copy whole. They accept a copy
 //   iff head == tail, even, and the checksum of the copied value with that version matches.
 #ifndef ENGRAM_ROW_SLOT_H_
 #define ENGRAM_ROW_SLOT_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -85,6 +87,22 @@ inline SlotCopyState ClassifySlotCopy(const SlotLayout& layout, const uint8_t* s
   std::memcpy(&tail, slot_copy + layout.tail_offset(), 8);
   std::memcpy(&sum, slot_copy + layout.checksum_offset(), 8);
   return ClassifyCopiedWords(head, tail, sum, slot_copy + SlotLayout::kValueOffset, layout.value_bytes);
+}
+
+// One seqlock copy of a slot's value into `dst` by a reader with coherent loads on `slot` (the
+// arena's own process, or a process that mapped it). Returns the version copied (even, with the
+// value in `dst`: 0 means untouched, compute the initial value), or an odd number when a writer
+// overlapped the copy (copy again). Never spins: the caller chooses how to back off.
+inline uint64_t SeqlockCopy(const SlotLayout& layout, const uint8_t* slot, uint8_t* dst) {
+  auto word = [](const uint8_t* p) {
+    return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(const_cast<uint8_t*>(p)));
+  };
+  const uint64_t head = word(slot).load(std::memory_order_acquire);
+  if ((head & 1u) != 0) return head;
+  std::memcpy(dst, slot + SlotLayout::kValueOffset, layout.value_bytes);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const uint64_t tail = word(slot + layout.tail_offset()).load(std::memory_order_relaxed);
+  return tail == head ? head : (head | 1u);
 }
 
 }  // namespace engram
