@@ -151,9 +151,12 @@ int main(int argc, char** argv) {
   o.servers = {server.address};
   o.progress_thread = false;  // Blocking pulls progress the worker themselves; no thread competes for the cores.
   auto direct_client = client::Client::Connect(o);
+  o.force_rma_get = true;  // ucp_get_nbx of whole slots (the RDMA path), here over shared memory.
+  auto get_client = client::Client::Connect(o);
+  o.force_rma_get = false;
   o.one_sided = false;
   auto rpc_client = client::Client::Connect(o);
-  if (!direct_client.ok() || !rpc_client.ok()) {
+  if (!direct_client.ok() || !get_client.ok() || !rpc_client.ok()) {
     std::fprintf(stderr, "engram-bench-pull: connect failed\n");
     return 1;
   }
@@ -163,11 +166,12 @@ int main(int argc, char** argv) {
   }
   auto rpc = (*rpc_client)->OpenTable("bench");
   auto direct = (*direct_client)->OpenTable("bench");
+  auto get = (*get_client)->OpenTable("bench");
   // Baseline: the same rows in an in-process shard (same arena code, no network).
   storage::ShardOptions local_options;
   if (!FLAGS_local_huge_pages) local_options.arena.huge_pages = storage::HugePages::kNever;
   auto local = storage::Shard::Create(schema, 0, schema.num_rows, local_options);
-  if (!rpc.ok() || !direct.ok() || !local.ok()) {
+  if (!rpc.ok() || !direct.ok() || !get.ok() || !local.ok()) {
     std::fprintf(stderr, "engram-bench-pull: table setup failed\n");
     return 1;
   }

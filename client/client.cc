@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -205,10 +206,20 @@ Status TableHandle::MapArenas() {
       ENGRAM_RETURN_IF_ERROR(rd.GetSpan(key_len, &key));
       const cluster::RowRange range = shard < m->num_shards() ? m->Range(shard) : cluster::RowRange{};
       if (d.stride != stride || range.first != d.first_row || range.count != d.num_rows) continue;  // Not ours to trust.
-      auto local = client_->transport_->MapRemote(client_->conns_[server], address, std::vector<uint8_t>(key, key + key_len), base);
-      if (!local.ok()) continue;  // Not mappable from here: RPC for this shard.
-      d.base = *local;
-      PopulateMapping(d.base, d.num_rows * d.stride);
+      auto region = client_->transport_->OpenRegion(client_->conns_[server], address,
+                                                    std::vector<uint8_t>(key, key + key_len), base,
+                                                    client_->options_.force_rma_get);
+      if (!region.ok()) continue;  // Not reachable one-sidedly from here: RPC for this shard.
+      d.server = static_cast<int>(server);
+      d.remote_base = base;
+      if (region->access == Transport::RegionAccess::kMapped) {
+        d.base = region->mapped;
+        PopulateMapping(d.base, d.num_rows * d.stride);
+      } else if (region->access == Transport::RegionAccess::kGet) {
+        d.get_key = region->key;
+      } else {
+        continue;  // UCX would emulate gets (tcp): one batched RPC reply is faster.
+      }
       (*direct)[shard] = d;
     }
   }
@@ -243,6 +254,52 @@ bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::v
     }
   }
   return false;
+}
+
+std::vector<uint32_t> TableHandle::ReadByGets(const std::vector<Direct>& direct, const cluster::ShardMap& map,
+                                              std::span<const uint64_t> rows, std::vector<uint32_t> positions,
+                                              uint8_t* out, Clock::time_point deadline,
+                                              std::vector<float>* init_scratch) const {
+  const size_t vb = info_.schema.value_bytes();
+  const SlotLayout layout = SlotLayout::For(vb);
+  std::vector<uint32_t> unread;
+  std::vector<uint32_t> torn;
+  std::vector<uint64_t> addrs;
+  std::vector<uint8_t> slots;
+  // One batch of gets per shard (each shard's arena is its own registered region).
+  std::sort(positions.begin(), positions.end(), [&](uint32_t a, uint32_t b) {
+    return map.ShardOf(rows[a]) < map.ShardOf(rows[b]);
+  });
+  for (size_t first = 0; first < positions.size();) {
+    const Direct& d = direct[map.ShardOf(rows[positions[first]])];
+    size_t last = first;
+    while (last < positions.size() && &direct[map.ShardOf(rows[positions[last]])] == &d) ++last;
+    std::vector<uint32_t> todo(positions.begin() + first, positions.begin() + last);
+    first = last;
+    // A few rounds: each gets every pending slot whole, then keeps the consistent copies.
+    for (int round = 0; round < 4 && !todo.empty(); ++round) {
+      addrs.resize(todo.size());
+      for (size_t k = 0; k < todo.size(); ++k) addrs[k] = d.remote_base + (rows[todo[k]] - d.first_row) * d.stride;
+      slots.resize(todo.size() * layout.stride);
+      if (!client_->transport_->Get(client_->conns_[d.server], d.get_key, addrs, layout.stride, slots.data(), deadline).ok()) {
+        break;  // The rows left in `todo` go by RPC, which reports the server's state.
+      }
+      torn.clear();
+      for (size_t k = 0; k < todo.size(); ++k) {
+        const uint8_t* slot = slots.data() + k * layout.stride;
+        uint8_t* dst = out + size_t{todo[k]} * vb;
+        switch (ClassifySlotCopy(layout, slot)) {
+          case SlotCopyState::kConsistent: std::memcpy(dst, slot + SlotLayout::kValueOffset, vb); break;
+          case SlotCopyState::kUntouched: InitialRowAtRest(info_.schema, rows[todo[k]], init_scratch, dst); break;
+          case SlotCopyState::kTorn: torn.push_back(todo[k]); break;
+        }
+      }
+      client_->torn_copies_ += torn.size();
+      todo.swap(torn);
+    }
+    unread.insert(unread.end(), todo.begin(), todo.end());
+  }
+  return unread;
 }
 
 StatusOr<std::vector<std::string>> Client::ServerStatus() {
@@ -299,22 +356,34 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   auto direct_of = [&](uint64_t row) -> const Direct* {
     const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
     const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
-    return d != nullptr && d->base != nullptr ? d : nullptr;
+    return d != nullptr && (d->base != nullptr || d->get_key >= 0) ? d : nullptr;
   };
+  std::vector<uint32_t> get_positions;  // Rows of shards read with one-sided gets.
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i + kAhead < rows.size()) {
-      if (const Direct* nd = direct_of(rows[i + kAhead])) {
+      if (const Direct* nd = direct_of(rows[i + kAhead]); nd != nullptr && nd->base != nullptr) {
         const uint8_t* slot = nd->base + (rows[i + kAhead] - nd->first_row) * nd->stride;
         __builtin_prefetch(slot);
       }
     }
     if (const Direct* d = direct_of(rows[i])) {
+      if (d->base == nullptr) {
+        get_positions.push_back(static_cast<uint32_t>(i));
+        continue;
+      }
       if (ReadDirect(*d, rows[i], out + i * vb, &init_scratch)) {
         ++read_direct;
         continue;
       }
     }
     p.rpc_positions.push_back(static_cast<uint32_t>(i));
+  }
+  if (!get_positions.empty()) {
+    const size_t wanted = get_positions.size();
+    std::vector<uint32_t> unread = ReadByGets(*direct, *m, rows, std::move(get_positions), out, p.deadline, &init_scratch);
+    client_->rows_rma_get_ += wanted - unread.size();
+    read_direct += wanted - unread.size();
+    p.rpc_positions.insert(p.rpc_positions.end(), unread.begin(), unread.end());
   }
   client_->rows_one_sided_ += read_direct;
   if (p.rpc_positions.empty()) return p;

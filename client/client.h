@@ -57,10 +57,15 @@ struct ClientOptions {
   // memory), checking each row's version words and checksum; torn rows are re-read, then fall
   // back to the RPC pull. Other servers are read by RPC.
   bool one_sided = true;
+  // Read one-sidedly with ucp_get_nbx even where the arena could be mapped or UCX would only
+  // emulate gets (tcp): exercises the RDMA read path on machines without an RDMA NIC (tests and
+  // benchmarks). Without it, gets are used only over transports with native one-sided reads.
+  bool force_rma_get = false;
 };
 
 struct ClientStats {
   uint64_t rows_one_sided = 0;  // Rows read straight from a server's arena (duplicates each count).
+  uint64_t rows_rma_get = 0;    // Of those, rows read with ucp_get_nbx (not a local mapping).
   uint64_t rows_rpc = 0;        // Unique rows read through pull requests.
   uint64_t torn_copies = 0;     // One-sided copies rejected as torn (and re-read).
 };
@@ -127,9 +132,13 @@ class TableHandle {
  private:
   friend class Client;
   friend class PendingPull;
-  // A shard whose arena is mapped into this process (base == nullptr: use RPC).
+  // How a shard is read without its server's CPU: a mapping (base), one-sided gets (get_key),
+  // or neither (RPC).
   struct Direct {
-    const uint8_t* base = nullptr;
+    const uint8_t* base = nullptr;  // Mapped into this process.
+    int get_key = -1;               // Transport region for ucp_get_nbx; -1: no gets.
+    int server = -1;
+    uint64_t remote_base = 0;       // The server's address of the shard's first slot.
     uint64_t first_row = 0, num_rows = 0, stride = 0;
   };
   TableHandle(Client* c, wire::TableInfo info, cluster::ShardMap map)
@@ -141,6 +150,12 @@ class TableHandle {
   Status MapArenas();
   // Copies one row one-sidedly; false if every attempt was torn.
   bool ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::vector<float>* init_scratch) const;
+  // Reads rows[positions[k]] of shards read by gets into out + positions[k] * value_bytes, with
+  // whole-slot gets validated by version words and checksum; torn copies are re-read a few
+  // times. Returns the positions still unread (torn, or a failed get): the caller pulls them by RPC.
+  std::vector<uint32_t> ReadByGets(const std::vector<Direct>& direct, const cluster::ShardMap& map,
+                                   std::span<const uint64_t> rows, std::vector<uint32_t> positions, uint8_t* out,
+                                   Clock::time_point deadline, std::vector<float>* init_scratch) const;
   Status Refresh();
   // Groups unique row positions by owning server.
   std::vector<std::vector<uint32_t>> ByServer(const cluster::ShardMap& map, std::span<const uint64_t> rows) const;
@@ -161,7 +176,7 @@ class Client {
   size_t num_servers() const { return options_.servers.size(); }
   uint64_t client_id() const { return client_id_; }
   ClientStats stats() const {
-    return {rows_one_sided_.load(), rows_rpc_.load(), torn_copies_.load()};
+    return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load()};
   }
 
   // Creates a table with `num_shards` virtual shards dealt round-robin over the servers.
@@ -188,7 +203,7 @@ class Client {
   ClientOptions options_;
   uint64_t client_id_ = 0;
   std::atomic<uint64_t> next_seq_{1};
-  std::atomic<uint64_t> rows_one_sided_{0}, rows_rpc_{0}, torn_copies_{0};
+  std::atomic<uint64_t> rows_one_sided_{0}, rows_rma_get_{0}, rows_rpc_{0}, torn_copies_{0};
   std::unique_ptr<Transport> transport_;
   std::vector<int> conns_;  // Transport connection per server.
 };

@@ -12,9 +12,11 @@
 #include <memory>
 #include <atomic>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engram/status.h"
@@ -51,13 +53,29 @@ class Transport {
   // Sends `header` as given (only request_id is assigned): for protocol tests that need
   // malformed frames. Returns the request id.
   StatusOr<uint64_t> SendRaw(int conn, wire::Header header, std::vector<uint8_t> payload);
-  // Maps a server's registered region into this process for one-sided reads: creates (once
-  // per connection) an RMA endpoint to the server's worker address and unpacks the rkey. Returns
-  // the local address of `remote_base`, or Unavailable when the region cannot be mapped
-  // directly (not on this host's shared memory), in which case the caller uses RPC. The
-  // mapping lives as long as the Transport.
-  StatusOr<const uint8_t*> MapRemote(int conn, const std::vector<uint8_t>& worker_address,
-                                     const std::vector<uint8_t>& rkey, uint64_t remote_base);
+  // How this process reads a server's registered region without the server's CPU.
+  enum class RegionAccess : uint8_t {
+    kMapped = 0,  // Mapped into this process (same host, shared memory): plain loads.
+    kGet = 1,     // ucp_get_nbx over a transport with native one-sided reads (RDMA).
+    kNone = 2,    // UCX would only emulate gets (tcp): read through the server (RPC).
+  };
+  struct Region {
+    RegionAccess access = RegionAccess::kNone;
+    const uint8_t* mapped = nullptr;  // kMapped: the local address of `remote_base`.
+    int key = -1;                     // kGet: handle for Get().
+    std::string transports;           // The RMA lanes UCX chose, for logs and stats.
+  };
+  // Opens a server's registered region (worker address and rkey from its rma_info): creates,
+  // once per connection, an RMA endpoint to the server's worker and unpacks the rkey. Prefers a
+  // mapping, then native gets; `force_get` takes gets whatever the transport (tests and
+  // benchmarks of the get path). Regions live as long as the Transport.
+  StatusOr<Region> OpenRegion(int conn, const std::vector<uint8_t>& worker_address, const std::vector<uint8_t>& rkey,
+                              uint64_t remote_base, bool force_get);
+  // One-sided gets of `len` bytes from each remote address (inside the region of `key`) into
+  // dst + k * len, all in flight together; returns when every get completed. Unavailable if the
+  // connection failed, DeadlineExceeded if the deadline passed first.
+  Status Get(int conn, int key, std::span<const uint64_t> remote_addrs, size_t len, uint8_t* dst,
+             Clock::time_point deadline);
 
   // Waits for the reply of `id`. A non-OK reply becomes its Status (StaleShardMap carries the
   // server's epoch). DeadlineExceeded if the deadline passes; the request is then abandoned
@@ -73,6 +91,7 @@ class Transport {
     uint16_t port;
     ucp_ep_h ep = nullptr;
     ucp_ep_h rma_ep = nullptr;  // Error mode NONE, from the worker address: keeps shm lanes.
+    std::string rma_transports;  // Transports of rma_ep's RMA lanes (from ucp_ep_print_info).
     bool failed = false;
     std::string failure;
   };
@@ -90,6 +109,9 @@ class Transport {
   static ucs_status_t OnReply(void* arg, const void* header, size_t header_len, void* data, size_t len,
                               const ucp_am_recv_param_t* param);
   void ProgressLocked();
+  Status OpenRmaEp(Conn* c, const std::vector<uint8_t>& worker_address);
+  // Destroys the connection's rkeys and force-closes its RMA endpoint (failing its gets).
+  void CloseRmaLocked(Conn* c);
   void ProgressLoop();
 
   std::unique_ptr<ucx::ContextAndWorker> ucx_;
@@ -99,7 +121,8 @@ class Transport {
   std::unordered_map<uint64_t, Pending> pending_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;                        // GUARDED_BY(mu_)
   size_t abandoned_ = 0;                        // GUARDED_BY(mu_)
-  std::vector<ucp_rkey_h> rkeys_;               // GUARDED_BY(mu_)
+  // (connection, rkey) per opened region; index = Region::key; rkey nullptr once closed.
+  std::vector<std::pair<int, ucp_rkey_h>> rkeys_;  // GUARDED_BY(mu_)
   std::atomic<bool> stop_{false};
   std::thread progress_;
 };

@@ -22,10 +22,12 @@ namespace {
 
 using testing::ServerProcess;
 
-std::unique_ptr<client::Client> Connect(const std::vector<const ServerProcess*>& servers, int timeout_ms = 5000) {
+std::unique_ptr<client::Client> Connect(const std::vector<const ServerProcess*>& servers, int timeout_ms = 5000,
+                                        bool force_rma_get = false) {
   client::ClientOptions o;
   for (const auto* s : servers) o.servers.push_back(s->address());
   o.timeout = std::chrono::milliseconds(timeout_ms);
+  o.force_rma_get = force_rma_get;
   auto c = client::Client::Connect(o);
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   return c.ok() ? std::move(c).value() : nullptr;
@@ -392,9 +394,20 @@ TEST(MemoryBudgetTest, PushesBeyondTheBudgetAreRefusedAndPullsStillServe) {
 namespace engram {
 namespace {
 
+// One-sided reads come in two kinds: a mapped arena read with plain loads (seqlock), and
+// ucp_get_nbx copies of whole slots (the RDMA path; forced here over shared memory, since this
+// machine has no RDMA NIC) validated by version words and checksum. Each test runs both.
+class OneSidedTest : public ::testing::TestWithParam<bool> {
+ protected:
+  bool force_get() const { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Reads, OneSidedTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "RmaGet" : "Mapped"; });
+
 // Every push adds the same amount to every column of a row (SGD, lr 1, all-ones gradients,
 // zero init), so a row whose columns differ was torn.
-TEST(OneSidedTest, WritersAndOneSidedReadersNeverObserveATornRow) {
+TEST_P(OneSidedTest, WritersAndOneSidedReadersNeverObserveATornRow) {
   auto server = ServerProcess::Start(0);
   auto writer_client = Connect({server.get()});
   ASSERT_NE(writer_client, nullptr);
@@ -414,7 +427,7 @@ TEST(OneSidedTest, WritersAndOneSidedReadersNeverObserveATornRow) {
       pushes++;
     }
   });
-  auto reader_client = Connect({server.get()});
+  auto reader_client = Connect({server.get()}, 5000, force_get());
   ASSERT_NE(reader_client, nullptr);
   auto t = reader_client->OpenTable("hot");
   ASSERT_TRUE(t.ok());
@@ -440,20 +453,21 @@ TEST(OneSidedTest, WritersAndOneSidedReadersNeverObserveATornRow) {
   // Every row was read one-sidedly, or (after repeated torn copies) by the RPC fallback.
   EXPECT_EQ(st.rows_one_sided + st.rows_rpc, uint64_t(reads) * rows.size());
   EXPECT_GT(st.rows_one_sided, st.rows_rpc) << "torn copies " << st.torn_copies;
+  EXPECT_EQ(st.rows_rma_get, force_get() ? st.rows_one_sided : 0u);
   EXPECT_GT(pushes.load(), 0);
   // The final state after the writer stopped: every row got exactly `pushes` updates.
   ASSERT_TRUE((*t)->PullF32(rows, v.data()).ok());
   for (size_t r = 0; r < rows.size(); ++r) EXPECT_EQ(v[r * 66], -float(pushes.load())) << r;
 }
 
-TEST(OneSidedTest, DisabledOneSidedReadsGoThroughRpcWithTheSameValues) {
+TEST_P(OneSidedTest, OneSidedAndRpcReadsReturnTheSameValues) {
   auto server = ServerProcess::Start(0);
   client::ClientOptions o;
   o.servers = {server->address()};
   o.one_sided = false;
   auto rpc = client::Client::Connect(o);
   ASSERT_TRUE(rpc.ok());
-  auto direct = Connect({server.get()});
+  auto direct = Connect({server.get()}, 5000, force_get());
   ASSERT_TRUE((*rpc)->CreateTable(Schema("t", OptimizerKind::kAdam, 5000, 8), 4).ok());
   auto tr = (*rpc)->OpenTable("t");
   auto td = direct->OpenTable("t");
@@ -467,6 +481,42 @@ TEST(OneSidedTest, DisabledOneSidedReadsGoThroughRpcWithTheSameValues) {
   EXPECT_GT((*rpc)->stats().rows_rpc, 0u);
   EXPECT_EQ(direct->stats().rows_rpc, 0u);
   EXPECT_EQ(direct->stats().rows_one_sided, 4u);  // One-sided reads do not de-duplicate: row 1 is read twice.
+  EXPECT_EQ(direct->stats().rows_rma_get, force_get() ? 4u : 0u);
+}
+
+// The RMA endpoint has no peer error handling (it would lose the shared-memory lanes), so a
+// server that dies under one-sided reads must still give a prompt error, never a hang.
+TEST_P(OneSidedTest, ADaemonKilledUnderOneSidedReadsGivesAPromptErrorNotAHang) {
+  auto server = ServerProcess::Start(0);
+  auto c = Connect({server.get()}, /*timeout_ms=*/2000, force_get());
+  ASSERT_NE(c, nullptr);
+  TableSchema schema = Schema("t", OptimizerKind::kSgd, 1 << 16, 64);
+  schema.init.kind = InitKind::kZeros;
+  ASSERT_TRUE(c->CreateTable(schema, 2).ok());
+  auto t = c->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  std::vector<uint64_t> rows(4096);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = i * 13 % (1 << 16);
+  std::vector<float> v(rows.size() * 64);
+  std::vector<float> g(64, 1.0f);
+  ASSERT_TRUE((*t)->Push(std::vector<uint64_t>{rows[0]}, g.data()).ok());  // One touched row.
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server->Kill9();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  Status last;
+  // Reads keep working until the kill; afterwards a push (always through the server) fails.
+  for (int i = 0; i < 100000 && last.ok(); ++i) {
+    last = (*t)->PullF32(rows, v.data());
+    if (last.ok() && i % 16 == 15) last = (*t)->Push(std::vector<uint64_t>{rows[1]}, g.data());
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  killer.join();
+  EXPECT_FALSE(last.ok());
+  EXPECT_TRUE(last.IsUnavailable() || last.code() == Code::kDeadlineExceeded) << last.ToString();
+  EXPECT_LT(waited, 10.0) << last.ToString();
+  EXPECT_EQ(v[0], v[63]);  // The touched row read before the failure is whole.
 }
 
 }  // namespace
