@@ -1,6 +1,7 @@
 // RedisBaseline: the tier users compare against (HugeCTR's HPS keeps embeddings in Redis
 // Cluster): a redis-server started on 127.0.0.1 for the benchmark, rows stored as keys, read
-// with one MGET per batch from one client thread.
+// with pipelined MGETs (chunks of kMgetChunk keys, all sent before the first reply is read), one
+// connection per client thread.
 #ifndef ENGRAM_BENCH_REDIS_BASELINE_H_
 #define ENGRAM_BENCH_REDIS_BASELINE_H_
 
@@ -10,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "engram/status.h"
 
@@ -19,19 +21,22 @@ namespace engram::bench {
 
 class RedisBaseline {
  public:
-  // Starts `redis_server_bin` on a free loopback port (no persistence) and connects.
-  static StatusOr<std::unique_ptr<RedisBaseline>> Start(const std::string& redis_server_bin);
+  static constexpr size_t kMgetChunk = 512;
+  // Starts `redis_server_bin` on a free loopback port (no persistence) and opens `connections`
+  // connections (one per client thread).
+  static StatusOr<std::unique_ptr<RedisBaseline>> Start(const std::string& redis_server_bin, int connections = 1);
   ~RedisBaseline();  // Stops the server.
 
   // Stores rows [0, n) of `row_bytes` each; value(row) = fill(row, buffer).
   Status Load(uint64_t n, size_t row_bytes, void (*fill)(uint64_t row, uint8_t* out, size_t bytes));
-  // One MGET of `rows`, values copied into out (row_bytes each, request order).
-  Status MGet(std::span<const uint64_t> rows, size_t row_bytes, uint8_t* out);
+  // Pipelined MGETs of `rows` on connection `conn` (one thread per connection), values copied
+  // into out (row_bytes each, request order).
+  Status MGet(int conn, std::span<const uint64_t> rows, size_t row_bytes, uint8_t* out);
 
  private:
   RedisBaseline() = default;
   pid_t pid_ = -1;
-  redisContext* ctx_ = nullptr;
+  std::vector<redisContext*> ctx_;
 };
 
 }  // namespace engram::bench

@@ -49,6 +49,13 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
     uint32_t node = 0;
     ENGRAM_RETURN_IF_ERROR(rd.Get(&version));
     ENGRAM_RETURN_IF_ERROR(rd.Get(&node));
+    uint32_t addr_len = 0;
+    const uint8_t* addr = nullptr;
+    if (rd.Get(&addr_len).ok() && addr_len > 0 && rd.GetSpan(addr_len, &addr).ok() &&
+        options.rpc_over_shared_memory) {
+      // Best effort: without shared-memory lanes (another host) requests stay on tcp.
+      (void)c->transport_->EnableSharedMemoryRpc(c->conns_[i], std::vector<uint8_t>(addr, addr + addr_len));
+    }
     if (node != i) {
       return Status::FailedPrecondition("server " + options.servers[i] + " says it is node " + std::to_string(node) +
                                         ", but it is entry " + std::to_string(i) +

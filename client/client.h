@@ -61,6 +61,10 @@ struct ClientOptions {
   // emulate gets (tcp): exercises the RDMA read path on machines without an RDMA NIC (tests and
   // benchmarks). Without it, gets are used only over transports with native one-sided reads.
   bool force_rma_get = false;
+  // Send requests to servers on this host over UCX's shared-memory lanes (an endpoint to the
+  // server's worker address) rather than tcp. Connection failures are still detected on the
+  // tcp endpoint, which stays open.
+  bool rpc_over_shared_memory = true;
 };
 
 struct ClientStats {

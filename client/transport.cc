@@ -133,6 +133,7 @@ StatusOr<int> Transport::Connect(const std::string& host, uint16_t port) {
 Status Transport::Reconnect(int conn) {
   std::lock_guard<std::mutex> lock(mu_);
   Conn* c = conns_[conn].get();
+  CloseRmaLocked(c);  // The server may have restarted: its worker address changed.
   ucx::CloseEndpoint(ucx_->worker(), c->ep);
   c->ep = nullptr;
   return OpenEp(c);
@@ -140,10 +141,11 @@ Status Transport::Reconnect(int conn) {
 
 namespace {
 
-// The transports of an endpoint's RMA lanes ("posix", "rc_mlx5", "tcp"...), comma separated.
-// UCX 1.13 has no query for them, so this reads the endpoint's configuration as
-// ucp_ep_print_info prints it: one "lane[i]: ... <md>/<tl>/<device> ... rma..." line per lane.
-std::string RmaTransports(ucp_ep_h ep) {
+// The transports of an endpoint's lanes that carry `role` ("am": active messages, "rma":
+// one-sided operations), e.g. "posix", "rc_mlx5", "tcp", comma separated. UCX 1.13 has no query
+// for them, so this reads the endpoint's configuration as ucp_ep_print_info prints it: one
+// "lane[i]: <n>:<tl>/<device> md[k] -> md[k]/<component>/... <roles>" line per lane.
+std::string LaneTransports(ucp_ep_h ep, const std::string& role) {
   char* buf = nullptr;
   size_t size = 0;
   FILE* f = open_memstream(&buf, &size);
@@ -154,19 +156,30 @@ std::string RmaTransports(ucp_ep_h ep) {
   std::istringstream lines(std::string(buf, size));
   std::free(buf);
   for (std::string line; std::getline(lines, line);) {
-    if (line.find("lane[") == std::string::npos || line.find("rma") == std::string::npos) continue;
-    // The transport is the name before the first '/' of the "tl/device" token.
+    if (line.find("lane[") == std::string::npos) continue;
     std::istringstream words(line);
+    std::string tl;
+    bool after_arrow = false, has_role = false;
     for (std::string w; words >> w;) {
-      const size_t slash = w.find('/');
-      if (slash == std::string::npos || slash == 0) continue;
-      std::string tl = w.substr(0, slash);
-      if (const size_t colon = tl.rfind(':'); colon != std::string::npos) tl = tl.substr(colon + 1);
-      if (out.find(tl) == std::string::npos) out += (out.empty() ? "" : ",") + tl;
-      break;
+      if (tl.empty() && w.find('/') != std::string::npos && w.find('/') > 0) {
+        tl = w.substr(0, w.find('/'));
+        if (const size_t colon = tl.rfind(':'); colon != std::string::npos) tl = tl.substr(colon + 1);
+      }
+      if (w == "->") after_arrow = true;
+      if (after_arrow && (w == role || w.rfind(role + "_", 0) == 0 || w.rfind(role + "#", 0) == 0)) has_role = true;
     }
+    if (has_role && !tl.empty() && out.find(tl) == std::string::npos) out += (out.empty() ? "" : ",") + tl;
   }
   return out;
+}
+
+bool SharedMemoryOnly(const std::string& transports) {
+  if (transports.empty()) return false;
+  std::istringstream in(transports);
+  for (std::string tl; std::getline(in, tl, ',');) {
+    if (tl != "sysv" && tl != "posix" && tl != "xpmem" && tl != "cma" && tl != "knem") return false;
+  }
+  return true;
 }
 
 // True when every RMA lane is a transport that reads remote memory natively. UCX emulates
@@ -184,7 +197,8 @@ Status Transport::OpenRmaEp(Conn* c, const std::vector<uint8_t>& worker_address)
   ep.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());
   ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
   ENGRAM_RETURN_IF_ERROR(ucx::FromUcs(ucp_ep_create(ucx_->worker(), &ep, &c->rma_ep), "RMA endpoint to " + c->address));
-  c->rma_transports = RmaTransports(c->rma_ep);
+  c->rma_transports = LaneTransports(c->rma_ep, "rma");
+  c->am_transports = LaneTransports(c->rma_ep, "am");
   return Status::OK();
 }
 
@@ -266,7 +280,20 @@ Status Transport::Get(int conn, int key, std::span<const uint64_t> remote_addrs,
   return Status::OK();
 }
 
+Status Transport::EnableSharedMemoryRpc(int conn, const std::vector<uint8_t>& worker_address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Conn* c = conns_[conn].get();
+  ENGRAM_RETURN_IF_ERROR(OpenRmaEp(c, worker_address));
+  if (!SharedMemoryOnly(c->am_transports)) {
+    return Status::Unavailable("no shared-memory lanes to " + c->address + " (active messages over '" +
+                               c->am_transports + "')");
+  }
+  c->rpc_ep = c->rma_ep;
+  return Status::OK();
+}
+
 void Transport::CloseRmaLocked(Conn* c) {
+  c->rpc_ep = nullptr;
   for (auto& [conn, key] : rkeys_) {
     if (conn == c->index && key != nullptr) {
       ucp_rkey_destroy(key);
@@ -357,7 +384,7 @@ StatusOr<uint64_t> Transport::SendRaw(int conn, wire::Header header, std::vector
   p.cb.send = &OnSendDone;
   p.user_data = ctx;
   p.flags = UCP_AM_SEND_FLAG_REPLY;
-  void* r = ucp_am_send_nbx(c->ep, wire::kAmRequest, &ctx->header, sizeof(ctx->header), ctx->payload.data(),
+  void* r = ucp_am_send_nbx(c->rpc_ep != nullptr ? c->rpc_ep : c->ep, wire::kAmRequest, &ctx->header, sizeof(ctx->header), ctx->payload.data(),
                             ctx->payload.size(), &p);
   if (r == nullptr) {
     delete ctx;

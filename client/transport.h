@@ -71,6 +71,12 @@ class Transport {
   // benchmarks of the get path). Regions live as long as the Transport.
   StatusOr<Region> OpenRegion(int conn, const std::vector<uint8_t>& worker_address, const std::vector<uint8_t>& rkey,
                               uint64_t remote_base, bool force_get);
+  // Sends this connection's requests over the server's shared-memory lanes (same host) instead
+  // of the connection's tcp lanes: an endpoint to the server's worker address, without peer
+  // error handling (UCX 1.13 drops shared memory with it), so failures are still detected on
+  // the tcp endpoint, which stays open. Unavailable (requests stay on tcp) if UCX finds no
+  // shared-memory lanes to the server. Undone by Reconnect().
+  Status EnableSharedMemoryRpc(int conn, const std::vector<uint8_t>& worker_address);
   // One-sided gets of `len` bytes from each remote address (inside the region of `key`) into
   // dst + k * len, all in flight together; returns when every get completed. Unavailable if the
   // connection failed, DeadlineExceeded if the deadline passed first.
@@ -92,6 +98,8 @@ class Transport {
     ucp_ep_h ep = nullptr;
     ucp_ep_h rma_ep = nullptr;  // Error mode NONE, from the worker address: keeps shm lanes.
     std::string rma_transports;  // Transports of rma_ep's RMA lanes (from ucp_ep_print_info).
+    std::string am_transports;   // Transports of rma_ep's active-message lanes.
+    ucp_ep_h rpc_ep = nullptr;   // rma_ep when requests go over shared memory; else requests use ep.
     bool failed = false;
     std::string failure;
   };

@@ -62,6 +62,10 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kHello: {
       w.Put<uint16_t>(wire::kProtocolVersion);
       w.Put<uint32_t>(options_.node_id);
+      // The worker address, for clients on this host that send requests over shared memory.
+      const std::vector<uint8_t> addr = options_.remote ? options_.remote->WorkerAddress() : std::vector<uint8_t>{};
+      w.Put<uint32_t>(static_cast<uint32_t>(addr.size()));
+      if (!addr.empty()) std::memcpy(w.Reserve(addr.size()), addr.data(), addr.size());
       return Status::OK();
     }
     case wire::MsgType::kCreateTable: return CreateTable(r);

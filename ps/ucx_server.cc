@@ -15,6 +15,9 @@ struct UcxServer::Conn {
   UcxServer* server;
   uint64_t id;
   ucp_ep_h ep = nullptr;
+  // A reply endpoint UCX created for a client that connected to the worker address (requests
+  // over shared memory). UCX owns it; it has no error handling, so it is forgotten, not closed.
+  bool borrowed = false;
 };
 
 namespace {
@@ -124,7 +127,7 @@ void UcxServer::OnEpError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status) {
 void UcxServer::CloseConn(uint64_t id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  ucx::CloseEndpoint(ucx_->worker(), it->second->ep);
+  if (!it->second->borrowed) ucx::CloseEndpoint(ucx_->worker(), it->second->ep);
   by_ep_.erase(it->second->ep);
   conns_.erase(it);
   open_--;
@@ -136,7 +139,20 @@ ucs_status_t UcxServer::OnRequest(void* arg, const void* header, size_t header_l
   uint64_t conn_id = 0;
   if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
     auto it = s->by_ep_.find(param->reply_ep);
-    if (it != s->by_ep_.end()) conn_id = it->second;
+    if (it != s->by_ep_.end()) {
+      conn_id = it->second;
+    } else {
+      // First request from a client that connected to our worker address (same host, shared
+      // memory). Its liveness is watched on that client's tcp connection, not here.
+      auto conn = std::make_unique<Conn>();
+      conn->server = s;
+      conn->id = conn_id = s->next_conn_++;
+      conn->ep = param->reply_ep;
+      conn->borrowed = true;
+      s->by_ep_[conn->ep] = conn->id;
+      s->open_++;
+      s->conns_[conn->id] = std::move(conn);
+    }
   }
   if (conn_id == 0) return UCS_OK;  // No way to answer: the sender did not ask for replies.
   wire::Header h;
