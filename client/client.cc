@@ -403,21 +403,28 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
     if (p.dest[p.inverse[k]] == UINT32_MAX) p.dest[p.inverse[k]] = p.rpc_positions[k];
   }
   const auto by = ByServer(*m, p.unique);
+  // Large pulls go as several requests, all in flight together: the server gathers one part
+  // while the previous part's reply streams and this client lays it out, instead of each step
+  // waiting for the whole batch.
+  const size_t part_rows = std::max<size_t>(256, (size_t{1} << 20) / std::max<size_t>(vb, 1));
   for (size_t s = 0; s < by.size(); ++s) {
-    if (by[s].empty()) continue;
     client_->rows_rpc_ += by[s].size();
-    std::vector<uint8_t> payload;
-    wire::Writer w(&payload);
-    w.PutString(info_.schema.name);
-    w.Put<uint32_t>(static_cast<uint32_t>(by[s].size()));
-    uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(by[s].size() * 8));
-    for (size_t k = 0; k < by[s].size(); ++k) ids[k] = p.unique[by[s][k]];
-    auto id = client_->transport_->Send(client_->conns_[s], wire::MsgType::kPull, m->epoch(), std::move(payload));
-    if (!id.ok()) {
-      p.early = id.status();
-      continue;  // Still wait for the parts already sent, so none is left dangling.
+    for (size_t first = 0; first < by[s].size(); first += part_rows) {
+      const size_t n = std::min(part_rows, by[s].size() - first);
+      std::vector<uint8_t> payload;
+      wire::Writer w(&payload);
+      w.PutString(info_.schema.name);
+      w.Put<uint32_t>(static_cast<uint32_t>(n));
+      uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(n * 8));
+      for (size_t k = 0; k < n; ++k) ids[k] = p.unique[by[s][first + k]];
+      auto id = client_->transport_->Send(client_->conns_[s], wire::MsgType::kPull, m->epoch(), std::move(payload));
+      if (!id.ok()) {
+        p.early = id.status();
+        break;  // Still wait for the parts already sent, so none is left dangling.
+      }
+      p.parts.push_back({static_cast<int>(s), *id,
+                         std::vector<uint32_t>(by[s].begin() + first, by[s].begin() + first + n)});
     }
-    p.parts.push_back({static_cast<int>(s), *id, by[s]});
   }
   return p;
 }

@@ -30,15 +30,81 @@ void PrefetchBufferPool::Give(std::vector<float> rows, std::vector<uint8_t> stag
   if (staging_.size() < kMaxPooled && staging.capacity() > 0) staging_.push_back(std::move(staging));
 }
 
+// Everything one prefetch owns. Shared by the handle and (while queued or running) the
+// background thread, so a handle dropped early never leaves the thread a dangling pointer.
+struct PrefetchHandle::State {
+  TableHandle* table = nullptr;
+  const EngramHasher* hasher = nullptr;
+  std::shared_ptr<PrefetchBufferPool> pool;
+  uint32_t dim = 0;
+  // Input, copied at Prefetch().
+  int64_t layer = 0;
+  size_t batch = 0, seq = 0;
+  std::vector<int64_t> tokens, left_context;
+  // Pipeline.
+  std::vector<uint64_t> unique;
+  std::vector<uint32_t> inverse;
+  std::vector<uint8_t> staging;  // Unique rows at rest, filled by the pull.
+  PendingPull pull;
+  bool pull_started = false;
+  bool queued = false;  // Runs on the prefetcher's thread.
+  std::vector<float> rows;
+  // Completion (background mode): set once by the thread that ran the job.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // GUARDED_BY(mu)
+  Status status;      // GUARDED_BY(mu)
+  bool waited = false, pushed = false;
+
+  ~State() {
+    if (pull_started) pull.Wait().IgnoreError();  // Collect (or time out) replies so none linger.
+    if (pool) pool->Give(std::move(rows), std::move(staging));
+  }
+  // Hash, de-duplicate, start the pulls.
+  Status Start() {
+    std::vector<uint64_t> ids(batch * seq * hasher->lookups_per_token());
+    ENGRAM_RETURN_IF_ERROR(hasher->Hash(layer, tokens, batch, seq, left_context, ids.data()));
+    Deduplicate(ids, &unique, &inverse);
+    staging.resize(unique.size() * table->schema().value_bytes());
+    pull = table->StartPull(unique, staging.data());
+    pull_started = true;
+    return Status::OK();
+  }
+  // Complete the pulls, then one pass from the unique rows at rest to [B][T][K][dim].
+  Status Finish() {
+    pull_started = false;
+    ENGRAM_RETURN_IF_ERROR(pull.Wait());
+    const TableSchema& s = table->schema();
+    const size_t vb = s.value_bytes();
+    rows.resize(inverse.size() * dim);
+    for (size_t i = 0; i < inverse.size(); ++i) {
+      DecodeRow(s.dtype, dim, staging.data() + size_t{inverse[i]} * vb, rows.data() + i * dim);
+    }
+    return Status::OK();
+  }
+  void Complete(Status s) {
+    std::lock_guard<std::mutex> lock(mu);
+    status = std::move(s);
+    done = true;
+    cv.notify_all();
+  }
+};
+
 PrefetchHandle::~PrefetchHandle() {
-  if (!waited_) pull_.Wait().IgnoreError();  // Collect (or time out) the replies so none linger.
-  if (pool_) pool_->Give(std::move(rows_), std::move(staging_));
+  if (st_ == nullptr || !st_->queued) return;
+  std::unique_lock<std::mutex> lock(st_->mu);
+  st_->cv.wait(lock, [&] { return st_->done; });  // Background work still uses the buffers.
 }
 
+const float* PrefetchHandle::rows() const { return st_->rows.data(); }
+size_t PrefetchHandle::num_lookups() const { return st_->inverse.size(); }
+size_t PrefetchHandle::num_unique_rows() const { return st_->unique.size(); }
+
 StatusOr<std::unique_ptr<EngramPrefetcher>> EngramPrefetcher::Create(Client* client, const EngramSpec& spec,
-                                                                     const std::string& table_prefix) {
+                                                                     const std::string& table_prefix,
+                                                                     const PrefetchOptions& options) {
   ENGRAM_ASSIGN_OR_RETURN(auto hasher, EngramHasher::Create(spec));
-  auto p = std::unique_ptr<EngramPrefetcher>(new EngramPrefetcher(std::move(hasher)));
+  auto p = std::unique_ptr<EngramPrefetcher>(new EngramPrefetcher(std::move(hasher), options));
   for (int64_t layer : spec.layer_ids) {
     const std::string name = table_prefix + "_layer" + std::to_string(layer);
     ENGRAM_ASSIGN_OR_RETURN(auto t, client->OpenTable(name));
@@ -52,7 +118,38 @@ StatusOr<std::unique_ptr<EngramPrefetcher>> EngramPrefetcher::Create(Client* cli
     if (s.dtype == DType::kBytes) return Status::FailedPrecondition("table '" + name + "' holds opaque bytes");
     p->tables_[layer] = std::move(t);
   }
+  if (options.background) p->thread_ = std::thread([q = p.get()] { q->Run(); });
   return p;
+}
+
+EngramPrefetcher::~EngramPrefetcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void EngramPrefetcher::Run() {
+  for (;;) {
+    std::shared_ptr<PrefetchHandle::State> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // Stopping, nothing left.
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      if (stop_) {
+        lock.unlock();
+        job->Complete(Status::Unavailable("the prefetcher is shutting down"));
+        continue;
+      }
+    }
+    Status s = job->Start();
+    if (s.ok()) s = job->Finish();
+    job->Complete(std::move(s));
+  }
 }
 
 StatusOr<std::unique_ptr<PrefetchHandle>> EngramPrefetcher::Prefetch(int64_t layer, std::span<const int64_t> tokens,
@@ -60,40 +157,76 @@ StatusOr<std::unique_ptr<PrefetchHandle>> EngramPrefetcher::Prefetch(int64_t lay
                                                                      std::span<const int64_t> left_context) {
   auto it = tables_.find(layer);
   if (it == tables_.end()) return Status::InvalidArgument("layer " + std::to_string(layer) + " has no Engram table");
-  std::vector<uint64_t> ids(batch * seq * hasher_.lookups_per_token());
-  ENGRAM_RETURN_IF_ERROR(hasher_.Hash(layer, tokens, batch, seq, left_context, ids.data()));
-  auto h = std::make_unique<PrefetchHandle>();
-  h->table_ = it->second.get();
-  h->dim_ = h->table_->schema().dim;
-  h->pool_ = pool_;
-  h->rows_ = pool_->TakeRows();
-  h->staging_ = pool_->TakeStaging();
-  Deduplicate(ids, &h->unique_, &h->inverse_);
-  h->staging_.resize(h->unique_.size() * h->table_->schema().value_bytes());
-  h->pull_ = h->table_->StartPull(h->unique_, h->staging_.data());
-  return h;
+  if (tokens.size() != batch * seq) {
+    return Status::InvalidArgument("tokens hold " + std::to_string(tokens.size()) + " ids, batch x seq is " +
+                                   std::to_string(batch * seq));
+  }
+  auto st = std::make_shared<PrefetchHandle::State>();
+  st->table = it->second.get();
+  st->hasher = &hasher_;
+  st->dim = st->table->schema().dim;
+  st->pool = pool_;
+  st->rows = pool_->TakeRows();
+  st->staging = pool_->TakeStaging();
+  st->layer = layer;
+  st->batch = batch;
+  st->seq = seq;
+  st->tokens.assign(tokens.begin(), tokens.end());
+  st->left_context.assign(left_context.begin(), left_context.end());
+  if (!options_.background) {
+    ENGRAM_RETURN_IF_ERROR(st->Start());
+    return std::unique_ptr<PrefetchHandle>(new PrefetchHandle(std::move(st)));
+  }
+  st->queued = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(st);
+  }
+  cv_.notify_one();
+  return std::unique_ptr<PrefetchHandle>(new PrefetchHandle(std::move(st)));
 }
 
 Status PrefetchHandle::Wait() {
-  if (waited_) return Status::OK();
-  ENGRAM_RETURN_IF_ERROR(pull_.Wait());
-  // One pass from the pulled unique rows (at rest) to the [B][T][K][dim] layout.
-  const TableSchema& s = table_->schema();
-  const size_t vb = s.value_bytes();
-  rows_.resize(inverse_.size() * dim_);
-  for (size_t i = 0; i < inverse_.size(); ++i) {
-    DecodeRow(s.dtype, dim_, staging_.data() + size_t{inverse_[i]} * vb, rows_.data() + i * dim_);
+  State& s = *st_;
+  if (s.waited) return Status::OK();
+  Status result;
+  if (!s.queued) {  // Foreground: finish here.
+    result = s.Finish();
+    s.Complete(result);
+  } else {
+    std::unique_lock<std::mutex> lock(s.mu);
+    s.cv.wait(lock, [&] { return s.done; });
+    result = s.status;
   }
-  waited_ = true;
-  return Status::OK();
+  s.waited = result.ok();
+  return result;
+}
+
+StatusOr<std::vector<float>> PrefetchHandle::SumGrads(const float* grads) {
+  State& s = *st_;
+  if (!s.waited) return Status::FailedPrecondition("PushGrads before a successful Wait");
+  if (s.pushed) return Status::FailedPrecondition("PushGrads called twice on one prefetch");
+  s.pushed = true;
+  std::vector<float> summed(s.unique.size() * s.dim);
+  SumByInverse(s.inverse, s.unique.size(), s.dim, grads, summed.data());
+  return summed;
 }
 
 Status PrefetchHandle::PushGrads(const float* grads) {
-  if (pushed_) return Status::FailedPrecondition("PushGrads called twice on one prefetch");
-  pushed_ = true;
-  std::vector<float> summed(unique_.size() * dim_);
-  SumByInverse(inverse_, unique_.size(), dim_, grads, summed.data());
-  return table_->Push(unique_, summed.data());
+  ENGRAM_ASSIGN_OR_RETURN(auto summed, SumGrads(grads));
+  return st_->table->Push(st_->unique, summed.data());
+}
+
+std::future<Status> PrefetchHandle::PushGradsAsync(const float* grads) {
+  auto summed = SumGrads(grads);
+  if (!summed.ok()) {
+    std::promise<Status> failed;
+    failed.set_value(summed.status());
+    return failed.get_future();
+  }
+  return std::async(std::launch::async, [table = st_->table, unique = st_->unique, g = std::move(summed).value()] {
+    return table->Push(unique, g.data());
+  });
 }
 
 }  // namespace engram::client

@@ -3,6 +3,8 @@
 #ifndef ENGRAM_UCX_UTIL_H_
 #define ENGRAM_UCX_UTIL_H_
 
+#include <cstdlib>
+
 #include <ucp/api/ucp.h>
 
 #include <memory>
@@ -72,6 +74,11 @@ class ContextAndWorker {
     auto cw = std::unique_ptr<ContextAndWorker>(new ContextAndWorker());
     ucp_config_t* config = nullptr;
     ENGRAM_RETURN_IF_ERROR(FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
+    // Our messages are at most ~1 MiB parts (pulls are split) or one push batch. Rendezvous
+    // over tcp runs on emulated gets, 1.5-2x slower here than eager sends for 64 K-row pulls
+    // (docs/benchmarks.md); shared memory is no worse eager. With RDMA NICs, whose zero-copy
+    // rendezvous is worth having, set UCX_RNDV_THRESH explicitly: the environment wins.
+    if (std::getenv("UCX_RNDV_THRESH") == nullptr) (void)ucp_config_modify(config, "RNDV_THRESH", "inf");
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
     params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;

@@ -8,7 +8,12 @@
 namespace engram::client {
 namespace {
 
-TEST(EngramPrefetchTest, RowsLandInTokenLayoutAndGradientsAreSummedPerUniqueRow) {
+// Both completion modes: on the prefetcher's thread (default) and on the caller's.
+class EngramPrefetchModeTest : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Completion, EngramPrefetchModeTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Background" : "Caller"; });
+
+TEST_P(EngramPrefetchModeTest, RowsLandInTokenLayoutAndGradientsAreSummedPerUniqueRow) {
   auto server = testing::ServerProcess::Start(0);
   ClientOptions o;
   o.servers = {server->address()};
@@ -32,12 +37,21 @@ TEST(EngramPrefetchTest, RowsLandInTokenLayoutAndGradientsAreSummedPerUniqueRow)
     s.init = {InitKind::kZeros, 0.0f, 0};
     ASSERT_TRUE((*c)->CreateTable(s, 2).ok());
   }
-  auto pf = EngramPrefetcher::Create(c->get(), spec, "e");
+  PrefetchOptions po;
+  po.background = GetParam();
+  auto pf = EngramPrefetcher::Create(c->get(), spec, "e", po);
   ASSERT_TRUE(pf.ok()) << pf.status().ToString();
-  const std::vector<int64_t> tokens = {5, 6, 5, 6, 5, 6};  // Repeated n-grams: duplicate rows.
+  std::vector<int64_t> tokens = {5, 6, 5, 6, 5, 6};  // Repeated n-grams: duplicate rows.
   auto h = (*pf)->Prefetch(3, tokens, 2, 3);
   ASSERT_TRUE(h.ok());
+  const std::vector<int64_t> original = tokens;
+  // The caller may reuse its buffer at once: the pushes below must still hit the rows of
+  // `original`, which the check after them verifies.
+  std::fill(tokens.begin(), tokens.end(), 17);
+  std::vector<float> grads0(4 * 6 * 4, 1.0f);
+  EXPECT_EQ((*h)->PushGrads(grads0.data()).code(), Code::kFailedPrecondition);  // Not waited yet.
   ASSERT_TRUE((*h)->Wait().ok());
+  tokens = original;
   EXPECT_LT((*h)->num_unique_rows(), (*h)->num_lookups());
   std::vector<float> grads((*h)->num_lookups() * 4, 1.0f);
   ASSERT_TRUE((*h)->PushGrads(grads.data()).ok());
@@ -53,7 +67,22 @@ TEST(EngramPrefetchTest, RowsLandInTokenLayoutAndGradientsAreSummedPerUniqueRow)
     const float hits = static_cast<float>(std::count(ids.begin(), ids.end(), ids[i]));
     for (int c2 = 0; c2 < 4; ++c2) EXPECT_EQ((*again)->rows()[i * 4 + c2], -hits) << i;
   }
+  // The same step again, pushed on a helper thread; the handle goes away before it lands.
+  auto pushed = (*again)->PushGradsAsync(grads.data());
+  EXPECT_EQ((*again)->PushGradsAsync(grads.data()).get().code(), Code::kFailedPrecondition);
+  again->reset();
+  ASSERT_TRUE(pushed.get().ok());
+  auto third = (*pf)->Prefetch(3, tokens, 2, 3);
+  ASSERT_TRUE(third.ok());
+  ASSERT_TRUE((*third)->Wait().ok());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const float hits = static_cast<float>(std::count(ids.begin(), ids.end(), ids[i]));
+    EXPECT_EQ((*third)->rows()[i * 4], -2 * hits) << i;
+  }
   EXPECT_TRUE((*pf)->Prefetch(2, tokens, 2, 3).status().IsInvalidArgument());  // No Engram at layer 2.
+  EXPECT_TRUE((*pf)->Prefetch(3, tokens, 2, 2).status().IsInvalidArgument());  // Shape mismatch.
+  // Handles dropped without Wait (and a prefetcher destroyed after them) neither hang nor leak.
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE((*pf)->Prefetch(1, tokens, 2, 3).ok());
 }
 
 TEST(EngramPrefetchTest, MismatchedTableIsRefused) {
