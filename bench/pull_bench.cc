@@ -88,6 +88,7 @@ StatusOr<PathClients> ConnectPath(const std::string& path, const std::string& ad
 
 int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // Rows appear as they are measured, also through tee.
   if (FLAGS_full) {
     if (!gflags::GetCommandLineFlagInfoOrDie("row_bytes").is_default ||
         !gflags::GetCommandLineFlagInfoOrDie("batches").is_default) {
