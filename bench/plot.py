@@ -18,6 +18,7 @@ PATHS = ["in_process", "one_sided", "rma_get", "rpc_shm", "rpc_tcp", "redis"]
 
 
 def gnuplot(script):
+    script = "set termoption noenhanced\n" + script  # Underscores in path names are not subscripts.
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
     if r.returncode != 0:
         sys.exit("plot.py: gnuplot failed: " + r.stderr)
@@ -83,11 +84,13 @@ def step_plot(out, step):
     lines = ['set terminal pngcairo size 700,420 font "sans,9"', 'set output "%s"' % name,
              "set title 'simulated training step: overhead vs compute only (30 layers, Engram at 1 and 15)'",
              "set logscale x", "set grid", "set xlabel 'compute per layer (us, forward; backward the same)'",
-             "set ylabel 'step time overhead (%)'", "set key top right", "set yrange [-5:*]",
+             "set ylabel 'step time overhead (%, log; values under 0.1 drawn at 0.1)'", "set key top right",
+             "set logscale y", "set yrange [0.1:*]",
              "f1(x) = 1"]
     plots, datas = ["f1(x) title '1 %' dashtype 2"], []
     for mode in ["prefetch", "on_demand", "in_process"]:
-        pts = [(r["compute_us"], r[mode]["overhead_pct"]) for r in step if mode in r and "overhead_pct" in r[mode]]
+        pts = [(r["compute_us"], max(0.1, r[mode]["overhead_pct"])) for r in step
+               if mode in r and "overhead_pct" in r[mode]]
         if pts:
             plots.append("'-' using 1:2 with linespoints title '%s'" % mode)
             datas.append("\n".join("%d %g" % xy for xy in sorted(pts)) + "\ne\n")
