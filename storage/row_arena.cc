@@ -80,16 +80,40 @@ RowArena::Writer::Writer(RowArena* arena, uint64_t slot)
     }
     CpuRelax(spins);
   }
+  publish_ = prev_ + 2;
   Word(slot_ + tail_offset_).store(prev_ + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   if (prev_ == 0) arena->touched_.fetch_add(1, std::memory_order_relaxed);
 }
 
 RowArena::Writer::~Writer() {
-  const uint64_t sum = SlotChecksum(slot_ + SlotLayout::kValueOffset, value_bytes_, prev_ + 2);
+  const uint64_t sum = SlotChecksum(slot_ + SlotLayout::kValueOffset, value_bytes_, publish_);
   Word(slot_ + tail_offset_ - 8).store(sum, std::memory_order_relaxed);
-  Word(slot_).store(prev_ + 2, std::memory_order_release);
-  Word(slot_ + tail_offset_).store(prev_ + 2, std::memory_order_release);
+  Word(slot_).store(publish_, std::memory_order_release);
+  Word(slot_ + tail_offset_).store(publish_, std::memory_order_release);
+}
+
+// Pin: head even v -> odd v+1 by CAS (writers spin, readers retry), copy, head back to v. The
+// tail and the value never change, so a reader that saw head v before the pin and tail v after
+// it still read one write's value.
+uint64_t RowArena::Snapshot(uint64_t slot, uint8_t* value_out, uint8_t* state_out) const {
+  uint8_t* p = slot_ptr(slot);
+  auto head = Word(p);
+  int spins = 0;
+  uint64_t v;
+  for (;;) {
+    v = head.load(std::memory_order_relaxed);
+    if ((v & 1u) == 0 && head.compare_exchange_weak(v, v + 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+      break;
+    }
+    CpuRelax(spins);
+  }
+  if (v != 0) {
+    std::memcpy(value_out, p + SlotLayout::kValueOffset, layout_.value_bytes);
+    if (state_bytes_ > 0) std::memcpy(state_out, static_cast<const uint8_t*>(state_.data()) + slot * state_bytes_, state_bytes_);
+  }
+  head.store(v, std::memory_order_release);
+  return v;
 }
 
 }  // namespace engram::storage

@@ -71,6 +71,11 @@ class RowArena {
     uint64_t previous_version() const { return prev_; }
     uint8_t* value() const { return slot_ + SlotLayout::kValueOffset; }
     uint8_t* state() const { return state_; }
+    // The version readers will see once this write is published.
+    uint64_t version() const { return publish_; }
+    // Publishes `v` instead of previous_version() + 2 (recovery restores a logged row with its
+    // logged version). REQUIRES: v even and > previous_version().
+    void PublishAs(uint64_t v) { publish_ = v; }
 
    private:
     uint8_t* slot_;
@@ -78,7 +83,14 @@ class RowArena {
     size_t tail_offset_;
     size_t value_bytes_;
     uint64_t prev_;
+    uint64_t publish_;
   };
+
+  // Copies a row's value and optimizer state as one consistent snapshot (checkpoints): excludes
+  // writers of the slot for the copy without changing its version, so readers are not
+  // disturbed beyond a retry. Returns the version (0: untouched; then nothing is copied).
+  // `state_out` may be nullptr when state_bytes() == 0.
+  uint64_t Snapshot(uint64_t slot, uint8_t* value_out, uint8_t* state_out) const;
 
   // Number of slots that were ever written (approximate under concurrency).
   uint64_t touched_slots() const { return touched_.load(std::memory_order_relaxed); }

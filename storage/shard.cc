@@ -79,7 +79,7 @@ void Shard::Materialise(const RowArena::Writer& w, uint64_t row, std::vector<flo
   if (state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, w.state());
 }
 
-Status Shard::Put(std::span<const uint64_t> rows, const uint8_t* values) {
+Status Shard::Put(std::span<const uint64_t> rows, const uint8_t* values, RowImageSink* sink) {
   ENGRAM_RETURN_IF_ERROR(CheckRows(rows));
   const size_t vb = schema_.value_bytes();
   std::vector<float> tmp;
@@ -99,11 +99,13 @@ Status Shard::Put(std::span<const uint64_t> rows, const uint8_t* values) {
     RowArena::Writer w(arena_.get(), rows[i] - first_row_);
     if (w.previous_version() == 0 && state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, w.state());
     std::memcpy(w.value(), values + i * vb, vb);
+    if (sink) sink->Add(rows[i], w.version(), w.value(), w.state());
   }
   return Status::OK();
 }
 
-Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads, ApplyScratch* scratch) {
+Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads, ApplyScratch* scratch,
+                             RowImageSink* sink) {
   if (!IsTrainable(schema_.dtype) || schema_.optimizer.kind == OptimizerKind::kNone) {
     return Status::FailedPrecondition("table '" + schema_.name + "' (dtype " + DTypeName(schema_.dtype) +
                                       ", optimizer " + OptimizerName(schema_.optimizer.kind) +
@@ -154,8 +156,34 @@ Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads,
       ApplyOptimizer(schema_.optimizer, dim, s.row.data(), w.state(), g);
       EncodeRow(schema_.dtype, dim, s.row.data(), w.value());
     }
+    if (sink) sink->Add(row, w.version(), w.value(), w.state());
   }
   return Status::OK();
+}
+
+Status Shard::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+  if (row < first_row_ || row - first_row_ >= arena_->num_slots()) {
+    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
+  }
+  if (version == 0 || (version & 1u) != 0) return Status::InvalidArgument("logged row version must be even and > 0");
+  RowArena::Writer w(arena_.get(), row - first_row_);
+  if (w.previous_version() >= version) {
+    w.PublishAs(w.previous_version());  // Already as new: leave the row as it is.
+    return Status::OK();
+  }
+  std::memcpy(w.value(), value, schema_.value_bytes());
+  if (state_bytes_ > 0) std::memcpy(w.state(), state, state_bytes_);
+  w.PublishAs(version);
+  return Status::OK();
+}
+
+void Shard::ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
+  std::vector<uint8_t> value(schema_.value_bytes()), state(state_bytes_);
+  for (uint64_t slot = 0; slot < arena_->num_slots(); ++slot) {
+    if (arena_->version(slot) == 0) continue;  // Untouched rows are not stored anywhere.
+    const uint64_t v = arena_->Snapshot(slot, value.data(), state.data());
+    if (v != 0) fn(first_row_ + slot, v, value.data(), state_bytes_ > 0 ? state.data() : nullptr);
+  }
 }
 
 }  // namespace engram::storage

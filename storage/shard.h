@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -41,6 +42,15 @@ struct ApplyScratch {
   std::vector<float> row;
 };
 
+// Receives the after-image of each row a write produced, while the row is still held by the
+// writer (so images of one row arrive in the order the writes happened): the input of the
+// write-ahead log. `state` is nullptr when the table keeps no optimizer state.
+class RowImageSink {
+ public:
+  virtual ~RowImageSink() = default;
+  virtual void Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) = 0;
+};
+
 class Shard {
  public:
   // REQUIRES: schema.Validate().ok(); first_row + num_rows <= schema.num_rows.
@@ -63,14 +73,26 @@ class Shard {
 
   // Overwrites rows with values at rest (repair, import, tests). Optimizer state is kept; a
   // duplicated row takes its last value. For trainable dtypes the values must be finite.
-  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
+  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */,
+             RowImageSink* sink = nullptr);
 
   // Sums the gradients of duplicate rows (in request order), then applies the table's optimizer
   // once per unique row. FailedPrecondition for serving-only tables or optimizer none;
   // InvalidArgument for a non-finite gradient; OutOfRange for a row outside the shard. On any
   // error no row is changed. `scratch` may be nullptr (then buffers are allocated per call).
   Status ApplyGradients(std::span<const uint64_t> rows, const float* grads /* (n, dim) */,
-                        ApplyScratch* scratch = nullptr);
+                        ApplyScratch* scratch = nullptr, RowImageSink* sink = nullptr);
+
+  // Recovery: sets a row to a logged after-image if `version` is newer than the row's current
+  // version (older or equal images are skipped, so replay is idempotent and order-free).
+  // OutOfRange for a row outside the shard; InvalidArgument for an odd or zero version.
+  Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
+
+  // Calls fn(row, version, value, state) for every touched row, each a consistent snapshot of
+  // value and optimizer state (checkpoints). Rows written meanwhile may be seen before or
+  // after the write.
+  void ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const;
+  size_t state_bytes() const { return state_bytes_; }
 
  private:
   Shard(TableSchema schema, uint64_t first_row, std::unique_ptr<RowArena> arena, size_t state_bytes,

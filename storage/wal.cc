@@ -1,0 +1,247 @@
+// WriteAheadLog: segment files, framing, group commit, replay.
+#include "storage/wal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "storage/crc32c.h"
+
+namespace engram::storage {
+namespace {
+
+Status Errno(const std::string& what) { return Status::IoError(what + ": " + std::strerror(errno)); }
+
+Status WriteAll(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write-ahead log write");
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Status::OK();
+}
+
+Status SyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return Errno("open " + dir);
+  const int r = ::fsync(fd);
+  ::close(fd);
+  return r == 0 ? Status::OK() : Errno("fsync " + dir);
+}
+
+}  // namespace
+
+std::string WriteAheadLog::SegmentPath(const std::string& dir, uint64_t segment) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "/wal-%016" PRIu64 ".log", segment);
+  return dir + name;
+}
+
+StatusOr<std::vector<uint64_t>> WriteAheadLog::Segments(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return Errno("open log directory " + dir);
+  std::vector<uint64_t> out;
+  while (dirent* e = ::readdir(d)) {
+    uint64_t n = 0;
+    char tail[8] = {};
+    if (std::sscanf(e->d_name, "wal-%16" SCNu64 ".%3s", &n, tail) == 2 && std::strcmp(tail, "log") == 0) out.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+StatusOr<std::unique_ptr<WriteAheadLog>> WriteAheadLog::Open(const std::string& dir, const WalOptions& options) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Errno("create " + dir);
+  ENGRAM_ASSIGN_OR_RETURN(auto segs, Segments(dir));
+  auto log = std::unique_ptr<WriteAheadLog>(new WriteAheadLog(dir, options));
+  {
+    std::lock_guard<std::mutex> lock(log->mu_);
+    ENGRAM_RETURN_IF_ERROR(log->OpenSegmentLocked(segs.empty() ? 1 : segs.back() + 1));
+  }
+  if (!options.sync) log->timer_ = std::thread([p = log.get()] { p->TimerLoop(); });
+  return log;
+}
+
+Status WriteAheadLog::OpenSegmentLocked(uint64_t segment) {
+  const std::string path = SegmentPath(dir_, segment);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create " + path);
+  ENGRAM_RETURN_IF_ERROR(SyncDir(dir_));  // The new file's name must survive a crash too.
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  segment_ = segment;
+  return Status::OK();
+}
+
+WriteAheadLog::~WriteAheadLog() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ >= 0) {
+    ::fdatasync(fd_);
+    ::close(fd_);
+  }
+}
+
+StatusOr<uint64_t> WriteAheadLog::Append(std::span<const uint8_t> payload) {
+  if (payload.size() > (size_t{1} << 31)) return Status::InvalidArgument("log record larger than 2 GiB");
+  uint32_t frame[2] = {static_cast<uint32_t>(payload.size()), Crc32c(payload.data(), payload.size())};
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!failed_.ok()) return failed_;
+  Status s = WriteAll(fd_, reinterpret_cast<const uint8_t*>(frame), sizeof(frame));
+  if (s.ok()) s = WriteAll(fd_, payload.data(), payload.size());
+  if (!s.ok()) {
+    failed_ = s;
+    return s;
+  }
+  return next_lsn_++;
+}
+
+Status WriteAheadLog::Sync(uint64_t lsn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!options_.sync) return failed_;
+  for (;;) {
+    if (!failed_.ok()) return failed_;
+    if (synced_lsn_ >= lsn) return Status::OK();
+    if (!syncing_) break;
+    cv_.wait(lock);  // Someone is syncing; it may cover us.
+  }
+  // Leader: sync everything appended so far, for every waiter behind us.
+  syncing_ = true;
+  const uint64_t upto = next_lsn_ - 1;
+  const int fd = fd_;
+  lock.unlock();
+  const int r = ::fdatasync(fd);
+  const int err = errno;
+  lock.lock();
+  syncing_ = false;
+  if (r != 0) {
+    errno = err;
+    failed_ = Errno("write-ahead log fdatasync");
+  } else {
+    synced_lsn_ = std::max(synced_lsn_, upto);
+  }
+  cv_.notify_all();
+  if (!failed_.ok()) return failed_;
+  return synced_lsn_ >= lsn ? Status::OK() : Status::Internal("log sync did not cover the record");
+}
+
+void WriteAheadLog::TimerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(options_.sync_interval_ms));
+    if (fd_ < 0 || !failed_.ok()) continue;
+    const uint64_t upto = next_lsn_ - 1;
+    const int fd = fd_;
+    syncing_ = true;
+    lock.unlock();
+    const int r = ::fdatasync(fd);
+    lock.lock();
+    syncing_ = false;
+    if (r == 0) synced_lsn_ = std::max(synced_lsn_, upto);
+    else failed_ = Errno("write-ahead log fdatasync");
+    cv_.notify_all();
+  }
+}
+
+StatusOr<uint64_t> WriteAheadLog::Rotate() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !syncing_; });  // fd_ is about to be closed.
+  if (!failed_.ok()) return failed_;
+  if (::fdatasync(fd_) != 0) {
+    failed_ = Errno("write-ahead log fdatasync");
+    return failed_;
+  }
+  synced_lsn_ = next_lsn_ - 1;
+  ENGRAM_RETURN_IF_ERROR(OpenSegmentLocked(segment_ + 1));
+  return segment_;
+}
+
+Status WriteAheadLog::DropSegmentsBelow(uint64_t segment) {
+  ENGRAM_ASSIGN_OR_RETURN(auto segs, Segments(dir_));
+  for (uint64_t s : segs) {
+    if (s >= segment) break;
+    if (::unlink(SegmentPath(dir_, s).c_str()) != 0 && errno != ENOENT) return Errno("remove log segment");
+  }
+  return SyncDir(dir_);
+}
+
+uint64_t WriteAheadLog::current_segment() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return segment_;
+}
+
+uint64_t WriteAheadLog::synced_lsn() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return synced_lsn_;
+}
+
+Status WriteAheadLog::Replay(const std::string& dir, uint64_t first_segment,
+                             const std::function<Status(std::span<const uint8_t>)>& fn, WalReplayStats* stats) {
+  ENGRAM_ASSIGN_OR_RETURN(auto segs, Segments(dir));
+  std::vector<uint8_t> buf;
+  for (uint64_t seg : segs) {
+    if (seg < first_segment) continue;
+    const std::string path = SegmentPath(dir, seg);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Errno("open " + path);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      return Errno("stat " + path);
+    }
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    uint64_t off = 0;
+    Status result;
+    auto read_exact = [&](uint8_t* p, size_t n) {
+      size_t got = 0;
+      while (got < n) {
+        const ssize_t r = ::pread(fd, p + got, n - got, static_cast<off_t>(off + got));
+        if (r <= 0) return false;
+        got += static_cast<size_t>(r);
+      }
+      return true;
+    };
+    while (off < size) {
+      uint32_t frame[2];
+      if (size - off < sizeof(frame) || !read_exact(reinterpret_cast<uint8_t*>(frame), sizeof(frame))) break;
+      if (frame[0] > size - off - sizeof(frame)) break;  // Cut short.
+      buf.resize(frame[0]);
+      off += sizeof(frame);
+      if (!read_exact(buf.data(), buf.size()) || Crc32c(buf.data(), buf.size()) != frame[1]) {
+        off -= sizeof(frame);
+        break;
+      }
+      off += frame[0];
+      if (stats) stats->records++, stats->bytes += frame[0];
+      result = fn(buf);
+      if (!result.ok()) break;
+    }
+    ::close(fd);
+    if (!result.ok()) return result.WithContext("replaying " + path);
+    if (stats) {
+      stats->segments++;
+      if (off < size) stats->torn_tails.push_back(path + ": " + std::to_string(off) + " of " + std::to_string(size));
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace engram::storage
