@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "client/dedup.h"
 #include "engram/host_port.h"
@@ -65,6 +66,12 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   return c;
 }
 
+void Client::Backoff(int attempt) const {
+  if (attempt == 0 || options_.retry_backoff.count() <= 0) return;
+  const auto wait = options_.retry_backoff * (1 << std::min(attempt - 1, 4));
+  std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(wait, std::chrono::milliseconds(1000)));
+}
+
 Status Client::EnsureConnected(int server) {
   if (transport_->alive(conns_[server])) return Status::OK();
   return transport_->Reconnect(conns_[server]);
@@ -74,6 +81,7 @@ StatusOr<ReplyMessage> Client::Call(int server, wire::MsgType type, uint64_t epo
                                     const std::vector<uint8_t>& payload) {
   Status last;
   for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
+    Backoff(attempt);
     last = EnsureConnected(server);
     if (!last.ok()) continue;
     auto id = transport_->Send(conns_[server], type, epoch, payload);
@@ -219,6 +227,7 @@ Status TableHandle::MapArenas() {
       if (!region.ok()) continue;  // Not reachable one-sidedly from here: RPC for this shard.
       d.server = static_cast<int>(server);
       d.remote_base = base;
+      d.generation = region->generation;
       if (region->access == Transport::RegionAccess::kMapped) {
         d.base = region->mapped;
         PopulateMapping(d.base, d.num_rows * d.stride);
@@ -233,6 +242,24 @@ Status TableHandle::MapArenas() {
   std::lock_guard<std::mutex> lock(mu_);
   direct_ = std::move(direct);
   return Status::OK();
+}
+
+std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::CurrentDirect() {
+  auto d = direct();
+  uint64_t checked = 0;  // Bit per server already found current (the first 64 servers).
+  for (const Direct& x : *d) {
+    if (x.server < 0 || (x.server < 64 && (checked >> x.server) & 1u)) continue;
+    if (client_->transport_->generation(client_->conns_[x.server]) != x.generation) {
+      // Reopen: on failure (server still down) the table reads by RPC until the next pull.
+      if (!MapArenas().ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        direct_ = std::make_shared<std::vector<Direct>>();
+      }
+      return direct();
+    }
+    if (x.server < 64) checked |= uint64_t{1} << x.server;
+  }
+  return d;
 }
 
 std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::direct() const {
@@ -321,6 +348,15 @@ StatusOr<std::vector<std::string>> Client::ServerStatus() {
   return out;
 }
 
+StatusOr<std::string> Client::Checkpoint(int server) {
+  if (server < 0 || static_cast<size_t>(server) >= num_servers()) return Status::InvalidArgument("no such server");
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, wire::MsgType::kCheckpoint, 0, {}));
+  wire::Reader rd(r.payload.data(), r.payload.size());
+  std::string s;
+  ENGRAM_RETURN_IF_ERROR(rd.GetString(&s, 1 << 16));
+  return s;
+}
+
 std::shared_ptr<const cluster::ShardMap> TableHandle::map() const {
   std::lock_guard<std::mutex> lock(mu_);
   return map_;
@@ -353,7 +389,7 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   p.out = out;
   p.deadline = client_->Deadline();
   const auto m = map();
-  const auto direct = this->direct();
+  const auto direct = CurrentDirect();
   const size_t vb = info_.schema.value_bytes();
   // Rows in mapped shards are read here and now, straight into `out` (duplicates are simply
   // read twice: cheaper than sorting). The rest, and rows whose copies stayed torn, go by RPC.
@@ -530,6 +566,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
   }
   Status first;
   for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
+    client_->Backoff(attempt);
     // Send every unacknowledged part, then collect: servers apply their parts in parallel.
     std::vector<std::pair<size_t, StatusOr<uint64_t>>> sent;
     for (size_t i = 0; i < parts.size(); ++i) {

@@ -48,6 +48,9 @@ struct ClientOptions {
   std::chrono::milliseconds timeout{10000};
   // Attempts per call for transient errors (Unavailable, DeadlineExceeded), >= 1.
   int max_attempts = 3;
+  // Pause before the second attempt, doubling for each later one (at most 1 s): a restarting
+  // server gets time to come back.
+  std::chrono::milliseconds retry_backoff{20};
   // Identifies this client's pushes for exactly-once application; 0: random.
   uint64_t client_id = 0;
   // Progress transfers in a background thread while the caller computes (needed for pulls
@@ -143,6 +146,7 @@ class TableHandle {
     int get_key = -1;               // Transport region for ucp_get_nbx; -1: no gets.
     int server = -1;
     uint64_t remote_base = 0;       // The server's address of the shard's first slot.
+    uint64_t generation = 0;        // The connection's generation when opened.
     uint64_t first_row = 0, num_rows = 0, stride = 0;
   };
   TableHandle(Client* c, wire::TableInfo info, cluster::ShardMap map)
@@ -152,6 +156,9 @@ class TableHandle {
   std::shared_ptr<const std::vector<Direct>> direct() const;
   // Asks each server for its arenas' rkeys and maps those this process can reach.
   Status MapArenas();
+  // The one-sided access of this table, reopened first if a connection it used was closed
+  // since (a server failed or restarted: its old arena must not be read).
+  std::shared_ptr<const std::vector<Direct>> CurrentDirect();
   // Copies one row one-sidedly; false if every attempt was torn.
   bool ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::vector<float>* init_scratch) const;
   // Reads rows[positions[k]] of shards read by gets into out + positions[k] * value_bytes, with
@@ -193,6 +200,10 @@ class Client {
   StatusOr<std::unique_ptr<TableHandle>> OpenTable(const std::string& name);
   // Each server's status JSON, in server order.
   StatusOr<std::vector<std::string>> ServerStatus();
+  // Asks server `server` to write a checkpoint of all its tables now; returns its JSON report
+  // ({"node", "checkpoint", "rows", "bytes", "seconds"}). FailedPrecondition if the server
+  // keeps nothing on disk (no --data_dir).
+  StatusOr<std::string> Checkpoint(int server);
 
  private:
   friend class TableHandle;
@@ -202,6 +213,8 @@ class Client {
   StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload);
   // Replaces the connection to `server` if it failed.
   Status EnsureConnected(int server);
+  // Sleeps before attempt `attempt` (none before the first).
+  void Backoff(int attempt) const;
   Clock::time_point Deadline() const { return Clock::now() + options_.timeout; }
 
   ClientOptions options_;

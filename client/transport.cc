@@ -84,8 +84,8 @@ Transport::~Transport() {
   stop_ = true;
   if (progress_.joinable()) progress_.join();
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [conn, k] : rkeys_) {
-    if (k != nullptr) ucp_rkey_destroy(k);
+  for (auto& k : rkeys_) {
+    if (k.rkey != nullptr) ucp_rkey_destroy(k.rkey);
   }
   for (auto& c : conns_) {
     ucx::CloseEndpoint(ucx_->worker(), c->rma_ep);
@@ -223,7 +223,8 @@ StatusOr<Transport::Region> Transport::OpenRegion(int conn, const std::vector<ui
     return r;  // kNone.
   }
   r.key = static_cast<int>(rkeys_.size());
-  rkeys_.emplace_back(conn, key);
+  r.generation = c->generation;
+  rkeys_.push_back({conn, key, r.access == RegionAccess::kMapped});
   return r;
 }
 
@@ -235,11 +236,11 @@ Status Transport::Get(int conn, int key, std::span<const uint64_t> remote_addrs,
   } batch;
   std::unique_lock<std::mutex> lock(mu_);
   Conn* c = conns_[conn].get();
-  if (key < 0 || static_cast<size_t>(key) >= rkeys_.size() || rkeys_[key].first != conn) {
+  if (key < 0 || static_cast<size_t>(key) >= rkeys_.size() || rkeys_[key].conn != conn) {
     return Status::FailedPrecondition("get on a region that was not opened on this connection");
   }
   if (c->failed) return Status::Unavailable("server " + c->address + ": connection lost (" + c->failure + ")");
-  if (c->rma_ep == nullptr || rkeys_[key].second == nullptr) {
+  if (c->rma_ep == nullptr || rkeys_[key].rkey == nullptr) {
     return Status::Unavailable("one-sided reads from " + c->address + " were closed after a failure; reopen the table");
   }
   ucp_request_param_t param{};
@@ -252,7 +253,7 @@ Status Transport::Get(int conn, int key, std::span<const uint64_t> remote_addrs,
     ucp_request_free(request);
   };
   for (size_t k = 0; k < remote_addrs.size(); ++k) {
-    ucs_status_ptr_t req = ucp_get_nbx(c->rma_ep, dst + k * len, len, remote_addrs[k], rkeys_[key].second, &param);
+    ucs_status_ptr_t req = ucp_get_nbx(c->rma_ep, dst + k * len, len, remote_addrs[k], rkeys_[key].rkey, &param);
     if (UCS_PTR_IS_ERR(req)) {
       batch.status = UCS_PTR_STATUS(req);
       break;
@@ -294,14 +295,21 @@ Status Transport::EnableSharedMemoryRpc(int conn, const std::vector<uint8_t>& wo
 
 void Transport::CloseRmaLocked(Conn* c) {
   c->rpc_ep = nullptr;
-  for (auto& [conn, key] : rkeys_) {
-    if (conn == c->index && key != nullptr) {
-      ucp_rkey_destroy(key);
-      key = nullptr;
+  ++c->generation;
+  for (RegionKey& k : rkeys_) {
+    // Mapped regions stay mapped until the Transport goes: a reader may be copying from one.
+    if (k.conn == c->index && k.rkey != nullptr && !k.mapped) {
+      ucp_rkey_destroy(k.rkey);
+      k.rkey = nullptr;
     }
   }
   ucx::CloseEndpoint(ucx_->worker(), c->rma_ep);
   c->rma_ep = nullptr;
+}
+
+uint64_t Transport::generation(int conn) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return conns_[conn]->generation;
 }
 
 bool Transport::alive(int conn) const {

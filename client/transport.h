@@ -46,6 +46,11 @@ class Transport {
   // Replaces a failed connection with a fresh one to the same address.
   Status Reconnect(int conn);
   bool alive(int conn) const;
+  // Bumped whenever the connection's one-sided access is closed (a failure, a reconnect):
+  // regions opened under an older generation are stale. A mapped region's memory stays mapped
+  // (readers may still hold pointers into it) until the Transport is destroyed, but it is the
+  // old server's memory: callers must reopen their regions.
+  uint64_t generation(int conn) const;
   const std::string& address(int conn) const { return conns_[conn]->address; }
 
   // Sends a request; returns its id for Wait(). The payload is kept until UCX is done with it.
@@ -63,6 +68,7 @@ class Transport {
     RegionAccess access = RegionAccess::kNone;
     const uint8_t* mapped = nullptr;  // kMapped: the local address of `remote_base`.
     int key = -1;                     // kGet: handle for Get().
+    uint64_t generation = 0;          // The connection's generation() when opened.
     std::string transports;           // The RMA lanes UCX chose, for logs and stats.
   };
   // Opens a server's registered region (worker address and rkey from its rma_info): creates,
@@ -100,6 +106,7 @@ class Transport {
     std::string rma_transports;  // Transports of rma_ep's RMA lanes (from ucp_ep_print_info).
     std::string am_transports;   // Transports of rma_ep's active-message lanes.
     ucp_ep_h rpc_ep = nullptr;   // rma_ep when requests go over shared memory; else requests use ep.
+    uint64_t generation = 1;     // See Transport::generation().
     bool failed = false;
     std::string failure;
   };
@@ -129,8 +136,12 @@ class Transport {
   std::unordered_map<uint64_t, Pending> pending_;  // GUARDED_BY(mu_)
   uint64_t next_id_ = 1;                        // GUARDED_BY(mu_)
   size_t abandoned_ = 0;                        // GUARDED_BY(mu_)
-  // (connection, rkey) per opened region; index = Region::key; rkey nullptr once closed.
-  std::vector<std::pair<int, ucp_rkey_h>> rkeys_;  // GUARDED_BY(mu_)
+  struct RegionKey {
+    int conn;
+    ucp_rkey_h rkey;  // nullptr once destroyed (get regions, when their connection closes).
+    bool mapped;
+  };
+  std::vector<RegionKey> rkeys_;  // GUARDED_BY(mu_); index = Region::key (mapped ones too).
   std::atomic<bool> stop_{false};
   std::thread progress_;
 };

@@ -12,6 +12,8 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "engram/status.h"
 
@@ -30,12 +32,20 @@ class PushDedup {
 
   Verdict Begin(uint64_t client, uint64_t seq, Status* outcome);
   void Finish(uint64_t client, uint64_t seq, const Status& outcome);
+  // Durability: the push is applied and in the write-ahead log (called under the table's write
+  // locks, right after the append), so a checkpoint taken from now on must remember it.
+  void MarkLogged(uint64_t client, uint64_t seq);
+  // Recovery: a push found in the log or a checkpoint was applied (outcome OK).
+  void RecordApplied(uint64_t client, uint64_t seq);
+  // Every (client, seq) marked logged or recorded applied, for a checkpoint.
+  std::vector<std::pair<uint64_t, uint64_t>> Logged() const;
   // Number of pushes recognised as duplicates so far.
   uint64_t duplicates() const;
 
  private:
   struct Entry {
     bool done = false;
+    bool logged = false;
     Status outcome;
   };
   const size_t window_;

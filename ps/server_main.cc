@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <atomic>
 #include <memory>
@@ -23,8 +25,13 @@
 
 DEFINE_string(listen, "127.0.0.1:7070", "HOST:PORT of the UCX data plane (port 0: ephemeral)");
 DEFINE_string(admin_listen, "127.0.0.1:7071", "HOST:PORT of the admin HTTP endpoint (/healthz, /metrics, /status)");
-DEFINE_string(data_dir, "", "directory for this server's files (port file; the write-ahead log and "
-                            "snapshots arrive with the durability work)");
+DEFINE_string(data_dir, "", "directory for this server's catalog, write-ahead log and checkpoints; the server "
+                            "recovers its tables from it at start. Empty: nothing is durable");
+DEFINE_string(durability, "sync", "with --data_dir: sync (a push or put is acknowledged once its log record is on disk, "
+                                  "group commit), async (the log is synced every --wal_sync_interval_ms: a machine "
+                                  "crash loses at most that much acknowledged data; a process crash loses nothing)");
+DEFINE_int32(wal_sync_interval_ms, 100, "with --durability=async: how often the log is synced");
+DEFINE_int32(checkpoint_interval_s, 600, "with --data_dir: write a checkpoint (and drop the log it covers) this often; 0: only on request");
 DEFINE_int32(threads, 2, "worker threads for pushes, puts and large pulls");
 DEFINE_string(memory_budget, "0", "bytes of materialised rows this node may hold (suffix K, M, G, T); 0: unlimited");
 DEFINE_uint32(node_id, 0, "this server's node id (its index in the clients' --servers list)");
@@ -115,6 +122,9 @@ int main(int argc, char** argv) {
     }
     pool->Submit([run, r = std::move(req)] { run(r); });
   };
+  // A restarted daemon must get its port back at once, although connections of the previous
+  // process may still sit in TIME_WAIT on it (UCX does not set SO_REUSEADDR by default).
+  setenv("UCX_TCP_CM_REUSEADDR", "y", /*overwrite=*/0);
   auto server = ps::UcxServer::Start(data->host, data->port, handler);
   if (!server.ok()) return Die(server.status());
   ps::UcxServer* transport = server->get();
@@ -139,7 +149,48 @@ int main(int argc, char** argv) {
   opts.remote = &remote;
   auto service_owner = std::make_unique<ps::Service>(opts);
   ps::Service& service = *service_owner;
+  if (!FLAGS_data_dir.empty()) {
+    if (FLAGS_durability != "sync" && FLAGS_durability != "async") {
+      return Die(Status::InvalidArgument("--durability must be sync or async, not '" + FLAGS_durability + "'"));
+    }
+    ps::DurabilityOptions d;
+    d.dir = FLAGS_data_dir;
+    d.sync = FLAGS_durability == "sync";
+    d.sync_interval_ms = FLAGS_wal_sync_interval_ms;
+    ps::RecoveryStats rs;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (Status s = service.EnableDurability(d, &rs); !s.ok()) return Die(s.WithContext("recovering " + FLAGS_data_dir));
+    LOG(INFO) << "recovered " << rs.tables << " tables from " << FLAGS_data_dir << " in "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s: checkpoint "
+              << rs.checkpoint << " (" << rs.checkpoint_rows << " rows), " << rs.log_records << " log records ("
+              << rs.log_rows << " rows), " << rs.applied_pushes << " applied pushes remembered; durability "
+              << FLAGS_durability;
+    for (const auto& t : rs.torn_tails) LOG(WARNING) << "log segment ended in a torn record (a crash mid-write): " << t;
+  } else {
+    LOG(WARNING) << "no --data_dir: tables live in memory only and are lost when the server stops";
+  }
   service_ready = &service;
+  // Periodic checkpoints bound the log (and so the restart time).
+  std::mutex ckpt_mu;
+  std::condition_variable ckpt_cv;
+  bool ckpt_stop = false;
+  std::thread checkpointer;
+  if (!FLAGS_data_dir.empty() && FLAGS_checkpoint_interval_s > 0) {
+    checkpointer = std::thread([&] {
+      std::unique_lock<std::mutex> lock(ckpt_mu);
+      while (!ckpt_cv.wait_for(lock, std::chrono::seconds(FLAGS_checkpoint_interval_s), [&] { return ckpt_stop; })) {
+        lock.unlock();
+        auto cs = service.Checkpoint();
+        if (cs.ok()) {
+          LOG(INFO) << "checkpoint " << cs->checkpoint << ": " << cs->rows << " rows, " << cs->bytes << " bytes in "
+                    << cs->seconds << " s";
+        } else {
+          LOG(ERROR) << "periodic checkpoint failed: " << cs.status().ToString();
+        }
+        lock.lock();
+      }
+    });
+  }
 
   ps::AdminHandlers handlers;
   handlers.metrics = [&] {
@@ -178,6 +229,12 @@ int main(int argc, char** argv) {
     std::lock_guard<std::mutex> lock(pool_mu);
     stopping = true;  // Heavy requests from now on are refused with Unavailable (retry elsewhere).
   }
+  {
+    std::lock_guard<std::mutex> lock(ckpt_mu);
+    ckpt_stop = true;
+  }
+  ckpt_cv.notify_all();
+  if (checkpointer.joinable()) checkpointer.join();
   pool.reset();     // Finishes the requests already accepted; their replies still go out.
   (*server)->Stop();      // Then stops the data plane: no handler runs after this.
   service_owner.reset();  // Tables (and their registered arenas) go before the UCX context.

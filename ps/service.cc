@@ -20,6 +20,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kPut: return "put";
     case wire::MsgType::kStats: return "stats";
     case wire::MsgType::kRmaInfo: return "rma_info";
+    case wire::MsgType::kCheckpoint: return "checkpoint";
   }
   return "unknown";
 }
@@ -32,6 +33,8 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
   switch (static_cast<wire::MsgType>(h.type)) {
     case wire::MsgType::kPush:
     case wire::MsgType::kPut:
+    case wire::MsgType::kCheckpoint:
+    case wire::MsgType::kDropTable:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
     default: return false;
@@ -72,7 +75,8 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kDropTable: {
       std::string name;
       ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
-      return registry_.DropTable(name);
+      ENGRAM_RETURN_IF_ERROR(registry_.DropTable(name));
+      return durability_ ? durability_->SaveCatalog(registry_) : Status::OK();
     }
     case wire::MsgType::kListTables: {
       const auto names = registry_.List();
@@ -101,6 +105,12 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       return Status::OK();
     }
     case wire::MsgType::kRmaInfo: return RmaInfo(r, out);
+    case wire::MsgType::kCheckpoint: {
+      ENGRAM_ASSIGN_OR_RETURN(auto cs, Checkpoint());
+      w.PutString(nlohmann::json{{"node", options_.node_id}, {"checkpoint", cs.checkpoint}, {"rows", cs.rows},
+                                 {"bytes", cs.bytes}, {"seconds", cs.seconds}}.dump());
+      return Status::OK();
+    }
   }
   return Status::InvalidArgument("unknown request type " + std::to_string(h.type));
 }
@@ -122,7 +132,31 @@ Status Service::CreateTable(wire::Reader& r) {
   ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
   ENGRAM_RETURN_IF_ERROR(info.schema.Validate());
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
-  return registry_.CreateTable(info.schema, std::move(map), info.node_id).status();
+  const uint64_t incarnation = durability_ ? durability_->NextIncarnation() : 0;
+  ENGRAM_RETURN_IF_ERROR(registry_.CreateTable(info.schema, std::move(map), info.node_id, incarnation).status());
+  if (durability_) {
+    if (Status s = durability_->SaveCatalog(registry_); !s.ok()) {
+      registry_.DropTable(info.schema.name).IgnoreError();  // Not durable: not created.
+      return s;
+    }
+  }
+  return Status::OK();
+}
+
+Status Service::EnableDurability(const DurabilityOptions& options, RecoveryStats* stats) {
+  if (durability_) return Status::FailedPrecondition("durability is already on");
+  ENGRAM_ASSIGN_OR_RETURN(durability_, Durability::Open(options, &registry_, &dedup_, stats));
+  return Status::OK();
+}
+
+StatusOr<CheckpointStats> Service::Checkpoint() {
+  if (!durability_) return Status::FailedPrecondition("this server runs without --data_dir durability; nothing to checkpoint");
+  return durability_->Checkpoint(registry_, &dedup_);
+}
+
+Status Service::LogWrite(LogRecord* record, uint64_t* lsn) {
+  ENGRAM_ASSIGN_OR_RETURN(*lsn, durability_->Append(*record));
+  return Status::OK();
 }
 
 StatusOr<std::shared_ptr<Table>> Service::TableFor(const wire::Header& h, wire::Reader& r) {
@@ -205,7 +239,19 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   // Gradients sit 8-aligned in the payload (the Reader guarantees the offset, the receive
   // buffer comes from the allocator), so they are read in place.
   Status s = CheckBudget();
-  if (s.ok()) s = t->Push(rows, reinterpret_cast<const float*>(g));
+  if (s.ok() && durability_) {
+    LogRecord record(RecordKind::kPush, *t, client, seq);
+    uint64_t lsn = 0;
+    WriteLog log{&record, [&] {
+                   ENGRAM_RETURN_IF_ERROR(LogWrite(&record, &lsn));
+                   dedup_.MarkLogged(client, seq);
+                   return Status::OK();
+                 }};
+    s = t->Push(rows, reinterpret_cast<const float*>(g), &log);
+    if (s.ok()) s = durability_->Sync(lsn);  // Acknowledge only what a crash cannot take back.
+  } else if (s.ok()) {
+    s = t->Push(rows, reinterpret_cast<const float*>(g));
+  }
   dedup_.Finish(client, seq, s);
   if (s.ok()) counters_.rows_pushed += rows.size();
   return s;
@@ -221,7 +267,15 @@ Status Service::Put(const wire::Header& h, wire::Reader& r) {
                                                                         " bytes per row"));
   if (r.remaining() != 0) return Status::InvalidArgument("put values must be " + std::to_string(vb) + " bytes per row");
   ENGRAM_RETURN_IF_ERROR(CheckBudget());
-  ENGRAM_RETURN_IF_ERROR(t->Put(rows, v));
+  if (durability_) {
+    LogRecord record(RecordKind::kPut, *t);
+    uint64_t lsn = 0;
+    WriteLog log{&record, [&] { return LogWrite(&record, &lsn); }};
+    ENGRAM_RETURN_IF_ERROR(t->Put(rows, v, &log));
+    ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
+  } else {
+    ENGRAM_RETURN_IF_ERROR(t->Put(rows, v));
+  }
   counters_.rows_put += rows.size();
   return Status::OK();
 }

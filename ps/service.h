@@ -14,6 +14,7 @@
 
 #include "engram/status.h"
 #include "engram/wire.h"
+#include "ps/durability.h"
 #include "ps/push_dedup.h"
 #include "ps/table_registry.h"
 
@@ -51,6 +52,13 @@ class Service {
   explicit Service(ServiceOptions options)
       : options_(options), registry_(options.node_id, options.shard), started_(std::chrono::steady_clock::now()) {}
 
+  // Makes writes durable under options.dir and recovers what is there (see ps/durability.h).
+  // Call once, before the first request.
+  Status EnableDurability(const DurabilityOptions& options, RecoveryStats* stats);
+  // Writes a checkpoint now (also what kCheckpoint requests run). FailedPrecondition without
+  // durability.
+  StatusOr<CheckpointStats> Checkpoint();
+
   // Executes one request. `payload` is the request's bytes after the header.
   Reply Handle(const wire::Header& header, const uint8_t* payload, size_t len);
 
@@ -85,9 +93,13 @@ class Service {
   Status CheckBudget() const;
   wire::TableInfo Info(const Table& t) const;
 
+  // Appends `record` from inside the write (WriteLog::logged); sets *lsn.
+  Status LogWrite(LogRecord* record, uint64_t* lsn);
+
   const ServiceOptions options_;
   TableRegistry registry_;
   PushDedup dedup_;
+  std::unique_ptr<Durability> durability_;
   Counters counters_;
   const std::chrono::steady_clock::time_point started_;
 };

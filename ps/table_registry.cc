@@ -8,7 +8,7 @@
 namespace engram::ps {
 
 StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id,
-                                               const storage::ShardOptions& options) {
+                                               const storage::ShardOptions& options, uint64_t incarnation) {
   ENGRAM_RETURN_IF_ERROR(schema.Validate());
   if (map.num_rows() != schema.num_rows) {
     return Status::InvalidArgument("shard map covers " + std::to_string(map.num_rows()) + " rows, table '" +
@@ -20,7 +20,7 @@ StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluste
     const cluster::RowRange r = map.Range(i);
     ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, options));
   }
-  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, std::move(shards)));
+  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, std::move(shards), incarnation));
 }
 
 TableStats Table::stats() const {
@@ -85,12 +85,32 @@ storage::Shard* Table::SingleLocalShard(std::span<const uint64_t> rows) const {
   return shards_[s0].get();
 }
 
-Status Table::Push(std::span<const uint64_t> rows, const float* grads) {
+std::vector<std::unique_lock<std::mutex>> Table::LockShards(const std::vector<std::vector<uint32_t>>& by_shard) const {
+  std::vector<std::unique_lock<std::mutex>> locks;
+  for (uint32_t s = 0; s < by_shard.size(); ++s) {
+    if (!by_shard[s].empty()) locks.emplace_back(write_mu_[s]);
+  }
+  return locks;
+}
+
+std::vector<std::unique_lock<std::mutex>> Table::LockWrites() const {
+  std::vector<std::unique_lock<std::mutex>> locks;
+  for (uint32_t s = 0; s < shards_.size(); ++s) {
+    if (shards_[s]) locks.emplace_back(write_mu_[s]);
+  }
+  return locks;
+}
+
+Status Table::Push(std::span<const uint64_t> rows, const float* grads, const WriteLog* log) {
+  storage::RowImageSink* sink = log ? log->sink : nullptr;
   // Fast path: the whole batch in one local shard needs no regrouping or copying (the shard
   // validates the whole batch before applying any row).
   if (storage::Shard* shard = SingleLocalShard(rows)) {
     storage::ApplyScratch scratch;
-    return shard->ApplyGradients(rows, grads, &scratch);
+    if (log == nullptr) return shard->ApplyGradients(rows, grads, &scratch);
+    std::lock_guard<std::mutex> lock(write_mu_[map_.ShardOf(rows[0])]);
+    ENGRAM_RETURN_IF_ERROR(shard->ApplyGradients(rows, grads, &scratch, sink));
+    return log->logged();
   }
   std::vector<std::vector<uint32_t>> by_shard;
   ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
@@ -105,6 +125,8 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads) {
   std::vector<uint64_t> ids;
   std::vector<float> g;
   storage::ApplyScratch scratch;
+  std::vector<std::unique_lock<std::mutex>> locks;
+  if (log != nullptr) locks = LockShards(by_shard);
   for (uint32_t s = 0; s < by_shard.size(); ++s) {
     const auto& idx = by_shard[s];
     if (idx.empty()) continue;
@@ -114,17 +136,19 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads) {
       ids[k] = rows[idx[k]];
       std::memcpy(g.data() + k * dim, grads + size_t{idx[k]} * dim, sizeof(float) * dim);
     }
-    ENGRAM_RETURN_IF_ERROR(shards_[s]->ApplyGradients(ids, g.data(), &scratch));
+    ENGRAM_RETURN_IF_ERROR(shards_[s]->ApplyGradients(ids, g.data(), &scratch, sink));
   }
-  return Status::OK();
+  return log != nullptr ? log->logged() : Status::OK();
 }
 
-Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values) {
+Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const WriteLog* log) {
   std::vector<std::vector<uint32_t>> by_shard;
   ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
   const size_t vb = schema_.value_bytes();
   std::vector<uint64_t> ids;
   std::vector<uint8_t> v;
+  std::vector<std::unique_lock<std::mutex>> locks;
+  if (log != nullptr) locks = LockShards(by_shard);
   for (uint32_t s = 0; s < by_shard.size(); ++s) {
     const auto& idx = by_shard[s];
     if (idx.empty()) continue;
@@ -134,9 +158,16 @@ Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values) {
       ids[k] = rows[idx[k]];
       std::memcpy(v.data() + k * vb, values + size_t{idx[k]} * vb, vb);
     }
-    ENGRAM_RETURN_IF_ERROR(shards_[s]->Put(ids, v.data()));
+    ENGRAM_RETURN_IF_ERROR(shards_[s]->Put(ids, v.data(), log ? log->sink : nullptr));
   }
-  return Status::OK();
+  return log != nullptr ? log->logged() : Status::OK();
+}
+
+Status Table::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+  if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
+  const uint32_t s = map_.ShardOf(row);
+  if (!shards_[s]) return Status::OK();
+  return shards_[s]->Restore(row, version, value, state);
 }
 
 StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& schema, uint32_t num_shards) {
@@ -147,10 +178,10 @@ StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& s
 }
 
 StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& schema, cluster::ShardMap map,
-                                                            uint32_t node_id) {
+                                                            uint32_t node_id, uint64_t incarnation) {
   std::lock_guard<std::mutex> lock(mu_);
   if (tables_.contains(schema.name)) return Status::AlreadyExists("table '" + schema.name + "' already exists");
-  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id, options_));
+  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id, options_, incarnation));
   tables_[schema.name] = table;
   return table;
 }
@@ -176,6 +207,13 @@ StatusOr<std::shared_ptr<Table>> TableRegistry::Get(const std::string& name) con
   auto it = tables_.find(name);
   if (it == tables_.end()) return Status::NotFound("no table named '" + name + "'");
   return it->second;
+}
+
+std::vector<std::shared_ptr<Table>> TableRegistry::Tables() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<Table>> out;
+  for (const auto& [name, t] : tables_) out.push_back(t);
+  return out;
 }
 
 std::vector<std::string> TableRegistry::List() const {

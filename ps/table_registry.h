@@ -11,6 +11,7 @@
 #define ENGRAM_PS_TABLE_REGISTRY_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,11 +32,23 @@ struct TableStats {
   uint32_t local_shards = 0;
 };
 
+// Durability hook of a write: `sink` receives every changed row's after-image while the row is
+// held, and `logged()` runs once all rows are applied, still under the write locks of the
+// shards involved (it appends the write-ahead log record), so each shard's records are in the
+// log in the order its writes were applied. A null hook: no locks, no log.
+struct WriteLog {
+  storage::RowImageSink* sink = nullptr;
+  std::function<Status()> logged;
+};
+
 class Table {
  public:
-  // Creates the shards of `map` owned by `node_id`.
+  // Creates the shards of `map` owned by `node_id`. `incarnation` tells this table apart from
+  // an earlier one of the same name in the write-ahead log.
   static StatusOr<std::shared_ptr<Table>> Create(const TableSchema& schema, cluster::ShardMap map,
-                                                 uint32_t node_id, const storage::ShardOptions& options);
+                                                 uint32_t node_id, const storage::ShardOptions& options,
+                                                 uint64_t incarnation = 0);
+  uint64_t incarnation() const { return incarnation_; }
 
   const TableSchema& schema() const { return schema_; }
   const cluster::ShardMap& shard_map() const { return map_; }
@@ -48,13 +61,23 @@ class Table {
   // table; FailedPrecondition for a row whose shard is not on this node.
   Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */) const;
   // Gradients for `rows` (f32, dim each); duplicates summed; all-or-nothing validation.
-  Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */);
+  Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */, const WriteLog* log = nullptr);
   // Overwrites rows with values at rest.
-  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */);
+  Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */,
+             const WriteLog* log = nullptr);
+  // Recovery: a logged after-image (see storage::Shard::Restore). Rows of shards this node does
+  // not hold are skipped (OK).
+  Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
+  // Excludes every logged write of this table while the returned locks live (checkpoints).
+  std::vector<std::unique_lock<std::mutex>> LockWrites() const;
 
  private:
-  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, std::vector<std::unique_ptr<storage::Shard>> shards)
-      : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), shards_(std::move(shards)) {}
+  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, std::vector<std::unique_ptr<storage::Shard>> shards,
+        uint64_t incarnation)
+      : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), shards_(std::move(shards)),
+        write_mu_(new std::mutex[shards_.size()]), incarnation_(incarnation) {}
+  // Locks the write mutexes of the shards in `by_shard` that have rows, in ascending order.
+  std::vector<std::unique_lock<std::mutex>> LockShards(const std::vector<std::vector<uint32_t>>& by_shard) const;
 
   // The local shard holding every row of `rows`, or nullptr if they span shards (or are bad).
   storage::Shard* SingleLocalShard(std::span<const uint64_t> rows) const;
@@ -65,6 +88,8 @@ class Table {
   cluster::ShardMap map_;
   uint32_t node_id_;
   std::vector<std::unique_ptr<storage::Shard>> shards_;  // Index = shard id; null if not local.
+  std::unique_ptr<std::mutex[]> write_mu_;  // Per shard: orders logged writes with their log records.
+  uint64_t incarnation_;
 };
 
 class TableRegistry {
@@ -76,7 +101,10 @@ class TableRegistry {
   // AlreadyExists if the name is taken.
   StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, uint32_t num_shards);
   // Creates a table placed by `map`; this node holds the shards `map` gives `node_id`.
-  StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id);
+  StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id,
+                                               uint64_t incarnation = 0);
+  // All tables, by name.
+  std::vector<std::shared_ptr<Table>> Tables() const;
   // Bytes of rows materialised over all tables (value slots and optimizer state).
   uint64_t TouchedBytes() const;
   Status DropTable(const std::string& name);

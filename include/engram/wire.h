@@ -35,6 +35,7 @@ enum class MsgType : uint16_t {
   kStats = 9,
   kRmaInfo = 10,  // Table name -> the server's worker address and, per local shard, its arena's
                   // base address, slot stride, row range and packed rkey (one-sided reads).
+  kCheckpoint = 11,  // -> JSON of the checkpoint written (every table of the server).
 };
 
 struct Header {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -20,40 +21,23 @@ namespace engram::testing {
 
 class ServerProcess {
  public:
-  // Waits (up to 15 s) until the server wrote its port file; throws if it does not.
+  // Waits (up to 30 s) until the server wrote its port file; throws if it does not.
   static std::unique_ptr<ServerProcess> Start(uint32_t node_id, std::vector<std::string> flags = {}) {
     auto s = std::unique_ptr<ServerProcess>(new ServerProcess());
     char tmpl[] = "/tmp/engram_srv_XXXXXX";
     if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
     s->dir_ = tmpl;
-    const std::string port_file = s->dir_ + "/ports";
-    std::vector<std::string> args = {ENGRAM_SERVER_PATH, "--listen=127.0.0.1:0", "--admin_listen=127.0.0.1:0",
-                                     "--node_id=" + std::to_string(node_id), "--port_file=" + port_file,
-                                     "--data_dir=" + s->dir_ + "/data"};
-    args.insert(args.end(), flags.begin(), flags.end());
-    s->pid_ = fork();
-    if (s->pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlive a test that crashed.
-      const std::string log = s->dir_ + "/log";
-      freopen(log.c_str(), "w", stderr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::ifstream f(port_file);
-      if (f >> s->port_ >> s->admin_port_) return s;
-      int status;
-      if (waitpid(s->pid_, &status, WNOHANG) == s->pid_) {
-        s->pid_ = -1;
-        throw std::runtime_error("engram-server exited at start; see " + s->dir_ + "/log");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    throw std::runtime_error("engram-server did not start within 15 s");
+    s->node_id_ = node_id;
+    s->flags_ = std::move(flags);
+    s->Launch(0);
+    return s;
+  }
+
+  // Starts the server again after Stop() or Kill9(): same flags, same data directory (so it
+  // recovers its tables), same data port (clients reconnect to the address they know).
+  void Restart() {
+    if (pid_ > 0) throw std::runtime_error("Restart of a running server");
+    Launch(port_);
   }
 
   ~ServerProcess() {
@@ -92,7 +76,42 @@ class ServerProcess {
 
  private:
   ServerProcess() = default;
+
+  void Launch(uint16_t port) {
+    const std::string port_file = dir_ + "/ports";
+    std::remove(port_file.c_str());
+    std::vector<std::string> args = {ENGRAM_SERVER_PATH, "--listen=127.0.0.1:" + std::to_string(port),
+                                     "--admin_listen=127.0.0.1:0", "--node_id=" + std::to_string(node_id_),
+                                     "--port_file=" + port_file, "--data_dir=" + dir_ + "/data"};
+    args.insert(args.end(), flags_.begin(), flags_.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlive a test that crashed.
+      const std::string log = dir_ + "/log";
+      freopen(log.c_str(), "a", stderr);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream f(port_file);
+      if (f >> port_ >> admin_port_) return;
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("engram-server exited at start; see " + dir_ + "/log");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("engram-server did not start within 30 s");
+  }
+
   std::string dir_;
+  uint32_t node_id_ = 0;
+  std::vector<std::string> flags_;
   pid_t pid_ = -1;
   int exit_status_ = 0;
   uint16_t port_ = 0, admin_port_ = 0;

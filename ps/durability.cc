@@ -1,0 +1,352 @@
+// Durability: catalog file, log records of after-images, checkpoints, recovery.
+#include "ps/durability.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "engram/wire.h"
+#include "storage/crc32c.h"
+
+namespace engram::ps {
+namespace {
+
+constexpr uint32_t kCatalogMagic = 0x54414345;  // "ECAT"
+constexpr uint32_t kCatalogVersion = 1;
+constexpr size_t kCheckpointRecordBytes = size_t{4} << 20;
+
+Status Errno(const std::string& what) { return Status::IoError(what + ": " + std::strerror(errno)); }
+
+Status SyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return Errno("open " + path);
+  const int r = ::fsync(fd);
+  ::close(fd);
+  return r == 0 ? Status::OK() : Errno("fsync " + path);
+}
+
+// Writes `bytes` to `path` atomically: a temp file, fsync, rename, fsync of the directory.
+Status WriteFileAtomically(const std::string& dir, const std::string& name, const std::vector<uint8_t>& bytes) {
+  const std::string tmp = dir + "/" + name + ".tmp", path = dir + "/" + name;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create " + tmp);
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t w = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      ::close(fd);
+      return Errno("write " + tmp);
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    return Errno("fsync " + tmp);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return SyncPath(dir, true);
+}
+
+// Numbers of the complete checkpoints (directories named by a number), ascending.
+std::vector<uint64_t> Checkpoints(const std::string& dir) {
+  std::vector<uint64_t> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(e->d_name, &end, 10);
+    if (end != e->d_name && *end == '\0' && n > 0) out.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+LogRecord::LogRecord(RecordKind kind, const Table& table, uint64_t client, uint64_t seq)
+    : value_bytes_(table.schema().value_bytes()) {
+  state_bytes_ = 0;
+  for (uint32_t s = 0; s < table.shard_map().num_shards(); ++s) {
+    if (table.shard(s) != nullptr) state_bytes_ = table.shard(s)->state_bytes();
+  }
+  wire::Writer w(&buf_);
+  w.Put<uint8_t>(static_cast<uint8_t>(kind));
+  w.PutString(table.schema().name);
+  w.Put<uint64_t>(table.incarnation());
+  w.Put<uint64_t>(client);
+  w.Put<uint64_t>(seq);
+  w.Put<uint32_t>(static_cast<uint32_t>(value_bytes_));
+  w.Put<uint32_t>(static_cast<uint32_t>(state_bytes_));
+  count_at_ = buf_.size();
+  w.Put<uint32_t>(0);  // Row count, patched by bytes().
+}
+
+void LogRecord::Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+  wire::Writer w(&buf_);
+  w.Put<uint64_t>(row);
+  w.Put<uint64_t>(version);
+  w.PutBytes(value, value_bytes_);
+  if (state_bytes_ > 0) w.PutBytes(state, state_bytes_);
+  ++rows_;
+}
+
+std::span<const uint8_t> LogRecord::bytes() {
+  std::memcpy(buf_.data() + count_at_, &rows_, sizeof(rows_));
+  return buf_;
+}
+
+StatusOr<std::unique_ptr<Durability>> Durability::Open(const DurabilityOptions& options, TableRegistry* registry,
+                                                       PushDedup* dedup, RecoveryStats* stats) {
+  for (const std::string& d : {options.dir, options.dir + "/wal", options.dir + "/checkpoints"}) {
+    if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) return Errno("create " + d);
+  }
+  auto dur = std::unique_ptr<Durability>(new Durability(options));
+  // A checkpoint a crash interrupted is incomplete by construction: discard it.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(options.dir + "/checkpoints", ec)) {
+    if (e.path().extension() == ".tmp") std::filesystem::remove_all(e.path(), ec);
+  }
+  RecoveryStats local;
+  RecoveryStats& st = stats ? *stats : local;
+  ENGRAM_RETURN_IF_ERROR(dur->LoadCatalog(registry, &st));
+  // The newest complete checkpoint, then every log segment it does not cover.
+  uint64_t first_segment = 0;
+  const auto cps = Checkpoints(options.dir + "/checkpoints");
+  if (!cps.empty()) {
+    first_segment = cps.back();
+    st.checkpoint = cps.back();
+    const std::string cp = options.dir + "/checkpoints/" + std::to_string(cps.back());
+    storage::WalReplayStats rs;
+    ENGRAM_RETURN_IF_ERROR(storage::WriteAheadLog::Replay(cp, 0, [&](std::span<const uint8_t> p) {
+      return dur->ApplyRecord(p, registry, dedup, &st, true);
+    }, &rs));
+    if (!rs.torn_tails.empty()) return Status::DataLoss("checkpoint " + cp + " is damaged: " + rs.torn_tails[0]);
+  }
+  storage::WalReplayStats rs;
+  ENGRAM_RETURN_IF_ERROR(storage::WriteAheadLog::Replay(options.dir + "/wal", first_segment,
+                                                        [&](std::span<const uint8_t> p) {
+                                                          return dur->ApplyRecord(p, registry, dedup, &st, false);
+                                                        },
+                                                        &rs));
+  st.torn_tails = rs.torn_tails;
+  storage::WalOptions wo;
+  wo.sync = options.sync;
+  wo.sync_interval_ms = options.sync_interval_ms;
+  ENGRAM_ASSIGN_OR_RETURN(dur->wal_, storage::WriteAheadLog::Open(options.dir + "/wal", wo));
+  return dur;
+}
+
+Status Durability::LoadCatalog(TableRegistry* registry, RecoveryStats* stats) {
+  const std::string path = options_.dir + "/catalog";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::OK();  // A fresh data directory.
+    return Errno("open " + path);
+  }
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[65536];
+  for (;;) {
+    const ssize_t r = ::read(fd, chunk, sizeof(chunk));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    bytes.insert(bytes.end(), chunk, chunk + r);
+  }
+  ::close(fd);
+  uint32_t crc = 0;
+  if (bytes.size() < 4) return Status::DataLoss(path + " is truncated");
+  std::memcpy(&crc, bytes.data(), 4);
+  if (storage::Crc32c(bytes.data() + 4, bytes.size() - 4) != crc) return Status::DataLoss(path + " fails its checksum");
+  wire::Reader r(bytes.data() + 4, bytes.size() - 4);
+  uint32_t magic = 0, version = 0, n = 0;
+  uint64_t next = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&magic));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&version));
+  if (magic != kCatalogMagic || version != kCatalogVersion) {
+    return Status::DataLoss(path + " is not an engram-ps catalog of version " + std::to_string(kCatalogVersion));
+  }
+  ENGRAM_RETURN_IF_ERROR(r.Get(&next));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+  next_incarnation_ = next;
+  for (uint32_t i = 0; i < n; ++i) {
+    wire::TableInfo info;
+    uint64_t incarnation = 0;
+    ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info).WithContext(path));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&incarnation));
+    ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+    ENGRAM_RETURN_IF_ERROR(registry->CreateTable(info.schema, std::move(map), info.node_id, incarnation).status());
+    stats->tables++;
+  }
+  return Status::OK();
+}
+
+uint64_t Durability::NextIncarnation() {
+  // Persisted with the catalog: SaveCatalog runs after every create.
+  return next_incarnation_.fetch_add(1);
+}
+
+Status Durability::SaveCatalog(const TableRegistry& registry) {
+  std::lock_guard<std::mutex> lock(catalog_mu_);
+  std::vector<uint8_t> bytes(4);
+  wire::Writer w(&bytes);
+  w.Put<uint32_t>(kCatalogMagic);
+  w.Put<uint32_t>(kCatalogVersion);
+  w.Put<uint64_t>(next_incarnation_.load());
+  const auto tables = registry.Tables();
+  w.Put<uint32_t>(static_cast<uint32_t>(tables.size()));
+  for (const auto& t : tables) {
+    wire::TableInfo info;
+    info.schema = t->schema();
+    info.epoch = t->shard_map().epoch();
+    info.owners = t->shard_map().owners();
+    info.node_id = t->node_id();
+    wire::PutTableInfo(w, info);
+    w.Put<uint64_t>(t->incarnation());
+  }
+  const uint32_t crc = storage::Crc32c(bytes.data() + 4, bytes.size() - 4);
+  std::memcpy(bytes.data(), &crc, 4);
+  return WriteFileAtomically(options_.dir, "catalog", bytes);
+}
+
+StatusOr<uint64_t> Durability::Append(LogRecord& record) {
+  ENGRAM_ASSIGN_OR_RETURN(uint64_t lsn, wal_->Append(record.bytes()));
+  records_++;
+  return lsn;
+}
+
+Status Durability::Sync(uint64_t lsn) { return wal_->Sync(lsn); }
+
+Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* registry, PushDedup* dedup,
+                               RecoveryStats* stats, bool from_checkpoint) {
+  wire::Reader r(payload.data(), payload.size());
+  uint8_t kind = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&kind));
+  if (kind == static_cast<uint8_t>(RecordKind::kApplied)) {
+    uint32_t n = 0;
+    ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+    for (uint32_t i = 0; i < n; ++i) {
+      uint64_t client = 0, seq = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&client));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
+      dedup->RecordApplied(client, seq);
+      stats->applied_pushes++;
+    }
+    return Status::OK();
+  }
+  if (kind < 1 || kind > 3) return Status::DataLoss("unknown log record kind " + std::to_string(kind));
+  std::string name;
+  uint64_t incarnation = 0, client = 0, seq = 0;
+  uint32_t vb = 0, sb = 0, n = 0;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&incarnation));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&client));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&vb));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&sb));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+  auto t = registry->Get(name);
+  // A record of a table dropped since (or dropped and created again) is history.
+  if (!t.ok() || (*t)->incarnation() != incarnation) return Status::OK();
+  if (vb != (*t)->schema().value_bytes()) return Status::DataLoss("log record of '" + name + "' has the wrong row size");
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t row = 0, version = 0;
+    const uint8_t* value = nullptr;
+    const uint8_t* state = nullptr;
+    ENGRAM_RETURN_IF_ERROR(r.Get(&row));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&version));
+    ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &value));
+    if (sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &state));
+    ENGRAM_RETURN_IF_ERROR((*t)->Restore(row, version, value, state).WithContext("log record of '" + name + "'"));
+  }
+  if (from_checkpoint) {
+    stats->checkpoint_rows += n;
+  } else {
+    stats->log_records++;
+    stats->log_rows += n;
+  }
+  if (kind == static_cast<uint8_t>(RecordKind::kPush) && client != 0) {
+    dedup->RecordApplied(client, seq);
+    stats->applied_pushes++;
+  }
+  return Status::OK();
+}
+
+StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, PushDedup* dedup) {
+  std::lock_guard<std::mutex> one_at_a_time(checkpoint_mu_);
+  const auto t0 = std::chrono::steady_clock::now();
+  CheckpointStats cs;
+  const auto tables = registry.Tables();
+  std::vector<std::pair<uint64_t, uint64_t>> applied;
+  {
+    // No logged write is between its apply and its append while every table's write locks are
+    // held: the new segment gets exactly the writes not yet logged, and `applied` lists every
+    // push whose record went to the segments this checkpoint replaces.
+    std::vector<std::vector<std::unique_lock<std::mutex>>> locks;
+    for (const auto& t : tables) locks.push_back(t->LockWrites());
+    ENGRAM_ASSIGN_OR_RETURN(cs.checkpoint, wal_->Rotate());
+    applied = dedup->Logged();
+  }
+  const std::string root = options_.dir + "/checkpoints";
+  const std::string tmp = root + "/" + std::to_string(cs.checkpoint) + ".tmp";
+  std::filesystem::remove_all(tmp);
+  {
+    storage::WalOptions wo;  // Synced once at the end.
+    wo.sync = true;
+    ENGRAM_ASSIGN_OR_RETURN(auto out, storage::WriteAheadLog::Open(tmp, wo));
+    std::vector<uint8_t> buf;
+    wire::Writer w(&buf);
+    w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kApplied));
+    w.Put<uint32_t>(static_cast<uint32_t>(applied.size()));
+    for (const auto& [client, seq] : applied) {
+      w.Put<uint64_t>(client);
+      w.Put<uint64_t>(seq);
+    }
+    ENGRAM_ASSIGN_OR_RETURN(uint64_t last, out->Append(buf));
+    for (const auto& t : tables) {
+      for (uint32_t s = 0; s < t->shard_map().num_shards(); ++s) {
+        const storage::Shard* shard = t->shard(s);
+        if (shard == nullptr) continue;
+        std::unique_ptr<LogRecord> rec = std::make_unique<LogRecord>(RecordKind::kCheckpointRows, *t);
+        Status st;
+        auto flush = [&] {
+          if (rec->rows() == 0 || !st.ok()) return;
+          auto lsn = out->Append(rec->bytes());
+          if (!lsn.ok()) st = lsn.status();
+          else last = *lsn;
+          cs.rows += rec->rows();
+          cs.bytes += rec->bytes().size();
+          rec = std::make_unique<LogRecord>(RecordKind::kCheckpointRows, *t);
+        };
+        shard->ForEachTouched([&](uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+          rec->Add(row, version, value, state);
+          if (rec->bytes().size() >= kCheckpointRecordBytes) flush();
+        });
+        flush();
+        ENGRAM_RETURN_IF_ERROR(st);
+      }
+    }
+    ENGRAM_RETURN_IF_ERROR(out->Sync(last));
+  }
+  const std::string final_dir = root + "/" + std::to_string(cs.checkpoint);
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return Errno("rename " + tmp);
+  ENGRAM_RETURN_IF_ERROR(SyncPath(root, true));
+  // Now the checkpoint stands in for older log segments and checkpoints.
+  ENGRAM_RETURN_IF_ERROR(wal_->DropSegmentsBelow(cs.checkpoint));
+  for (uint64_t old : Checkpoints(root)) {
+    if (old < cs.checkpoint) std::filesystem::remove_all(root + "/" + std::to_string(old));
+  }
+  cs.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return cs;
+}
+
+}  // namespace engram::ps
