@@ -348,9 +348,25 @@ StatusOr<std::vector<std::string>> Client::ServerStatus() {
   return out;
 }
 
-StatusOr<std::string> Client::Checkpoint(int server) {
+StatusOr<std::string> Client::Checkpoint(int server, const std::string& label) {
   if (server < 0 || static_cast<size_t>(server) >= num_servers()) return Status::InvalidArgument("no such server");
-  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, wire::MsgType::kCheckpoint, 0, {}));
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  w.PutString(label);
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, wire::MsgType::kCheckpoint, 0, p));
+  wire::Reader rd(r.payload.data(), r.payload.size());
+  std::string s;
+  ENGRAM_RETURN_IF_ERROR(rd.GetString(&s, 1 << 16));
+  return s;
+}
+
+StatusOr<std::string> Client::RestoreTable(int server, const std::string& name, const std::string& label) {
+  if (server < 0 || static_cast<size_t>(server) >= num_servers()) return Status::InvalidArgument("no such server");
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  w.PutString(name);
+  w.PutString(label);
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, wire::MsgType::kRestore, 0, p));
   wire::Reader rd(r.payload.data(), r.payload.size());
   std::string s;
   ENGRAM_RETURN_IF_ERROR(rd.GetString(&s, 1 << 16));

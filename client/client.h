@@ -203,7 +203,10 @@ class Client {
   // Asks server `server` to write a checkpoint of all its tables now; returns its JSON report
   // ({"node", "checkpoint", "rows", "bytes", "seconds"}). FailedPrecondition if the server
   // keeps nothing on disk (no --data_dir).
-  StatusOr<std::string> Checkpoint(int server);
+  StatusOr<std::string> Checkpoint(int server, const std::string& label = "");
+  // Asks server `server` to roll table `name` back to its checkpoint labeled `label` (see
+  // ps/durability.h); returns its JSON report ({"rows_restored", "rows_reset", ...}).
+  StatusOr<std::string> RestoreTable(int server, const std::string& name, const std::string& label);
 
  private:
   friend class TableHandle;

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "engram/wire.h"
 #include "storage/crc32c.h"
@@ -243,6 +245,7 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
     }
     return Status::OK();
   }
+  if (kind == static_cast<uint8_t>(RecordKind::kTables)) return Status::OK();  // For restores only.
   if (kind < 1 || kind > 3) return Status::DataLoss("unknown log record kind " + std::to_string(kind));
   std::string name;
   uint64_t incarnation = 0, client = 0, seq = 0;
@@ -281,7 +284,11 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
   return Status::OK();
 }
 
-StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, PushDedup* dedup) {
+StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, PushDedup* dedup,
+                                                  const std::string& label) {
+  if (label.find_first_of("/\n") != std::string::npos || label.size() > 128) {
+    return Status::InvalidArgument("checkpoint label must be at most 128 characters, without '/' or newlines");
+  }
   std::lock_guard<std::mutex> one_at_a_time(checkpoint_mu_);
   const auto t0 = std::chrono::steady_clock::now();
   CheckpointStats cs;
@@ -312,6 +319,15 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
       w.Put<uint64_t>(seq);
     }
     ENGRAM_ASSIGN_OR_RETURN(uint64_t last, out->Append(buf));
+    // Which tables (and incarnations) this checkpoint holds, for restores.
+    buf.clear();
+    w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kTables));
+    w.Put<uint32_t>(static_cast<uint32_t>(tables.size()));
+    for (const auto& t : tables) {
+      w.PutString(t->schema().name);
+      w.Put<uint64_t>(t->incarnation());
+    }
+    ENGRAM_ASSIGN_OR_RETURN(last, out->Append(buf));
     for (const auto& t : tables) {
       for (uint32_t s = 0; s < t->shard_map().num_shards(); ++s) {
         const storage::Shard* shard = t->shard(s);
@@ -337,16 +353,118 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
     }
     ENGRAM_RETURN_IF_ERROR(out->Sync(last));
   }
+  if (!label.empty()) {
+    std::vector<uint8_t> l(label.begin(), label.end());
+    ENGRAM_RETURN_IF_ERROR(WriteFileAtomically(tmp, "LABEL", l));
+  }
   const std::string final_dir = root + "/" + std::to_string(cs.checkpoint);
   if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return Errno("rename " + tmp);
   ENGRAM_RETURN_IF_ERROR(SyncPath(root, true));
   // Now the checkpoint stands in for older log segments and checkpoints.
   ENGRAM_RETURN_IF_ERROR(wal_->DropSegmentsBelow(cs.checkpoint));
   for (uint64_t old : Checkpoints(root)) {
-    if (old < cs.checkpoint) std::filesystem::remove_all(root + "/" + std::to_string(old));
+    const std::string dir = root + "/" + std::to_string(old);
+    if (old < cs.checkpoint && !std::filesystem::exists(dir + "/LABEL")) std::filesystem::remove_all(dir);
   }
   cs.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return cs;
+}
+
+StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, const std::string& label) {
+  const std::string root = options_.dir + "/checkpoints";
+  std::string dir;
+  for (uint64_t n : Checkpoints(root)) {  // Ascending: the last match is the newest.
+    std::ifstream f(root + "/" + std::to_string(n) + "/LABEL");
+    std::string l((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (f && l == label) dir = root + "/" + std::to_string(n);
+  }
+  if (dir.empty()) return Status::NotFound("no checkpoint labeled '" + label + "' on this server");
+  const std::string& name = table->schema().name;
+  const size_t vb = table->schema().value_bytes();
+  // Rows the checkpoint restores, per local row (a bit each).
+  std::vector<bool> restored(table->schema().num_rows, false);
+  uint64_t n_restored = 0, n_reset = 0;
+  bool listed = false;
+  auto locks = table->LockWrites();
+  auto record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
+  uint64_t lsn = 0;
+  auto flush = [&]() -> Status {
+    if (record->rows() == 0) return Status::OK();
+    ENGRAM_ASSIGN_OR_RETURN(lsn, Append(*record));
+    record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
+    return Status::OK();
+  };
+  ENGRAM_RETURN_IF_ERROR(storage::WriteAheadLog::Replay(dir, 0, [&](std::span<const uint8_t> p) -> Status {
+    wire::Reader r(p.data(), p.size());
+    uint8_t kind = 0;
+    ENGRAM_RETURN_IF_ERROR(r.Get(&kind));
+    if (kind == static_cast<uint8_t>(RecordKind::kTables)) {
+      uint32_t n = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+      for (uint32_t i = 0; i < n; ++i) {
+        std::string t;
+        uint64_t inc = 0;
+        ENGRAM_RETURN_IF_ERROR(r.GetString(&t, 128));
+        ENGRAM_RETURN_IF_ERROR(r.Get(&inc));
+        if (t == name && inc == table->incarnation()) listed = true;
+      }
+      if (!listed) {
+        return Status::FailedPrecondition("checkpoint '" + label + "' does not hold this table '" + name +
+                                          "' (it was created after the checkpoint, or dropped and created again)");
+      }
+      return Status::OK();
+    }
+    if (kind != static_cast<uint8_t>(RecordKind::kCheckpointRows)) return Status::OK();
+    std::string t;
+    uint64_t inc = 0, client = 0, seq = 0;
+    uint32_t rvb = 0, sb = 0, n = 0;
+    ENGRAM_RETURN_IF_ERROR(r.GetString(&t, 128));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&inc));
+    if (t != name || inc != table->incarnation()) return Status::OK();
+    if (!listed) return Status::DataLoss("checkpoint " + dir + " lists its tables after their rows");
+    ENGRAM_RETURN_IF_ERROR(r.Get(&client));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&rvb));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&sb));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+    if (rvb != vb) return Status::DataLoss("checkpoint rows of '" + name + "' have the wrong size");
+    for (uint32_t i = 0; i < n; ++i) {
+      uint64_t row = 0, version = 0;
+      const uint8_t* value = nullptr;
+      const uint8_t* state = nullptr;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&row));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&version));
+      ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &value));
+      if (sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &state));
+      if (row >= restored.size()) return Status::DataLoss("checkpoint row outside the table");
+      ENGRAM_RETURN_IF_ERROR(table->Rewrite(row, value, state, record.get()));
+      restored[row] = true;
+      ++n_restored;
+      if (record->bytes().size() >= kCheckpointRecordBytes) ENGRAM_RETURN_IF_ERROR(flush());
+    }
+    return Status::OK();
+  }, nullptr));
+  if (!listed) return Status::DataLoss("checkpoint " + dir + " has no table list");
+  // Rows written since the checkpoint go back to their initial value.
+  Status st;
+  for (uint32_t s = 0; s < table->shard_map().num_shards() && st.ok(); ++s) {
+    const storage::Shard* shard = table->shard(s);
+    if (shard == nullptr) continue;
+    std::vector<uint64_t> reset;
+    shard->ForEachTouched([&](uint64_t row, uint64_t, const uint8_t*, const uint8_t*) {
+      if (!restored[row]) reset.push_back(row);
+    });
+    for (uint64_t row : reset) {
+      if (!st.ok()) break;
+      st = table->Rewrite(row, nullptr, nullptr, record.get());
+      ++n_reset;
+      if (st.ok() && record->bytes().size() >= kCheckpointRecordBytes) st = flush();
+    }
+  }
+  ENGRAM_RETURN_IF_ERROR(st);
+  ENGRAM_RETURN_IF_ERROR(flush());
+  if (lsn > 0) ENGRAM_RETURN_IF_ERROR(Sync(lsn));
+  return std::make_pair(n_restored, n_reset);
 }
 
 }  // namespace engram::ps

@@ -38,7 +38,7 @@
 
 namespace engram::ps {
 
-enum class RecordKind : uint8_t { kPush = 1, kPut = 2, kCheckpointRows = 3, kApplied = 4 };
+enum class RecordKind : uint8_t { kPush = 1, kPut = 2, kCheckpointRows = 3, kApplied = 4, kTables = 5 };
 
 // Serialises the after-images of one write into a log record (a storage::RowImageSink).
 class LogRecord final : public storage::RowImageSink {
@@ -94,7 +94,17 @@ class Durability {
   Status Sync(uint64_t lsn);
 
   // Writes a checkpoint of every table and drops the log segments it covers. One at a time.
-  StatusOr<CheckpointStats> Checkpoint(const TableRegistry& registry, PushDedup* dedup);
+  // A checkpoint with a `label` is kept (for RestoreTable) when later ones replace it; unlabeled
+  // ones are deleted then.
+  StatusOr<CheckpointStats> Checkpoint(const TableRegistry& registry, PushDedup* dedup, const std::string& label = "");
+
+  // Rolls `table` back, in place, to its rows in the newest checkpoint labeled `label`: every
+  // row in the checkpoint takes its image, every other touched row its initial value, each as a
+  // new version written to the log (so recovery replays the restore). Writes to the table wait
+  // meanwhile; pulls may see a mix of old and restored rows until it returns. NotFound if no
+  // checkpoint has that label; FailedPrecondition if the table was created after it (or dropped
+  // and created again since). Returns {restored rows, reset rows}.
+  StatusOr<std::pair<uint64_t, uint64_t>> RestoreTable(Table* table, const std::string& label);
 
   bool sync_mode() const { return options_.sync; }
   uint64_t records_logged() const { return records_.load(); }

@@ -21,6 +21,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kStats: return "stats";
     case wire::MsgType::kRmaInfo: return "rma_info";
     case wire::MsgType::kCheckpoint: return "checkpoint";
+    case wire::MsgType::kRestore: return "restore";
   }
   return "unknown";
 }
@@ -34,6 +35,7 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kPush:
     case wire::MsgType::kPut:
     case wire::MsgType::kCheckpoint:
+    case wire::MsgType::kRestore:
     case wire::MsgType::kDropTable:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
@@ -106,9 +108,25 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     }
     case wire::MsgType::kRmaInfo: return RmaInfo(r, out);
     case wire::MsgType::kCheckpoint: {
-      ENGRAM_ASSIGN_OR_RETURN(auto cs, Checkpoint());
+      std::string label;
+      if (r.remaining() > 0) ENGRAM_RETURN_IF_ERROR(r.GetString(&label, 128));
+      ENGRAM_ASSIGN_OR_RETURN(auto cs, Checkpoint(label));
       w.PutString(nlohmann::json{{"node", options_.node_id}, {"checkpoint", cs.checkpoint}, {"rows", cs.rows},
-                                 {"bytes", cs.bytes}, {"seconds", cs.seconds}}.dump());
+                                 {"bytes", cs.bytes}, {"seconds", cs.seconds}, {"label", label}}.dump());
+      return Status::OK();
+    }
+    case wire::MsgType::kRestore: {
+      std::string name, label;
+      ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+      ENGRAM_RETURN_IF_ERROR(r.GetString(&label, 128));
+      if (!durability_) return Status::FailedPrecondition("this server runs without --data_dir: it has no checkpoints");
+      ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
+      const auto t0 = std::chrono::steady_clock::now();
+      ENGRAM_ASSIGN_OR_RETURN(auto n, durability_->RestoreTable(t.get(), label));
+      w.PutString(nlohmann::json{{"node", options_.node_id}, {"table", name}, {"label", label},
+                                 {"rows_restored", n.first}, {"rows_reset", n.second},
+                                 {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}}
+                      .dump());
       return Status::OK();
     }
   }
@@ -149,9 +167,9 @@ Status Service::EnableDurability(const DurabilityOptions& options, RecoveryStats
   return Status::OK();
 }
 
-StatusOr<CheckpointStats> Service::Checkpoint() {
+StatusOr<CheckpointStats> Service::Checkpoint(const std::string& label) {
   if (!durability_) return Status::FailedPrecondition("this server runs without --data_dir durability; nothing to checkpoint");
-  return durability_->Checkpoint(registry_, &dedup_);
+  return durability_->Checkpoint(registry_, &dedup_, label);
 }
 
 Status Service::LogWrite(LogRecord* record, uint64_t* lsn) {

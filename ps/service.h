@@ -57,7 +57,7 @@ class Service {
   Status EnableDurability(const DurabilityOptions& options, RecoveryStats* stats);
   // Writes a checkpoint now (also what kCheckpoint requests run). FailedPrecondition without
   // durability.
-  StatusOr<CheckpointStats> Checkpoint();
+  StatusOr<CheckpointStats> Checkpoint(const std::string& label = "");
 
   // Executes one request. `payload` is the request's bytes after the header.
   Reply Handle(const wire::Header& header, const uint8_t* payload, size_t len);

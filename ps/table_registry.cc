@@ -163,6 +163,13 @@ Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const W
   return log != nullptr ? log->logged() : Status::OK();
 }
 
+Status Table::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink) {
+  if (row >= schema_.num_rows) return Status::OutOfRange("row " + std::to_string(row) + " is outside the table");
+  const uint32_t s = map_.ShardOf(row);
+  if (!shards_[s]) return Status::OK();
+  return shards_[s]->Rewrite(row, value, state, sink);
+}
+
 Status Table::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
   if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
   const uint32_t s = map_.ShardOf(row);

@@ -68,6 +68,9 @@ class Table {
   // Recovery: a logged after-image (see storage::Shard::Restore). Rows of shards this node does
   // not hold are skipped (OK).
   Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
+  // Rewrites a whole row image (see storage::Shard::Rewrite); rows of shards this node does not
+  // hold are skipped (OK). REQUIRES: the caller holds LockWrites().
+  Status Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink);
   // Excludes every logged write of this table while the returned locks live (checkpoints).
   std::vector<std::unique_lock<std::mutex>> LockWrites() const;
 

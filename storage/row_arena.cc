@@ -64,7 +64,8 @@ uint64_t RowArena::version(uint64_t slot) const { return Word(slot_ptr(slot)).lo
 // even implies the copy is one write's value. The checksum, stored before head is released,
 // serves one-sided readers whose copy has no internal order (engram/row_slot.h).
 RowArena::Writer::Writer(RowArena* arena, uint64_t slot)
-    : slot_(arena->slot_ptr(slot)),
+    : arena_(arena),
+      slot_(arena->slot_ptr(slot)),
       state_(arena->state_bytes_ ? static_cast<uint8_t*>(arena->state_.data()) + slot * arena->state_bytes_
                                  : nullptr),
       tail_offset_(arena->layout_.tail_offset()),
@@ -91,6 +92,7 @@ RowArena::Writer::~Writer() {
   Word(slot_ + tail_offset_ - 8).store(sum, std::memory_order_relaxed);
   Word(slot_).store(publish_, std::memory_order_release);
   Word(slot_ + tail_offset_).store(publish_, std::memory_order_release);
+  if (publish_ == 0 && prev_ != 0) arena_->touched_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // Pin: head even v -> odd v+1 by CAS (writers spin, readers retry), copy, head back to v. The

@@ -73,11 +73,13 @@ class RowArena {
     uint8_t* state() const { return state_; }
     // The version readers will see once this write is published.
     uint64_t version() const { return publish_; }
-    // Publishes `v` instead of previous_version() + 2 (recovery restores a logged row with its
-    // logged version). REQUIRES: v even and > previous_version().
+    // Publishes `v` instead of previous_version() + 2: recovery restores a logged row with its
+    // logged version; 0 returns the row to untouched (the caller zeroed value and state).
+    // REQUIRES: v even.
     void PublishAs(uint64_t v) { publish_ = v; }
 
    private:
+    RowArena* arena_;
     uint8_t* slot_;
     uint8_t* state_;
     size_t tail_offset_;

@@ -177,6 +177,22 @@ Status Shard::Restore(uint64_t row, uint64_t version, const uint8_t* value, cons
   return Status::OK();
 }
 
+Status Shard::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, RowImageSink* sink) {
+  if (row < first_row_ || row - first_row_ >= arena_->num_slots()) {
+    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
+  }
+  RowArena::Writer w(arena_.get(), row - first_row_);
+  if (value == nullptr) {
+    std::vector<float> scratch;
+    Materialise(w, row, &scratch);
+  } else {
+    std::memcpy(w.value(), value, schema_.value_bytes());
+    if (state_bytes_ > 0) std::memcpy(w.state(), state, state_bytes_);
+  }
+  if (sink) sink->Add(row, w.version(), w.value(), w.state());
+  return Status::OK();
+}
+
 void Shard::ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
   std::vector<uint8_t> value(schema_.value_bytes()), state(state_bytes_);
   for (uint64_t slot = 0; slot < arena_->num_slots(); ++slot) {

@@ -88,6 +88,11 @@ class Shard {
   // OutOfRange for a row outside the shard; InvalidArgument for an odd or zero version.
   Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
 
+  // Writes a whole row image (value and optimizer state; nullptr value: the row's initial value
+  // and fresh state) as a new version, reported to `sink`: restoring a checkpoint in place.
+  // OutOfRange for a row outside the shard.
+  Status Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, RowImageSink* sink);
+
   // Calls fn(row, version, value, state) for every touched row, each a consistent snapshot of
   // value and optimizer state (checkpoints). Rows written meanwhile may be seen before or
   // after the write.

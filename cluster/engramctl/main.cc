@@ -46,7 +46,9 @@ constexpr const char* kUsage =
     "  put --table=N --rows=... --values=FILE.json   set rows (JSON list of rows)\n"
     "  push --table=N --rows=... --grads=FILE.json   apply gradients through the optimizer\n"
     "  import --table=N --safetensors=FILE --tensor=NAME [--scale-tensor=NAME]\n"
-    "  export --table=N --safetensors=FILE [--tensor=NAME] [--scale-tensor=NAME]\n";
+    "  export --table=N --safetensors=FILE [--tensor=NAME] [--scale-tensor=NAME]\n"
+    "  checkpoint [--name=LABEL]             every server writes a checkpoint now (labeled: kept for restore)\n"
+    "  restore --table=N --name=LABEL        roll a table back to the checkpoint labeled LABEL, on every server\n";
 
 }  // namespace
 
@@ -76,7 +78,7 @@ int main(int argc, char** argv) {
   }
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
   static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats",
-                                         "get", "put", "push", "import", "export"};
+                                         "get", "put", "push", "import", "export", "checkpoint", "restore"};
   for (const char* c : kTableCommands) {
     if (command != c) continue;
     engram::ctl::CtlFlags f;

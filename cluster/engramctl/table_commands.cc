@@ -1,4 +1,5 @@
-// engramctl table commands: create-table, drop-table, list, describe, stats, get, put, push.
+// engramctl table commands: create-table, drop-table, list, describe, stats, get, put, push,
+// checkpoint, restore.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -32,11 +33,15 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   return out;
 }
 
-StatusOr<std::unique_ptr<client::Client>> Open(const CtlFlags& f) {
+StatusOr<std::unique_ptr<client::Client>> Open(const CtlFlags& f, bool long_running) {
   client::ClientOptions o;
   o.servers = Split(f.servers, ',');
   if (o.servers.empty()) return Status::InvalidArgument("--servers=HOST:PORT[,HOST:PORT...] is required");
   o.timeout = std::chrono::milliseconds(f.timeout_ms);
+  if (long_running) {  // A checkpoint or restore of a big table takes minutes; never run one twice.
+    o.timeout = std::max(o.timeout, std::chrono::milliseconds(std::chrono::hours(6)));
+    o.max_attempts = 1;
+  }
   return client::Client::Connect(o);
 }
 
@@ -127,7 +132,7 @@ StatusOr<TableSchema> SchemaFromFlags(const CtlFlags& f, const std::string& name
 }  // namespace
 
 int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
-  auto c = Open(f);
+  auto c = Open(f, cmd == "checkpoint" || cmd == "restore");
   if (!c.ok()) return Fail(cmd, c.status());
   client::Client& cl = **c;
 
@@ -211,6 +216,27 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
     return 0;
   }
   if (cmd == "import" || cmd == "export") return RunImportExport(cmd, f, cl);
+  if (cmd == "checkpoint" || cmd == "restore") {
+    if (cmd == "restore" && (f.table.empty() || f.name.empty())) {
+      return Fail(cmd, Status::InvalidArgument("restore needs --table=N and --name=LABEL (the checkpoint's label)"));
+    }
+    // One server at a time, with a progress line each: a checkpoint or restore of a big table
+    // takes a while, and interrupting between servers leaves each server consistent.
+    Json out = Json::array();
+    for (size_t i = 0; i < cl.num_servers(); ++i) {
+      if (!f.json) std::cerr << cmd << ": server " << i + 1 << "/" << cl.num_servers() << " ... " << std::flush;
+      auto r = cmd == "checkpoint" ? cl.Checkpoint(static_cast<int>(i), f.name)
+                                   : cl.RestoreTable(static_cast<int>(i), f.table, f.name);
+      if (!r.ok()) {
+        if (!f.json) std::cerr << "failed\n";
+        return Fail(cmd, r.status().WithContext("server " + std::to_string(i)));
+      }
+      out.push_back(Json::parse(*r));
+      if (!f.json) std::cerr << "done (" << out.back().dump() << ")\n";
+    }
+    std::cout << (f.json ? out.dump() : out.dump(2)) << "\n";
+    return 0;
+  }
   // Row commands.
   auto t = cl.OpenTable(f.table);
   if (!t.ok()) return Fail(cmd, t.status());

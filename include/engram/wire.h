@@ -35,7 +35,8 @@ enum class MsgType : uint16_t {
   kStats = 9,
   kRmaInfo = 10,  // Table name -> the server's worker address and, per local shard, its arena's
                   // base address, slot stride, row range and packed rkey (one-sided reads).
-  kCheckpoint = 11,  // -> JSON of the checkpoint written (every table of the server).
+  kCheckpoint = 11,  // [label] -> JSON of the checkpoint written (every table of the server).
+  kRestore = 12,     // table, label -> JSON: the table rolled back to that checkpoint in place.
 };
 
 struct Header {

@@ -104,6 +104,51 @@ TEST(RecoveryTest, ACheckpointReplacesTheLogItCovers) {
   for (float x : v) EXPECT_FLOAT_EQ(x, -0.7f);  // 7 SGD steps of lr 0.1.
 }
 
+TEST(RecoveryTest, RestoreRollsATableBackInPlaceAndARestartKeepsIt) {
+  auto server = ServerProcess::Start(0, {"--checkpoint_interval_s=0"});
+  auto c = Connect(*server);
+  ASSERT_TRUE(c->CreateTable(Schema("sgd", OptimizerKind::kSgd, 1000, 4), 2).ok());
+  auto t = c->OpenTable("sgd");
+  std::vector<float> g(8, 1.0f);
+  auto push = [&](std::vector<uint64_t> rows) { ASSERT_TRUE((*t)->Push(rows, g.data()).ok()); };
+  for (int i = 0; i < 3; ++i) push({1, 600});
+  auto good = c->Checkpoint(0, "good");
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  push({600, 3});
+  push({600, 3});
+  ASSERT_TRUE(c->Checkpoint(0).ok());  // A later, unlabeled checkpoint must not delete "good".
+  push({999});
+  ASSERT_TRUE(c->CreateTable(Schema("later", OptimizerKind::kSgd, 10, 4), 1).ok());
+
+  auto report = c->RestoreTable(0, "sgd", "good");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_NE(report->find("\"rows_restored\":2"), std::string::npos) << *report;
+  EXPECT_NE(report->find("\"rows_reset\":2"), std::string::npos) << *report;  // Rows 3 and 999.
+  const std::vector<uint64_t> rows = {1, 600, 3, 999};
+  auto expect_rolled_back = [&](client::TableHandle* h) {
+    std::vector<float> v(rows.size() * 4);
+    ASSERT_TRUE(h->PullF32(rows, v.data()).ok());
+    EXPECT_FLOAT_EQ(v[0], -0.3f);
+    EXPECT_FLOAT_EQ(v[4], -0.3f);
+    EXPECT_EQ(v[8], 0.0f);
+    EXPECT_EQ(v[12], 0.0f);
+  };
+  expect_rolled_back(t->get());
+  EXPECT_EQ(c->RestoreTable(0, "sgd", "missing").status().code(), Code::kNotFound);
+  EXPECT_EQ(c->RestoreTable(0, "later", "good").status().code(), Code::kFailedPrecondition);
+
+  server->Kill9();  // The restore is in the log: recovery must not resurrect the rolled-back pushes.
+  server->Restart();
+  auto c2 = Connect(*server);
+  auto t2 = c2->OpenTable("sgd");
+  ASSERT_TRUE(t2.ok());
+  expect_rolled_back(t2->get());
+  ASSERT_TRUE((*t2)->Push(std::vector<uint64_t>{1}, g.data()).ok());
+  std::vector<float> v(4);
+  ASSERT_TRUE((*t2)->PullF32(std::vector<uint64_t>{1}, v.data()).ok());
+  EXPECT_FLOAT_EQ(v[0], -0.4f);
+}
+
 TEST(RecoveryTest, AServerWithoutDataDirRefusesCheckpoints) {
   // --data_dir= (empty) after the harness's own flag: nothing is durable.
   auto server = ServerProcess::Start(0, {"--data_dir="});
