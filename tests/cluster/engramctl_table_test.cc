@@ -90,6 +90,25 @@ TEST_F(EngramctlTableTest, CreatePutGetPushDescribeDrop) {
   EXPECT_NE(gone.err.find("NotFound"), std::string::npos) << gone.err;
 }
 
+TEST_F(EngramctlTableTest, CheckpointAndRestoreRollATableBack) {
+  ASSERT_EQ(Ctl("create-table --name=t --rows=100 --dim=2 --optimizer=sgd --lr=1 --init=zeros --shards=4").code, 0);
+  const std::string g = Write("g.json", "[[1,1]]");
+  ASSERT_EQ(Ctl("push --table=t --rows=5 --grads=" + g).code, 0);
+  const auto cp = Ctl("checkpoint --name=before --json");
+  ASSERT_EQ(cp.code, 0) << cp.err;
+  EXPECT_EQ(nlohmann::json::parse(cp.out)[0]["label"], "before");
+  ASSERT_EQ(Ctl("push --table=t --rows=5 --grads=" + g).code, 0);
+  ASSERT_EQ(Ctl("push --table=t --rows=6 --grads=" + g).code, 0);
+  const auto r = Ctl("restore --table=t --name=before");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("server 1/1 ... done"), std::string::npos) << r.err;  // Progress on stderr.
+  const auto got = Ctl("get --table=t --rows=5,6 --json");
+  ASSERT_EQ(got.code, 0);
+  EXPECT_EQ(nlohmann::json::parse(got.out)["values"], nlohmann::json::parse("[[-1,-1],[0,0]]"));
+  EXPECT_NE(Ctl("restore --table=t").err.find("--name=LABEL"), std::string::npos);
+  EXPECT_NE(Ctl("restore --table=t --name=nope").err.find("NotFound"), std::string::npos);
+}
+
 TEST_F(EngramctlTableTest, BadRowInputsFailWithMessages) {
   ASSERT_EQ(Ctl("create-table --name=t --rows=10 --dim=2").code, 0);
   EXPECT_NE(Ctl("get --table=t --rows=1,x").err.find("not a row id"), std::string::npos);
