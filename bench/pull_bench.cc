@@ -43,6 +43,7 @@ DEFINE_uint64(table_mb, 256, "table size per row size (rows = table_mb MiB / row
 DEFINE_double(budget_s, 0.3, "seconds per (path, configuration)");
 DEFINE_bool(push, true, "also time Adam pushes through the daemon against the in-process apply");
 DEFINE_uint32(push_dim, 64, "row dim (f32) of the push benchmark's Adam table");
+DEFINE_bool(durability, true, "also time Adam pushes against daemons with --durability=sync, async and without a data dir");
 DEFINE_bool(local_huge_pages, true, "back the in-process baseline with transparent huge pages (false: 4 KiB pages)");
 DEFINE_string(out, "", "write JSON results here");
 
@@ -274,6 +275,77 @@ int main(int argc, char** argv) {
                               {"daemon", {{"p50_us", rem.p50_us}, {"p99_us", rem.p99_us}, {"rows_per_s", rem.calls_per_s * n}}}});
     }
   }
+  // Push throughput by durability mode: each mode gets its own daemon (same flags otherwise).
+  nlohmann::json durability_results = nlohmann::json::array();
+  if (FLAGS_durability) {
+    std::printf("\npush of f32 gradients, dim %u, Adam, through a daemon by durability mode; unique random rows, "
+                "p50 us per call, M rows/s (all client threads)\n", FLAGS_push_dim);
+    std::printf("%8s %7s | %-22s | %-22s | %-22s | %s\n", "batch", "threads", "no data dir", "async (100 ms)",
+                "sync (group commit)", "sync / none");
+    const std::vector<std::pair<std::string, std::vector<std::string>>> modes = {
+        {"none", {"--data_dir="}}, {"async", {"--durability=async", "--checkpoint_interval_s=0"}},
+        {"sync", {"--durability=sync", "--checkpoint_interval_s=0"}}};
+    struct Cell {
+      double p50, rows_per_s;
+    };
+    std::map<std::pair<size_t, int>, std::map<std::string, Cell>> cells;
+    for (const auto& [mode, flags] : modes) {
+      auto d = bench::DaemonProcess::Start(FLAGS_server_bin, argv[0], flags);
+      if (!d.ok()) return Fail("durability bench: cannot start engram-server (" + mode + "): " + d.status().ToString());
+      client::ClientOptions o;
+      o.servers = {(*d)->address()};
+      o.progress_thread = false;
+      std::vector<std::unique_ptr<client::Client>> cs;
+      std::vector<std::unique_ptr<client::TableHandle>> ts;
+      for (int t = 0; t < 4; ++t) {
+        auto c = client::Client::Connect(o);
+        if (!c.ok()) return Fail("durability bench: connect: " + c.status().ToString());
+        cs.push_back(std::move(c).value());
+      }
+      TableSchema ps;
+      ps.name = "adam";
+      ps.num_rows = 1 << 20;
+      ps.dim = FLAGS_push_dim;
+      ps.optimizer.kind = OptimizerKind::kAdam;
+      ps.optimizer.lr = 0.001f;
+      ps.init = {InitKind::kNormal, 0.02f, 1};
+      if (Status st = cs[0]->CreateTable(ps, 4); !st.ok()) return Fail("durability bench: " + st.ToString());
+      for (auto& c : cs) {
+        auto t = c->OpenTable("adam");
+        if (!t.ok()) return Fail("durability bench: " + t.status().ToString());
+        ts.push_back(std::move(t).value());
+      }
+      for (size_t batch : {size_t{256}, size_t{4096}}) {
+        for (int threads : {1, 4}) {
+          std::vector<std::vector<std::vector<uint64_t>>> sets(threads);
+          for (int t = 0; t < threads; ++t) {
+            bench::RowSampler sampler(ps.num_rows, 0, batch * 31 + t);
+            sets[t] = sampler.Batches(batch, 8);
+            for (auto& set : sets[t]) {
+              std::sort(set.begin(), set.end());
+              set.erase(std::unique(set.begin(), set.end()), set.end());
+            }
+          }
+          std::vector<float> g(batch * ps.dim, 1e-3f);
+          bool failed = false;
+          const Timing tm = bench::Measure(threads, FLAGS_budget_s * 2, 5, 100000, [&](int t, int i) {
+            failed |= !ts[t]->Push(sets[t][i % 8], g.data()).ok();
+          });
+          if (failed) return Fail("durability bench: a push failed (" + mode + ")");
+          cells[{batch, threads}][mode] = {tm.p50_us, tm.calls_per_s * double(sets[0][0].size())};
+          durability_results.push_back({{"mode", mode}, {"batch", batch}, {"threads", threads}, {"p50_us", tm.p50_us},
+                                        {"rows_per_s", tm.calls_per_s * double(sets[0][0].size())}});
+        }
+      }
+    }
+    for (auto& [key, m] : cells) {
+      std::printf("%8zu %7d", key.first, key.second);
+      for (const char* mode : {"none", "async", "sync"}) {
+        std::printf(" | %8.0f us %6.2f M/s", m[mode].p50, m[mode].rows_per_s / 1e6);
+      }
+      std::printf(" | %6.2fx\n", m["sync"].rows_per_s / m["none"].rows_per_s);
+    }
+  }
   for (auto& [p, pc] : clients) {
     if (pc.clients.empty()) continue;
     const auto st = pc.clients[0]->stats();
@@ -281,6 +353,10 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(st.rows_one_sided), static_cast<unsigned long long>(st.rows_rma_get),
                 static_cast<unsigned long long>(st.rows_rpc), static_cast<unsigned long long>(st.torn_copies));
   }
-  if (!FLAGS_out.empty()) std::ofstream(FLAGS_out) << nlohmann::json{{"pull", results}, {"push", push_results}}.dump(1) << "\n";
+  if (!FLAGS_out.empty()) {
+    std::ofstream(FLAGS_out) << nlohmann::json{{"pull", results}, {"push", push_results}, {"push_durability", durability_results}}
+                                    .dump(1)
+                             << "\n";
+  }
   return 0;
 }

@@ -82,6 +82,10 @@ LogRecord::LogRecord(RecordKind kind, const Table& table, uint64_t client, uint6
   for (uint32_t s = 0; s < table.shard_map().num_shards(); ++s) {
     if (table.shard(s) != nullptr) state_bytes_ = table.shard(s)->state_bytes();
   }
+  if (kind == RecordKind::kPush) {
+    value_bytes_ = size_t{table.schema().dim} * sizeof(float);
+    state_bytes_ = 0;
+  }
   wire::Writer w(&buf_);
   w.Put<uint8_t>(static_cast<uint8_t>(kind));
   w.PutString(table.schema().name);
@@ -100,6 +104,14 @@ void LogRecord::Add(uint64_t row, uint64_t version, const uint8_t* value, const 
   w.Put<uint64_t>(version);
   w.PutBytes(value, value_bytes_);
   if (state_bytes_ > 0) w.PutBytes(state, state_bytes_);
+  ++rows_;
+}
+
+void LogRecord::AddGradient(uint64_t row, uint64_t version, const float* grad) {
+  wire::Writer w(&buf_);
+  w.Put<uint64_t>(row);
+  w.Put<uint64_t>(version);
+  w.PutBytes(grad, value_bytes_);
   ++rows_;
 }
 
@@ -260,7 +272,9 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
   auto t = registry->Get(name);
   // A record of a table dropped since (or dropped and created again) is history.
   if (!t.ok() || (*t)->incarnation() != incarnation) return Status::OK();
-  if (vb != (*t)->schema().value_bytes()) return Status::DataLoss("log record of '" + name + "' has the wrong row size");
+  const bool gradients = kind == static_cast<uint8_t>(RecordKind::kPush);
+  const size_t want = gradients ? size_t{(*t)->schema().dim} * sizeof(float) : (*t)->schema().value_bytes();
+  if (vb != want) return Status::DataLoss("log record of '" + name + "' has the wrong row size");
   for (uint32_t i = 0; i < n; ++i) {
     uint64_t row = 0, version = 0;
     const uint8_t* value = nullptr;
@@ -269,7 +283,9 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
     ENGRAM_RETURN_IF_ERROR(r.Get(&version));
     ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &value));
     if (sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &state));
-    ENGRAM_RETURN_IF_ERROR((*t)->Restore(row, version, value, state).WithContext("log record of '" + name + "'"));
+    const Status st = gradients ? (*t)->ReplayGradient(row, version, reinterpret_cast<const float*>(value))
+                                : (*t)->Restore(row, version, value, state);
+    ENGRAM_RETURN_IF_ERROR(st.WithContext("log record of '" + name + "'"));
   }
   if (from_checkpoint) {
     stats->checkpoint_rows += n;

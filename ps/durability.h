@@ -10,11 +10,13 @@
 //   checkpoints/<S>/   a checkpoint: every touched row of every table and the pushes known to be
 //                      applied, consistent with log segments >= S (older segments are deleted)
 //
-// Why after-images with versions: replaying an image is idempotent and order-free (a row takes
-// an image only if its version is newer), so a checkpoint may be fuzzy (rows copied while pushes
-// continue) and nothing is applied twice. A push's record is appended while the write locks of
-// the shards it touched are held, so the log holds each shard's writes in the order they were
-// applied; a push is acknowledged only after its record is on disk (sync mode). Recovery
+// Every logged row carries the version the write gave it. Pushes log each row's summed gradient
+// (a third of Adam's value + moments), puts and restores whole images. A push's record is
+// appended while the write locks of the shards it touched are held, so the log holds each
+// shard's writes in the order they were applied; replay applies a gradient only to the version
+// right before it and skips what a checkpoint already holds, so a checkpoint may be fuzzy (rows
+// copied while pushes continue) and nothing is applied twice. A push is acknowledged only after
+// its record is on disk (sync mode). Recovery
 // restores the exactly-once table as well, so a client retransmitting an acknowledged push (or
 // one whose acknowledgement the crash ate) is answered, not applied again.
 //
@@ -40,11 +42,14 @@ namespace engram::ps {
 
 enum class RecordKind : uint8_t { kPush = 1, kPut = 2, kCheckpointRows = 3, kApplied = 4, kTables = 5 };
 
-// Serialises the after-images of one write into a log record (a storage::RowImageSink).
+// Serialises one write into a log record (a storage::RowImageSink): kPush records hold each
+// row's summed gradient and resulting version; kPut and kCheckpointRows records hold whole row
+// images (value and optimizer state) with their versions.
 class LogRecord final : public storage::RowImageSink {
  public:
   LogRecord(RecordKind kind, const Table& table, uint64_t client = 0, uint64_t seq = 0);
   void Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) override;
+  void AddGradient(uint64_t row, uint64_t version, const float* grad) override;
   // The finished record (patches the row count in).
   std::span<const uint8_t> bytes();
   uint32_t rows() const { return rows_; }
@@ -53,7 +58,7 @@ class LogRecord final : public storage::RowImageSink {
   std::vector<uint8_t> buf_;
   size_t count_at_ = 0;
   uint32_t rows_ = 0;
-  size_t value_bytes_, state_bytes_;
+  size_t value_bytes_, state_bytes_;  // Per row: kPush records carry dim f32 and no state.
 };
 
 struct DurabilityOptions {

@@ -170,6 +170,13 @@ Status Table::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, 
   return shards_[s]->Rewrite(row, value, state, sink);
 }
 
+Status Table::ReplayGradient(uint64_t row, uint64_t version, const float* grad) {
+  if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
+  const uint32_t s = map_.ShardOf(row);
+  if (!shards_[s]) return Status::OK();
+  return shards_[s]->ReplayGradient(row, version, grad);
+}
+
 Status Table::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
   if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
   const uint32_t s = map_.ShardOf(row);

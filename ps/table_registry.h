@@ -68,6 +68,9 @@ class Table {
   // Recovery: a logged after-image (see storage::Shard::Restore). Rows of shards this node does
   // not hold are skipped (OK).
   Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
+  // Recovery: a logged optimizer step (see storage::Shard::ReplayGradient); rows of shards this
+  // node does not hold are skipped (OK).
+  Status ReplayGradient(uint64_t row, uint64_t version, const float* grad);
   // Rewrites a whole row image (see storage::Shard::Rewrite); rows of shards this node does not
   // hold are skipped (OK). REQUIRES: the caller holds LockWrites().
   Status Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink);

@@ -156,7 +156,36 @@ Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads,
       ApplyOptimizer(schema_.optimizer, dim, s.row.data(), w.state(), g);
       EncodeRow(schema_.dtype, dim, s.row.data(), w.value());
     }
-    if (sink) sink->Add(row, w.version(), w.value(), w.state());
+    if (sink) sink->AddGradient(row, w.version(), g);
+  }
+  return Status::OK();
+}
+
+Status Shard::ReplayGradient(uint64_t row, uint64_t version, const float* grad) {
+  if (row < first_row_ || row - first_row_ >= arena_->num_slots()) {
+    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
+  }
+  if (version < 2 || (version & 1u) != 0) return Status::InvalidArgument("logged row version must be even and >= 2");
+  RowArena::Writer w(arena_.get(), row - first_row_);
+  if (w.previous_version() >= version) {
+    w.PublishAs(w.previous_version());  // Already includes this step (a checkpoint did).
+    return Status::OK();
+  }
+  if (w.previous_version() != version - 2) {
+    const uint64_t prev = w.previous_version();
+    w.PublishAs(prev);
+    return Status::DataLoss("row " + std::to_string(row) + " is at version " + std::to_string(prev) +
+                            " but the log's next step for it makes version " + std::to_string(version) +
+                            ": an update of the row is missing");
+  }
+  std::vector<float> scratch(schema_.dim);
+  if (w.previous_version() == 0) Materialise(w, row, &scratch);
+  if (schema_.dtype == DType::kF32) {
+    ApplyOptimizer(schema_.optimizer, schema_.dim, reinterpret_cast<float*>(w.value()), w.state(), grad);
+  } else {
+    DecodeRow(schema_.dtype, schema_.dim, w.value(), scratch.data());
+    ApplyOptimizer(schema_.optimizer, schema_.dim, scratch.data(), w.state(), grad);
+    EncodeRow(schema_.dtype, schema_.dim, scratch.data(), w.value());
   }
   return Status::OK();
 }

@@ -42,13 +42,17 @@ struct ApplyScratch {
   std::vector<float> row;
 };
 
-// Receives the after-image of each row a write produced, while the row is still held by the
-// writer (so images of one row arrive in the order the writes happened): the input of the
-// write-ahead log. `state` is nullptr when the table keeps no optimizer state.
+// Receives what each row write did, while the row is still held by the writer (so the reports
+// of one row arrive in the order its writes happened): the input of the write-ahead log.
+// `version` is the row's version after the write.
 class RowImageSink {
  public:
   virtual ~RowImageSink() = default;
+  // A whole new row image (puts, restores). `state` is nullptr without optimizer state.
   virtual void Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) = 0;
+  // One optimizer step with the row's summed gradient (dim f32): replaying it on the row's
+  // previous version reproduces this one exactly (same code, same inputs, same order).
+  virtual void AddGradient(uint64_t row, uint64_t version, const float* grad) = 0;
 };
 
 class Shard {
@@ -87,6 +91,10 @@ class Shard {
   // version (older or equal images are skipped, so replay is idempotent and order-free).
   // OutOfRange for a row outside the shard; InvalidArgument for an odd or zero version.
   Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
+  // Recovery: replays a logged optimizer step that produced `version`. Skipped (OK) if the row
+  // is already at `version` or newer; applied if the row is at version - 2; DataLoss if the
+  // row is older (the log lost an update of it).
+  Status ReplayGradient(uint64_t row, uint64_t version, const float* grad);
 
   // Writes a whole row image (value and optimizer state; nullptr value: the row's initial value
   // and fresh state) as a new version, reported to `sink`: restoring a checkpoint in place.
