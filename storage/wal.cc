@@ -71,7 +71,7 @@ StatusOr<std::unique_ptr<WriteAheadLog>> WriteAheadLog::Open(const std::string& 
     std::lock_guard<std::mutex> lock(log->mu_);
     ENGRAM_RETURN_IF_ERROR(log->OpenSegmentLocked(segs.empty() ? 1 : segs.back() + 1));
   }
-  if (!options.sync) log->timer_ = std::thread([p = log.get()] { p->TimerLoop(); });
+  log->writer_ = std::thread([p = log.get()] { p->WriterLoop(); });
   return log;
 }
 
@@ -89,87 +89,96 @@ Status WriteAheadLog::OpenSegmentLocked(uint64_t segment) {
 WriteAheadLog::~WriteAheadLog() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_ = true;  // The writer drains the buffer and syncs before it exits.
   }
-  cv_.notify_all();
-  if (timer_.joinable()) timer_.join();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (fd_ >= 0) {
-    ::fdatasync(fd_);
-    ::close(fd_);
-  }
+  work_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  if (fd_ >= 0) ::close(fd_);
 }
 
 StatusOr<uint64_t> WriteAheadLog::Append(std::span<const uint8_t> payload) {
   if (payload.size() > (size_t{1} << 31)) return Status::InvalidArgument("log record larger than 2 GiB");
-  uint32_t frame[2] = {static_cast<uint32_t>(payload.size()), Crc32c(payload.data(), payload.size())};
-  std::lock_guard<std::mutex> lock(mu_);
+  const uint32_t frame[2] = {static_cast<uint32_t>(payload.size()), Crc32c(payload.data(), payload.size())};
+  std::unique_lock<std::mutex> lock(mu_);
+  // Back-pressure: a writer that cannot keep up slows appenders instead of eating memory.
+  done_cv_.wait(lock, [&] { return !failed_.ok() || buffer_.size() < kMaxBuffered; });
   if (!failed_.ok()) return failed_;
-  Status s = WriteAll(fd_, reinterpret_cast<const uint8_t*>(frame), sizeof(frame));
-  if (s.ok()) s = WriteAll(fd_, payload.data(), payload.size());
-  if (!s.ok()) {
-    failed_ = s;
-    return s;
+  const size_t at = buffer_.size();
+  buffer_.resize(at + sizeof(frame) + payload.size());
+  std::memcpy(buffer_.data() + at, frame, sizeof(frame));
+  if (!payload.empty()) std::memcpy(buffer_.data() + at + sizeof(frame), payload.data(), payload.size());
+  const uint64_t lsn = next_lsn_++;
+  lock.unlock();
+  work_cv_.notify_one();
+  return lsn;
+}
+
+void WriteAheadLog::WriterLoop() {
+  std::vector<uint8_t> out;
+  const auto interval = std::chrono::milliseconds(options_.sync_interval_ms);
+  auto last_sync = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    // Work: records to write, or (async mode) written records whose sync is due or wanted.
+    for (;;) {
+      const bool dirty = synced_lsn_ < written_lsn_;
+      const bool due = dirty && (sync_wanted_ || stop_ || std::chrono::steady_clock::now() >= last_sync + interval);
+      if ((!buffer_.empty() && failed_.ok()) || (due && failed_.ok())) break;
+      if (stop_) return;
+      if (dirty && failed_.ok()) {
+        work_cv_.wait_until(lock, last_sync + interval);
+      } else {
+        work_cv_.wait(lock);
+      }
+    }
+    out.swap(buffer_);
+    const uint64_t upto = next_lsn_ - 1;
+    const bool do_sync = options_.sync || sync_wanted_ || stop_ || std::chrono::steady_clock::now() >= last_sync + interval;
+    sync_wanted_ = false;
+    writing_ = true;
+    const int fd = fd_;
+    lock.unlock();
+    done_cv_.notify_all();  // Appenders waiting for buffer space.
+    Status st = WriteAll(fd, out.data(), out.size());
+    if (st.ok() && do_sync && ::fdatasync(fd) != 0) st = Errno("write-ahead log fdatasync");
+    out.clear();
+    lock.lock();
+    writing_ = false;
+    if (!st.ok()) {
+      failed_ = st;  // Sticky: every waiter and later append gets it.
+      buffer_.clear();
+    } else {
+      written_lsn_ = std::max(written_lsn_, upto);
+      if (do_sync) {
+        synced_lsn_ = std::max(synced_lsn_, upto);
+        last_sync = std::chrono::steady_clock::now();
+      }
+    }
+    done_cv_.notify_all();
   }
-  return next_lsn_++;
 }
 
 Status WriteAheadLog::Sync(uint64_t lsn) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!options_.sync) return failed_;
-  for (;;) {
-    if (!failed_.ok()) return failed_;
-    if (synced_lsn_ >= lsn) return Status::OK();
-    if (!syncing_) break;
-    cv_.wait(lock);  // Someone is syncing; it may cover us.
-  }
-  // Leader: sync everything appended so far, for every waiter behind us.
-  syncing_ = true;
-  const uint64_t upto = next_lsn_ - 1;
-  const int fd = fd_;
-  lock.unlock();
-  const int r = ::fdatasync(fd);
-  const int err = errno;
-  lock.lock();
-  syncing_ = false;
-  if (r != 0) {
-    errno = err;
-    failed_ = Errno("write-ahead log fdatasync");
+  if (options_.sync) {
+    done_cv_.wait(lock, [&] { return !failed_.ok() || synced_lsn_ >= lsn; });
   } else {
-    synced_lsn_ = std::max(synced_lsn_, upto);
+    done_cv_.wait(lock, [&] { return !failed_.ok() || written_lsn_ >= lsn; });
   }
-  cv_.notify_all();
-  if (!failed_.ok()) return failed_;
-  return synced_lsn_ >= lsn ? Status::OK() : Status::Internal("log sync did not cover the record");
-}
-
-void WriteAheadLog::TimerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(options_.sync_interval_ms));
-    if (fd_ < 0 || !failed_.ok()) continue;
-    const uint64_t upto = next_lsn_ - 1;
-    const int fd = fd_;
-    syncing_ = true;
-    lock.unlock();
-    const int r = ::fdatasync(fd);
-    lock.lock();
-    syncing_ = false;
-    if (r == 0) synced_lsn_ = std::max(synced_lsn_, upto);
-    else failed_ = Errno("write-ahead log fdatasync");
-    cv_.notify_all();
-  }
+  return failed_;
 }
 
 StatusOr<uint64_t> WriteAheadLog::Rotate() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !syncing_; });  // fd_ is about to be closed.
-  if (!failed_.ok()) return failed_;
-  if (::fdatasync(fd_) != 0) {
-    failed_ = Errno("write-ahead log fdatasync");
-    return failed_;
+  // Everything appended so far goes to disk in the old segment first.
+  for (;;) {
+    if (!failed_.ok()) return failed_;
+    if (buffer_.empty() && !writing_ && synced_lsn_ >= next_lsn_ - 1) break;
+    sync_wanted_ = true;
+    work_cv_.notify_one();
+    done_cv_.wait(lock);
   }
-  synced_lsn_ = next_lsn_ - 1;
+  sync_wanted_ = false;
   ENGRAM_RETURN_IF_ERROR(OpenSegmentLocked(segment_ + 1));
   return segment_;
 }

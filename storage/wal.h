@@ -5,11 +5,13 @@
 // payload][payload]. A process never appends to a segment it did not create: Open() starts a
 // new one, so a segment left with a torn tail by a crash stays exactly as the crash left it.
 //
-// Durability: Append() hands bytes to the kernel and returns the record's log sequence number
-// (LSN, increasing). Sync(lsn) returns once every record up to lsn is on disk; concurrent
-// callers share one fdatasync (the first waiter syncs for everyone behind it). With
-// `sync == false` a background thread syncs every `sync_interval_ms` instead and Sync() returns
-// at once: a crash (of the machine, not just the process) can lose that much acknowledged data.
+// Durability: Append() copies the record into an in-memory buffer and returns its log sequence
+// number (LSN, increasing) at once; a writer thread writes the buffer to the segment and
+// fdatasyncs it, one write and one sync for every record that accumulated meanwhile (group
+// commit), double-buffered so appends continue during the I/O. Sync(lsn) returns once every
+// record up to lsn is on disk. With `sync == false` the writer syncs at most every
+// `sync_interval_ms`, and Sync(lsn) returns once the record is in the kernel (a process crash
+// loses nothing; a machine crash can lose up to that interval of acknowledged data).
 //
 // Thread-safety: all methods are thread-safe. Sync() blocks on I/O: never call it on an I/O
 // thread that others wait on.
@@ -70,20 +72,25 @@ class WriteAheadLog {
  private:
   WriteAheadLog(std::string dir, WalOptions o) : dir_(std::move(dir)), options_(o) {}
   Status OpenSegmentLocked(uint64_t segment);
-  void TimerLoop();
+  void WriterLoop();
 
   const std::string dir_;
   const WalOptions options_;
+  static constexpr size_t kMaxBuffered = size_t{256} << 20;  // Appends wait beyond this.
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  int fd_ = -1;                 // GUARDED_BY(mu_)
+  std::condition_variable work_cv_;  // Wakes the writer.
+  std::condition_variable done_cv_;  // Wakes appenders and syncers.
+  int fd_ = -1;                 // GUARDED_BY(mu_); the writer uses it outside mu_ while writing_.
   uint64_t segment_ = 0;        // GUARDED_BY(mu_)
+  std::vector<uint8_t> buffer_;  // GUARDED_BY(mu_): framed records not yet handed to the writer.
   uint64_t next_lsn_ = 1;       // GUARDED_BY(mu_): LSN of the next record.
+  uint64_t written_lsn_ = 0;    // GUARDED_BY(mu_): every record <= this is in the kernel.
   uint64_t synced_lsn_ = 0;     // GUARDED_BY(mu_): every record <= this is on disk.
-  bool syncing_ = false;        // GUARDED_BY(mu_): a thread is inside fdatasync.
+  bool writing_ = false;        // GUARDED_BY(mu_): the writer is doing I/O.
+  bool sync_wanted_ = false;    // GUARDED_BY(mu_): someone waits for an fdatasync (async mode: Rotate).
   Status failed_;               // GUARDED_BY(mu_): sticky write/sync error.
   bool stop_ = false;           // GUARDED_BY(mu_)
-  std::thread timer_;
+  std::thread writer_;
 };
 
 }  // namespace engram::storage
