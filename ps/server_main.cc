@@ -19,6 +19,7 @@
 #include "engram/host_port.h"
 #include "ps/admin_http.h"
 #include "ps/service.h"
+#include "cluster/membership.h"
 #include "ps/thread_pool.h"
 #include "ps/ucx_arena.h"
 #include "ps/ucx_server.h"
@@ -31,6 +32,10 @@ DEFINE_string(durability, "sync", "with --data_dir: sync (a push or put is ackno
                                   "group commit), async (the log is synced every --wal_sync_interval_ms: a machine "
                                   "crash loses at most that much acknowledged data; a process crash loses nothing)");
 DEFINE_int32(wal_sync_interval_ms, 100, "with --durability=async: how often the log is synced");
+DEFINE_string(etcd, "", "HOST:PORT of etcd (its client URL): join the cluster's membership under a lease and fence "
+                        "writes whenever the lease cannot be renewed. Empty: single-node mode, no etcd");
+DEFINE_string(cluster, "default", "cluster name: the etcd key prefix /engram/<cluster>/");
+DEFINE_int32(lease_ttl_s, 5, "etcd lease TTL: a daemon that dies leaves the membership after this long");
 DEFINE_int32(checkpoint_interval_s, 600, "with --data_dir: write a checkpoint (and drop the log it covers) this often; 0: only on request");
 DEFINE_int32(threads, 2, "worker threads for pushes, puts and large pulls");
 DEFINE_string(memory_budget, "0", "bytes of materialised rows this node may hold (suffix K, M, G, T); 0: unlimited");
@@ -147,6 +152,14 @@ int main(int argc, char** argv) {
   opts.shard.max_batch_rows = FLAGS_max_batch_rows;
   opts.shard.arena.allocator = &rma_allocator;
   opts.remote = &remote;
+  // Until this daemon holds its etcd lease (and whenever it may have lost it), writes are fenced.
+  std::atomic<cluster::Membership*> membership{nullptr};
+  if (!FLAGS_etcd.empty()) {
+    opts.write_allowed = [&membership] {
+      cluster::Membership* m = membership.load();
+      return m != nullptr && m->live();
+    };
+  }
   auto service_owner = std::make_unique<ps::Service>(opts);
   ps::Service& service = *service_owner;
   if (!FLAGS_data_dir.empty()) {
@@ -207,7 +220,11 @@ int main(int argc, char** argv) {
     return m;
   };
   handlers.status = [&] { return service.StatusJson(); };
-  handlers.healthy = [] { return true; };
+  handlers.healthy = [&membership] {
+    if (FLAGS_etcd.empty()) return true;
+    cluster::Membership* m = membership.load();
+    return m != nullptr && m->live();
+  };
   auto http = ps::AdminHttpServer::Start(admin->host, admin->port, handlers);
   if (!http.ok()) return Die(http.status());
 
@@ -215,6 +232,23 @@ int main(int argc, char** argv) {
             << " (UCX active messages; endpoints with peer error handling, so UCX uses its tcp lanes), admin on http://"
             << admin->host << ":" << (*http)->port() << ", " << FLAGS_threads << " worker threads, memory budget "
             << (*budget == 0 ? std::string("unlimited") : std::to_string(*budget) + " bytes");
+  std::unique_ptr<cluster::Membership> member;
+  if (!FLAGS_etcd.empty()) {
+    cluster::Membership::Options mo;
+    mo.etcd.endpoint = FLAGS_etcd;
+    mo.cluster = FLAGS_cluster;
+    mo.ttl_s = FLAGS_lease_ttl_s;
+    cluster::NodeInfo self;
+    self.node_id = FLAGS_node_id;
+    self.data_address = data->host + ":" + std::to_string(transport->port());
+    self.admin_address = admin->host + ":" + std::to_string((*http)->port());
+    auto joined = cluster::Membership::Join(mo, self);
+    if (!joined.ok()) return Die(joined.status().WithContext("joining cluster '" + FLAGS_cluster + "' at etcd " + FLAGS_etcd));
+    member = std::move(joined).value();
+    membership = member.get();
+    LOG(INFO) << "joined cluster '" << FLAGS_cluster << "' as node " << FLAGS_node_id << " (etcd " << FLAGS_etcd
+              << ", lease " << member->lease() << ", TTL " << FLAGS_lease_ttl_s << " s)";
+  }
   if (!FLAGS_port_file.empty()) {
     const std::string tmp = FLAGS_port_file + ".tmp";
     std::ofstream(tmp) << transport->port() << " " << (*http)->port() << "\n";
@@ -224,6 +258,8 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   LOG(INFO) << "signal " << sig << ": shutting down";
+  membership = nullptr;  // Fence first, then leave: no write is accepted after the lease goes.
+  member.reset();
   http->reset();
   {
     std::lock_guard<std::mutex> lock(pool_mu);

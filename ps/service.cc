@@ -218,6 +218,14 @@ Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t
   return Status::OK();
 }
 
+Status Service::CheckWritable() const {
+  if (options_.write_allowed && !options_.write_allowed()) {
+    return Status::Unavailable("node " + std::to_string(options_.node_id) +
+                               " cannot renew its etcd lease; writes are fenced until it can (retry)");
+  }
+  return Status::OK();
+}
+
 Status Service::CheckBudget() const {
   if (options_.memory_budget == 0) return Status::OK();
   const uint64_t used = registry_.TouchedBytes();
@@ -244,6 +252,8 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
     return Status::InvalidArgument("push gradients must be " + std::to_string(dim) +
                                    " f32 per row (the table's dim); the frame has trailing bytes");
   }
+  // Before the exactly-once table: a fenced push must stay retryable, not remembered as failed.
+  ENGRAM_RETURN_IF_ERROR(CheckWritable());
   Status prior;
   switch (dedup_.Begin(client, seq, &prior)) {
     case PushDedup::Verdict::kDuplicate: counters_.duplicate_pushes++; return prior;
@@ -284,6 +294,7 @@ Status Service::Put(const wire::Header& h, wire::Reader& r) {
   ENGRAM_RETURN_IF_ERROR(r.GetSpan(rows.size() * vb, &v).WithContext("put values must be " + std::to_string(vb) +
                                                                         " bytes per row"));
   if (r.remaining() != 0) return Status::InvalidArgument("put values must be " + std::to_string(vb) + " bytes per row");
+  ENGRAM_RETURN_IF_ERROR(CheckWritable());
   ENGRAM_RETURN_IF_ERROR(CheckBudget());
   if (durability_) {
     LogRecord record(RecordKind::kPut, *t);

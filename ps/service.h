@@ -7,6 +7,7 @@
 #define ENGRAM_PS_SERVICE_H_
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -40,6 +41,9 @@ struct ServiceOptions {
   storage::ShardOptions shard;
   // One-sided access to arenas; nullptr: the service answers kRmaInfo with no shards.
   const RemoteAccess* remote = nullptr;
+  // Fencing: pushes and puts are refused (Unavailable) while this returns false, e.g. while the
+  // node's etcd lease may have expired. Empty: always allowed.
+  std::function<bool()> write_allowed;
 };
 
 struct Reply {
@@ -91,6 +95,7 @@ class Service {
   StatusOr<std::shared_ptr<Table>> TableFor(const wire::Header& h, wire::Reader& r);
   Status ReadRows(wire::Reader& r, std::vector<uint64_t>* rows);
   Status CheckBudget() const;
+  Status CheckWritable() const;
   wire::TableInfo Info(const Table& t) const;
 
   // Appends `record` from inside the write (WriteLog::logged); sets *lsn.

@@ -26,6 +26,9 @@ struct CtlFlags {
 // create-table, drop-table, list, describe, stats, get, put, push, import, export.
 int RunTableCommand(const std::string& cmd, const CtlFlags& flags);
 
+// engramctl status --etcd=HOST:PORT [--cluster=NAME]: the live daemons of a cluster.
+int RunStatus(const std::string& etcd, const std::string& cluster, bool json, int timeout_ms);
+
 // engramctl hash --spec SPEC.json --tokens TOKENS.json
 int RunHash(const std::string& spec_path, const std::string& tokens_path);
 

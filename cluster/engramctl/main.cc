@@ -9,6 +9,8 @@
 
 DEFINE_string(spec, "", "Engram spec JSON (reference field names), for hash");
 DEFINE_string(tokens, "", "JSON [B][T] array of token ids, for hash");
+DEFINE_string(etcd, "", "HOST:PORT of etcd (cluster commands)");
+DEFINE_string(cluster, "default", "cluster name (etcd key prefix /engram/<cluster>/)");
 DEFINE_string(servers, "", "HOST:PORT[,HOST:PORT...] of the engram-server nodes (position = node id)");
 DEFINE_int32(timeout_ms, 10000, "deadline of each request attempt");
 DEFINE_bool(json, false, "machine-readable JSON output");
@@ -48,7 +50,9 @@ constexpr const char* kUsage =
     "  import --table=N --safetensors=FILE --tensor=NAME [--scale-tensor=NAME]\n"
     "  export --table=N --safetensors=FILE [--tensor=NAME] [--scale-tensor=NAME]\n"
     "  checkpoint [--name=LABEL]             every server writes a checkpoint now (labeled: kept for restore)\n"
-    "  restore --table=N --name=LABEL        roll a table back to the checkpoint labeled LABEL, on every server\n";
+    "  restore --table=N --name=LABEL        roll a table back to the checkpoint labeled LABEL, on every server\n"
+    "cluster commands:\n"
+    "  status --etcd=HOST:PORT [--cluster=NAME] [--json]   the daemons holding a live etcd lease\n";
 
 }  // namespace
 
@@ -77,6 +81,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
+  if (command == "status") return engram::ctl::RunStatus(FLAGS_etcd, FLAGS_cluster, FLAGS_json, FLAGS_timeout_ms);
   static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats",
                                          "get", "put", "push", "import", "export", "checkpoint", "restore"};
   for (const char* c : kTableCommands) {

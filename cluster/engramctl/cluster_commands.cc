@@ -1,0 +1,47 @@
+// engramctl status: the cluster as etcd records it (the daemons holding a live lease).
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "cluster/engramctl/commands.h"
+#include "cluster/etcd_client.h"
+#include "cluster/membership.h"
+
+namespace engram::ctl {
+
+int RunStatus(const std::string& etcd, const std::string& cluster_name, bool json, int timeout_ms) {
+  if (etcd.empty()) {
+    std::cerr << "engramctl status: --etcd=HOST:PORT is required (single-node daemons have no cluster state; "
+                 "use engramctl stats --servers=...)\n";
+    return 2;
+  }
+  cluster::EtcdClient::Options o;
+  o.endpoint = etcd;
+  o.timeout = std::chrono::milliseconds(timeout_ms);
+  auto c = cluster::EtcdClient::Connect(o);
+  if (!c.ok()) {
+    std::cerr << "engramctl status: " << c.status().ToString() << "\n";
+    return 1;
+  }
+  auto nodes = cluster::Membership::List(**c, cluster_name);
+  if (!nodes.ok()) {
+    std::cerr << "engramctl status: " << nodes.status().ToString() << "\n";
+    return 1;
+  }
+  nlohmann::json out = {{"cluster", cluster_name}, {"etcd", etcd}, {"nodes", nlohmann::json::array()}};
+  for (const auto& n : *nodes) {
+    out["nodes"].push_back({{"node", n.node_id}, {"data", n.data_address}, {"admin", n.admin_address},
+                            {"lease", std::to_string(n.lease)}});
+  }
+  if (json) {
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << "cluster '" << cluster_name << "' (etcd " << etcd << "): " << nodes->size() << " live node(s)\n";
+    for (const auto& n : *nodes) {
+      std::cout << "  node " << n.node_id << "  data " << n.data_address << "  admin http://" << n.admin_address << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace engram::ctl

@@ -1,0 +1,156 @@
+// etcd client, membership and fencing against a real etcd and real engram-server daemons.
+#include "cluster/membership.h"
+
+#include <cstdio>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "../testing/etcd_process.h"
+#include "../testing/server_process.h"
+#include "client/client.h"
+
+namespace engram {
+namespace {
+
+using cluster::EtcdClient;
+using cluster::Membership;
+using testing::EtcdProcess;
+using testing::ServerProcess;
+
+std::unique_ptr<EtcdClient> Etcd(const EtcdProcess& e) {
+  EtcdClient::Options o;
+  o.endpoint = e.endpoint();
+  auto c = EtcdClient::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
+// Polls `pred` every 100 ms for up to `seconds`.
+template <typename F>
+bool Eventually(double seconds, F&& pred) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return pred();
+}
+
+TEST(Base64Test, RoundTripsEveryByteAndRejectsGarbage) {
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += char(i);
+  for (size_t n : {0, 1, 2, 3, 4, 255, 256}) {
+    const std::string s = all.substr(0, n);
+    auto back = cluster::Base64Decode(cluster::Base64Encode(s));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, s) << n;
+  }
+  EXPECT_EQ(cluster::Base64Encode("foo"), "Zm9v");
+  EXPECT_FALSE(cluster::Base64Decode("Zm9").ok());
+  EXPECT_FALSE(cluster::Base64Decode("Zm!v").ok());
+}
+
+TEST(EtcdClientTest, KeysCompareAndSwapAndLeases) {
+  auto etcd = EtcdProcess::Start();
+  auto c = Etcd(*etcd);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Put("/t/a", "1").ok());
+  ASSERT_TRUE(c->Put("/t/b", std::string("\0\xff", 2)).ok());
+  ASSERT_TRUE(c->Put("/u/c", "3").ok());
+  auto a = c->Get("/t/a");
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->value, "1");
+  EXPECT_FALSE(c->Get("/t/missing")->has_value());
+  auto p = c->Prefix("/t/");
+  ASSERT_TRUE(p.ok());
+  ASSERT_EQ(p->size(), 2u);
+  EXPECT_EQ((*p)[1].value, std::string("\0\xff", 2));
+  // Compare-and-swap on the mod revision; 0 means "only if absent".
+  EXPECT_FALSE(*c->PutIf("/t/a", "2", 0));
+  EXPECT_TRUE(*c->PutIf("/t/a", "2", (*a)->mod_revision));
+  EXPECT_FALSE(*c->PutIf("/t/a", "3", (*a)->mod_revision));
+  EXPECT_TRUE(*c->PutIf("/t/new", "x", 0));
+  EXPECT_TRUE(*c->Delete("/t/new"));
+  EXPECT_FALSE(*c->Delete("/t/new"));
+  // A key under a lease that is not renewed goes when the lease expires.
+  auto lease = c->GrantLease(2);
+  ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+  ASSERT_TRUE(c->Put("/t/leased", "v", *lease).ok());
+  EXPECT_GT(*c->KeepAlive(*lease), 0);
+  EXPECT_TRUE(Eventually(6, [&] { return !c->Get("/t/leased")->has_value(); }));
+  EXPECT_EQ(c->KeepAlive(*lease).status().code(), Code::kNotFound);
+}
+
+TEST(EtcdClientTest, AnUnreachableEtcdIsAPromptError) {
+  EtcdClient::Options o;
+  o.endpoint = "127.0.0.1:1";  // Nothing listens there.
+  o.timeout = std::chrono::milliseconds(500);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = EtcdClient::Connect(o);
+  EXPECT_TRUE(c.status().IsUnavailable()) << c.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+}
+
+TEST(MembershipTest, DaemonsJoinAndLeaveAndANodeIdIsHeldByOneDaemon) {
+  auto etcd = EtcdProcess::Start();
+  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=c1", "--lease_ttl_s=2"};
+  auto s0 = ServerProcess::Start(0, flags);
+  auto s1 = ServerProcess::Start(1, flags);
+  auto c = Etcd(*etcd);
+  auto nodes = Membership::List(*c, "c1");
+  ASSERT_TRUE(nodes.ok());
+  ASSERT_EQ(nodes->size(), 2u);
+  EXPECT_EQ((*nodes)[0].data_address, s0->address());
+  EXPECT_EQ((*nodes)[1].data_address, s1->address());
+  EXPECT_EQ((*nodes)[1].admin_address, "127.0.0.1:" + std::to_string(s1->admin_port()));
+  // engramctl status shows the same.
+  const std::string cmd = std::string(ENGRAMCTL_PATH) + " status --etcd=" + etcd->endpoint() + " --cluster=c1 --json";
+  FILE* f = popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[4096] = {};
+  const size_t got = fread(buf, 1, sizeof(buf) - 1, f);
+  EXPECT_EQ(pclose(f), 0);
+  const auto status = nlohmann::json::parse(std::string(buf, got), nullptr, false);
+  ASSERT_TRUE(status.is_object()) << buf;
+  EXPECT_EQ(status["nodes"].size(), 2u);
+  // A second daemon with node id 1 is refused while the first holds it.
+  EXPECT_THROW(ServerProcess::Start(1, flags), std::runtime_error);
+  // kill -9: the lease expires and the node leaves; SIGTERM: it leaves at once.
+  s1->Kill9();
+  EXPECT_TRUE(Eventually(6, [&] { return Membership::List(*c, "c1")->size() == 1; }));
+  ASSERT_EQ(s0->Stop(), 0);
+  EXPECT_TRUE(Eventually(1, [&] { return Membership::List(*c, "c1")->empty(); }));
+}
+
+TEST(MembershipTest, ADaemonThatCannotRenewItsLeaseFencesWritesUntilItCan) {
+  auto etcd = EtcdProcess::Start();
+  auto server = ServerProcess::Start(0, {"--etcd=" + etcd->endpoint(), "--lease_ttl_s=2"});
+  client::ClientOptions o;
+  o.servers = {server->address()};
+  o.max_attempts = 1;
+  auto c = client::Client::Connect(o);
+  ASSERT_TRUE(c.ok());
+  TableSchema s;
+  s.name = "t";
+  s.num_rows = 100;
+  s.dim = 4;
+  s.optimizer.kind = OptimizerKind::kSgd;
+  ASSERT_TRUE((*c)->CreateTable(s, 1).ok());
+  auto t = (*c)->OpenTable("t");
+  std::vector<float> g(4, 1.0f);
+  const std::vector<uint64_t> row = {7};
+  ASSERT_TRUE((*t)->Push(row, g.data()).ok());
+  etcd->Pause();  // The daemon can no longer renew: within the TTL it must stop taking writes.
+  Status fenced;
+  EXPECT_TRUE(Eventually(4, [&] { return (fenced = (*t)->Push(row, g.data())).IsUnavailable(); }));
+  EXPECT_NE(fenced.message().find("fenced"), std::string::npos) << fenced.ToString();
+  std::vector<float> v(4);
+  EXPECT_TRUE((*t)->PullF32(row, v.data()).ok());  // Reads still work.
+  etcd->Resume();
+  EXPECT_TRUE(Eventually(8, [&] { return (*t)->Push(row, g.data()).ok(); }));
+}
+
+}  // namespace
+}  // namespace engram
