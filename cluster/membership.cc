@@ -1,6 +1,8 @@
 // Membership: lease, compare-and-swap registration, renewal thread, fencing clock.
 #include "cluster/membership.h"
 
+#include "cluster/cluster_state.h"
+
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@ StatusOr<std::unique_ptr<Membership>> Membership::Join(const Options& options, c
   ENGRAM_ASSIGN_OR_RETURN(auto etcd, EtcdClient::Connect(options.etcd));
   auto m = std::unique_ptr<Membership>(new Membership(options, self, std::move(etcd)));
   ENGRAM_RETURN_IF_ERROR(m->Register());
+  m->Campaign();
   m->renewer_ = std::thread([p = m.get()] { p->RenewLoop(); });
   return m;
 }
@@ -48,6 +51,12 @@ Status Membership::Register() {
   return Status::OK();
 }
 
+void Membership::Campaign() {
+  ClusterState state(etcd_.get(), options_.cluster);
+  auto leads = state.TryLead(self_.node_id, lease_.load());
+  if (leads.ok()) leader_ = *leads;  // On an etcd error keep the last answer; live() bounds it.
+}
+
 bool Membership::live() const {
   // Counted from when the renewal was sent, with a 1 s margin before etcd could expire it.
   const int64_t margin_ns = (int64_t{options_.ttl_s} * 1000 - 1000) * 1000000;
@@ -63,10 +72,12 @@ void Membership::RenewLoop() {
     auto ttl = etcd_->KeepAlive(lease_.load());
     if (ttl.ok()) {
       renewed_at_ns_ = sent;
+      Campaign();
     } else if (ttl.status().code() == Code::kNotFound) {
       // The lease expired (etcd was unreachable too long): our key went with it. Take the node
       // id again if nobody else did; until then we stay fenced.
-      Register().IgnoreError();
+      leader_ = false;
+      if (Register().ok()) Campaign();
     }
     lock.lock();
   }

@@ -50,6 +50,9 @@ class Membership {
 
   bool live() const;
   int64_t lease() const { return lease_.load(); }
+  // Whether this node is the cluster's placement leader (ClusterState::TryLead, attempted at
+  // every renewal while nobody leads). False whenever the node is not live.
+  bool leader() const { return leader_.load() && live(); }
 
   // The registered nodes of `cluster`, by node id.
   static StatusOr<std::vector<NodeInfo>> List(EtcdClient& etcd, const std::string& cluster);
@@ -60,12 +63,15 @@ class Membership {
       : options_(std::move(o)), self_(std::move(self)), etcd_(std::move(etcd)) {}
   // Grants a lease and takes the node id key with it (compare-and-swap on "absent").
   Status Register();
+  // Takes or confirms the leadership under the current lease.
+  void Campaign();
   void RenewLoop();
 
   const Options options_;
   const NodeInfo self_;
   std::unique_ptr<EtcdClient> etcd_;
   std::atomic<int64_t> lease_{0};
+  std::atomic<bool> leader_{false};
   // Steady-clock nanoseconds when the last successful renewal (or registration) was sent.
   std::atomic<int64_t> renewed_at_ns_{0};
   std::mutex mu_;

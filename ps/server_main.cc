@@ -214,6 +214,13 @@ int main(int argc, char** argv) {
     m += "# TYPE engram_reply_send_errors_total counter\nengram_reply_send_errors_total " +
          std::to_string(transport->counters().send_errors.load()) + "\n";
     m += "# TYPE engram_worker_queue_depth gauge\nengram_worker_queue_depth " + std::to_string(pool->queued()) + "\n";
+    if (!FLAGS_etcd.empty()) {
+      cluster::Membership* mm = membership.load();
+      m += "# HELP engram_lease_live 1 while this node's etcd lease is surely alive (writes allowed).\n";
+      m += "# TYPE engram_lease_live gauge\nengram_lease_live " + std::string(mm && mm->live() ? "1" : "0") + "\n";
+      m += "# HELP engram_is_leader 1 on the cluster's placement leader.\n";
+      m += "# TYPE engram_is_leader gauge\nengram_is_leader " + std::string(mm && mm->leader() ? "1" : "0") + "\n";
+    }
     m += "# HELP engram_rma_fallback_regions_total Arenas UCX could not register (served by RPC only).\n";
     m += "# TYPE engram_rma_fallback_regions_total counter\nengram_rma_fallback_regions_total " +
          std::to_string(rma_allocator.fallback_regions()) + "\n";

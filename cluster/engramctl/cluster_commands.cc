@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluster/engramctl/commands.h"
+#include "cluster/cluster_state.h"
 #include "cluster/etcd_client.h"
 #include "cluster/membership.h"
 
@@ -28,7 +29,20 @@ int RunStatus(const std::string& etcd, const std::string& cluster_name, bool jso
     std::cerr << "engramctl status: " << nodes.status().ToString() << "\n";
     return 1;
   }
-  nlohmann::json out = {{"cluster", cluster_name}, {"etcd", etcd}, {"nodes", nlohmann::json::array()}};
+  cluster::ClusterState state(c->get(), cluster_name);
+  auto leader = state.Leader();
+  auto tables = state.ListTables();
+  if (!leader.ok() || !tables.ok()) {
+    std::cerr << "engramctl status: " << (leader.ok() ? tables.status() : leader.status()).ToString() << "\n";
+    return 1;
+  }
+  nlohmann::json out = {{"cluster", cluster_name}, {"etcd", etcd}, {"nodes", nlohmann::json::array()},
+                        {"leader", leader->has_value() ? nlohmann::json(**leader) : nlohmann::json(nullptr)},
+                        {"tables", nlohmann::json::array()}};
+  for (const auto& t : *tables) {
+    out["tables"].push_back({{"name", t.info.schema.name}, {"epoch", t.info.epoch}, {"shards", t.info.owners.size()},
+                             {"owners", t.info.owners}});
+  }
   for (const auto& n : *nodes) {
     out["nodes"].push_back({{"node", n.node_id}, {"data", n.data_address}, {"admin", n.admin_address},
                             {"lease", std::to_string(n.lease)}});
@@ -38,7 +52,13 @@ int RunStatus(const std::string& etcd, const std::string& cluster_name, bool jso
   } else {
     std::cout << "cluster '" << cluster_name << "' (etcd " << etcd << "): " << nodes->size() << " live node(s)\n";
     for (const auto& n : *nodes) {
-      std::cout << "  node " << n.node_id << "  data " << n.data_address << "  admin http://" << n.admin_address << "\n";
+      const bool leads = leader->has_value() && **leader == n.node_id;
+      std::cout << "  node " << n.node_id << "  data " << n.data_address << "  admin http://" << n.admin_address
+                << (leads ? "  (leader)" : "") << "\n";
+    }
+    for (const auto& t : out["tables"]) {
+      std::cout << "  table " << t["name"].get<std::string>() << "  epoch " << t["epoch"] << "  " << t["shards"]
+                << " shards\n";
     }
   }
   return 0;

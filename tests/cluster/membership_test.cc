@@ -1,6 +1,8 @@
 // etcd client, membership and fencing against a real etcd and real engram-server daemons.
 #include "cluster/membership.h"
 
+#include "cluster/cluster_state.h"
+
 #include <cstdio>
 #include <thread>
 
@@ -150,6 +152,52 @@ TEST(MembershipTest, ADaemonThatCannotRenewItsLeaseFencesWritesUntilItCan) {
   EXPECT_TRUE((*t)->PullF32(row, v.data()).ok());  // Reads still work.
   etcd->Resume();
   EXPECT_TRUE(Eventually(8, [&] { return (*t)->Push(row, g.data()).ok(); }));
+}
+
+TEST(ClusterStateTest, TableRecordsChangeByCompareAndSwapWithRisingEpochs) {
+  auto etcd = EtcdProcess::Start();
+  auto c = Etcd(*etcd);
+  cluster::ClusterState state(c.get(), "c");
+  wire::TableInfo info;
+  info.schema.name = "emb";
+  info.schema.num_rows = 1000;
+  info.schema.dim = 8;
+  info.owners = {0, 1, 0, 1};
+  ASSERT_TRUE(state.CreateTable(info).ok());
+  EXPECT_EQ(state.CreateTable(info).code(), Code::kAlreadyExists);
+  auto rec = state.GetTable("emb");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->info.epoch, 1u);
+  EXPECT_EQ((*rec)->info.schema.dim, 8u);
+  auto epoch = state.SetOwners("emb", {1, 1, 0, 0}, (*rec)->mod_revision);
+  ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
+  EXPECT_EQ(*epoch, 2u);
+  // A second writer that read the old record loses, whatever it wanted.
+  EXPECT_EQ(state.SetOwners("emb", {0, 0, 0, 0}, (*rec)->mod_revision).status().code(), Code::kAborted);
+  auto now = state.GetTable("emb");
+  EXPECT_EQ((*now)->info.owners, (std::vector<uint32_t>{1, 1, 0, 0}));
+  EXPECT_EQ(state.SetOwners("emb", {0}, (*now)->mod_revision).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(state.ListTables()->size(), 1u);
+  ASSERT_TRUE(state.DropTable("emb").ok());
+  EXPECT_EQ(state.DropTable("emb").code(), Code::kNotFound);
+  EXPECT_FALSE(state.GetTable("emb")->has_value());
+}
+
+TEST(ClusterStateTest, OneDaemonLeadsAndAnotherTakesOverWhenItDies) {
+  auto etcd = EtcdProcess::Start();
+  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=c2", "--lease_ttl_s=2"};
+  auto s0 = ServerProcess::Start(0, flags);
+  auto s1 = ServerProcess::Start(1, flags);
+  auto c = Etcd(*etcd);
+  cluster::ClusterState state(c.get(), "c2");
+  auto leader = state.Leader();
+  ASSERT_TRUE(leader.ok() && leader->has_value());
+  EXPECT_EQ(**leader, 0u);  // The first to join.
+  s0->Kill9();
+  EXPECT_TRUE(Eventually(8, [&] {
+    auto l = state.Leader();
+    return l.ok() && l->has_value() && **l == 1u;
+  }));
 }
 
 }  // namespace

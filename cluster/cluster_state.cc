@@ -1,0 +1,94 @@
+// ClusterState: table records and leader key in etcd, changed by compare-and-swap.
+#include "cluster/cluster_state.h"
+
+namespace engram::cluster {
+namespace {
+
+std::string Encode(const wire::TableInfo& info) {
+  std::vector<uint8_t> buf;
+  wire::Writer w(&buf);
+  wire::PutTableInfo(w, info);
+  return std::string(buf.begin(), buf.end());
+}
+
+StatusOr<TableRecord> Decode(const KeyValue& kv) {
+  TableRecord r;
+  wire::Reader rd(reinterpret_cast<const uint8_t*>(kv.value.data()), kv.value.size());
+  ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(rd, &r.info).WithContext("table record " + kv.key));
+  r.mod_revision = kv.mod_revision;
+  return r;
+}
+
+}  // namespace
+
+Status ClusterState::CreateTable(const wire::TableInfo& info) {
+  ENGRAM_RETURN_IF_ERROR(info.schema.Validate());
+  if (info.owners.empty()) return Status::InvalidArgument("a table needs at least one virtual shard");
+  wire::TableInfo first = info;
+  first.epoch = 1;
+  ENGRAM_ASSIGN_OR_RETURN(bool created, etcd_->PutIf(TableKey(info.schema.name), Encode(first), 0));
+  if (!created) return Status::AlreadyExists("table '" + info.schema.name + "' already exists in cluster '" + cluster_ + "'");
+  return Status::OK();
+}
+
+StatusOr<std::optional<TableRecord>> ClusterState::GetTable(const std::string& name) {
+  ENGRAM_ASSIGN_OR_RETURN(auto kv, etcd_->Get(TableKey(name)));
+  if (!kv.has_value()) return std::optional<TableRecord>();
+  ENGRAM_ASSIGN_OR_RETURN(TableRecord r, Decode(*kv));
+  return std::optional<TableRecord>(std::move(r));
+}
+
+StatusOr<std::vector<TableRecord>> ClusterState::ListTables() {
+  ENGRAM_ASSIGN_OR_RETURN(auto kvs, etcd_->Prefix("/engram/" + cluster_ + "/tables/"));
+  std::vector<TableRecord> out;
+  for (const auto& kv : kvs) {
+    ENGRAM_ASSIGN_OR_RETURN(TableRecord r, Decode(kv));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+StatusOr<uint64_t> ClusterState::SetOwners(const std::string& name, const std::vector<uint32_t>& owners,
+                                           int64_t expected_mod_revision) {
+  ENGRAM_ASSIGN_OR_RETURN(auto current, GetTable(name));
+  if (!current.has_value()) return Status::NotFound("no table named '" + name + "' in cluster '" + cluster_ + "'");
+  if (current->mod_revision != expected_mod_revision) {
+    return Status::Aborted("table '" + name + "' changed since it was read (now at epoch " +
+                           std::to_string(current->info.epoch) + "); read it again");
+  }
+  if (owners.size() != current->info.owners.size()) {
+    return Status::InvalidArgument("table '" + name + "' has " + std::to_string(current->info.owners.size()) +
+                                   " virtual shards, not " + std::to_string(owners.size()));
+  }
+  wire::TableInfo next = current->info;
+  next.owners = owners;
+  next.epoch = current->info.epoch + 1;
+  ENGRAM_ASSIGN_OR_RETURN(bool set, etcd_->PutIf(TableKey(name), Encode(next), expected_mod_revision));
+  if (!set) return Status::Aborted("table '" + name + "' changed concurrently; read it again");
+  return next.epoch;
+}
+
+Status ClusterState::DropTable(const std::string& name) {
+  ENGRAM_ASSIGN_OR_RETURN(bool existed, etcd_->Delete(TableKey(name)));
+  if (!existed) return Status::NotFound("no table named '" + name + "' in cluster '" + cluster_ + "'");
+  return Status::OK();
+}
+
+StatusOr<bool> ClusterState::TryLead(uint32_t node_id, int64_t lease) {
+  ENGRAM_ASSIGN_OR_RETURN(bool took, etcd_->PutIf(LeaderKey(), std::to_string(node_id), 0, lease));
+  if (took) return true;
+  ENGRAM_ASSIGN_OR_RETURN(auto leader, Leader());
+  return leader.has_value() && *leader == node_id;
+}
+
+StatusOr<std::optional<uint32_t>> ClusterState::Leader() {
+  ENGRAM_ASSIGN_OR_RETURN(auto kv, etcd_->Get(LeaderKey()));
+  if (!kv.has_value()) return std::optional<uint32_t>();
+  try {
+    return std::optional<uint32_t>(static_cast<uint32_t>(std::stoul(kv->value)));
+  } catch (const std::exception&) {
+    return Status::DataLoss("leader key holds '" + kv->value + "', not a node id");
+  }
+}
+
+}  // namespace engram::cluster
