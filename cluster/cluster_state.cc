@@ -1,6 +1,8 @@
 // ClusterState: table records and leader key in etcd, changed by compare-and-swap.
 #include "cluster/cluster_state.h"
 
+#include "cluster/membership.h"
+
 namespace engram::cluster {
 namespace {
 
@@ -89,6 +91,21 @@ StatusOr<std::optional<uint32_t>> ClusterState::Leader() {
   } catch (const std::exception&) {
     return Status::DataLoss("leader key holds '" + kv->value + "', not a node id");
   }
+}
+
+StatusOr<std::vector<std::string>> DiscoverServers(EtcdClient& etcd, const std::string& cluster) {
+  ENGRAM_ASSIGN_OR_RETURN(auto nodes, Membership::List(etcd, cluster));
+  if (nodes.empty()) return Status::Unavailable("cluster '" + cluster + "' has no live daemon in etcd " + etcd.endpoint());
+  std::vector<std::string> servers;
+  for (const auto& n : nodes) {
+    if (n.node_id != servers.size()) {
+      return Status::FailedPrecondition("cluster '" + cluster + "': node " + std::to_string(servers.size()) +
+                                        " has no live daemon (live: up to node " + std::to_string(nodes.back().node_id) +
+                                        "); start it, or list the servers with --servers");
+    }
+    servers.push_back(n.data_address);
+  }
+  return servers;
 }
 
 }  // namespace engram::cluster

@@ -58,6 +58,11 @@ class ClusterState {
   const std::string cluster_;
 };
 
+// The data addresses of the cluster's live daemons, entry i for node i: the server list a
+// client connects to (position = node id). FailedPrecondition if the live node ids are not
+// 0..N-1 (a node is down: the static-list client cannot skip it), Unavailable without nodes.
+StatusOr<std::vector<std::string>> DiscoverServers(EtcdClient& etcd, const std::string& cluster);
+
 }  // namespace engram::cluster
 
 #endif  // ENGRAM_CLUSTER_CLUSTER_STATE_H_

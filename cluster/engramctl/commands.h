@@ -11,6 +11,7 @@ namespace engram::ctl {
 // The flags the table commands read (gflags live in main.cc only).
 struct CtlFlags {
   std::string servers;
+  std::string etcd, cluster = "default";  // With --etcd and no --servers: the cluster's live daemons.
   int timeout_ms = 10000;
   bool json = false;
   std::string name, table, spec, dtype, optimizer, init, rows_list, values, grads;

@@ -38,7 +38,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  hash --spec SPEC.json --tokens TOKENS.json\n"
     "      print {\"<layer>\": [B][T][(max_ngram_size-1)*n_head_per_ngram] global row ids}\n"
-    "table commands (all take --servers=HOST:PORT[,...] and --json):\n"
+    "table commands (all take --servers=HOST:PORT[,...] or --etcd=HOST:PORT [--cluster=NAME], and --json;\n"
+    "with --etcd, create-table and drop-table also keep the table's record in etcd):\n"
     "  create-table --name=N --rows=R --dim=D [--dtype=f32|bf16|f16|fp8_e4m3_ue8m0|bytes]\n"
     "               [--optimizer=sgd|adagrad|adam|none] [--lr=X] [--init=zeros|normal|uniform] [--seed=S]\n"
     "               [--shards=S]\n"
@@ -88,6 +89,8 @@ int main(int argc, char** argv) {
     if (command != c) continue;
     engram::ctl::CtlFlags f;
     f.servers = FLAGS_servers;
+    f.etcd = FLAGS_etcd;
+    f.cluster = FLAGS_cluster;
     f.timeout_ms = FLAGS_timeout_ms;
     f.json = FLAGS_json;
     f.name = FLAGS_name;

@@ -10,7 +10,9 @@
 
 #include "client/client.h"
 #include "client/engram_hash.h"
+#include "cluster/cluster_state.h"
 #include "cluster/engramctl/commands.h"
+#include "cluster/etcd_client.h"
 #include "engram/row_codec.h"
 
 namespace engram::ctl {
@@ -33,10 +35,21 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   return out;
 }
 
+StatusOr<std::unique_ptr<cluster::EtcdClient>> OpenEtcd(const CtlFlags& f) {
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = f.etcd;
+  eo.timeout = std::chrono::milliseconds(f.timeout_ms);
+  return cluster::EtcdClient::Connect(eo);
+}
+
 StatusOr<std::unique_ptr<client::Client>> Open(const CtlFlags& f, bool long_running) {
   client::ClientOptions o;
   o.servers = Split(f.servers, ',');
-  if (o.servers.empty()) return Status::InvalidArgument("--servers=HOST:PORT[,HOST:PORT...] is required");
+  if (o.servers.empty() && !f.etcd.empty()) {
+    ENGRAM_ASSIGN_OR_RETURN(auto etcd, OpenEtcd(f));
+    ENGRAM_ASSIGN_OR_RETURN(o.servers, cluster::DiscoverServers(*etcd, f.cluster));
+  }
+  if (o.servers.empty()) return Status::InvalidArgument("--servers=HOST:PORT[,HOST:PORT...] or --etcd=HOST:PORT is required");
   o.timeout = std::chrono::milliseconds(f.timeout_ms);
   if (long_running) {  // A checkpoint or restore of a big table takes minutes; never run one twice.
     o.timeout = std::max(o.timeout, std::chrono::milliseconds(std::chrono::hours(6)));
@@ -162,6 +175,18 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
       // The default shard count shrinks for tiny tables so that every shard holds rows.
       while (!f.shards_given && shards > 1 && (shards - 1) * ((s.num_rows + shards - 1) / shards) >= s.num_rows) --shards;
       if (Status st = cl.CreateTable(s, shards); !st.ok()) return Fail(cmd, st);
+      if (!f.etcd.empty()) {
+        // The cluster's agreed record of the table (schema, epoch, shard owners).
+        auto info = cl.DescribeTable(s.name);
+        auto etcd = OpenEtcd(f);
+        Status st = info.ok() ? (etcd.ok() ? cluster::ClusterState(etcd->get(), f.cluster).CreateTable(*info)
+                                           : etcd.status())
+                              : info.status();
+        if (!st.ok()) {
+          cl.DropTable(s.name).IgnoreError();  // Not recorded in the cluster: not created.
+          return Fail(cmd, st.WithContext("recording table '" + s.name + "' in etcd"));
+        }
+      }
       out.push_back(s.name);
       if (!f.json) {
         std::cout << "created " << s.name << ": " << s.num_rows << " rows x " << s.dim << " " << DTypeName(s.dtype)
@@ -175,6 +200,11 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
   if (cmd == "drop-table") {
     if (f.name.empty()) return Fail(cmd, Status::InvalidArgument("--name is required"));
     if (Status s = cl.DropTable(f.name); !s.ok()) return Fail(cmd, s);
+    if (!f.etcd.empty()) {
+      auto etcd = OpenEtcd(f);
+      Status st = etcd.ok() ? cluster::ClusterState(etcd->get(), f.cluster).DropTable(f.name) : etcd.status();
+      if (!st.ok() && st.code() != Code::kNotFound) return Fail(cmd, st.WithContext("removing the etcd record"));
+    }
     if (f.json) std::cout << Json{{"dropped", f.name}}.dump() << "\n";
     else std::cout << "dropped " << f.name << "\n";
     return 0;

@@ -3,6 +3,8 @@
 
 #include "cluster/cluster_state.h"
 
+#include <sys/wait.h>
+
 #include <cstdio>
 #include <thread>
 
@@ -197,6 +199,49 @@ TEST(ClusterStateTest, OneDaemonLeadsAndAnotherTakesOverWhenItDies) {
   EXPECT_TRUE(Eventually(8, [&] {
     auto l = state.Leader();
     return l.ok() && l->has_value() && **l == 1u;
+  }));
+}
+
+// Runs engramctl with `args`; returns its exit code and stdout.
+std::pair<int, std::string> Ctl(const std::string& args) {
+  FILE* f = popen((std::string(ENGRAMCTL_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (size_t n; f != nullptr && (n = fread(buf, 1, sizeof(buf), f)) > 0;) out.append(buf, n);
+  const int status = f ? pclose(f) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(ClusterStateTest, EngramctlFindsTheDaemonsInEtcdAndRecordsTablesThere) {
+  auto etcd = EtcdProcess::Start();
+  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=c3", "--lease_ttl_s=2"};
+  auto s0 = ServerProcess::Start(0, flags);
+  auto s1 = ServerProcess::Start(1, flags);
+  auto c = Etcd(*etcd);
+  auto servers = cluster::DiscoverServers(*c, "c3");
+  ASSERT_TRUE(servers.ok()) << servers.status().ToString();
+  EXPECT_EQ(*servers, (std::vector<std::string>{s0->address(), s1->address()}));
+  const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=c3";
+  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=100 --dim=2 --optimizer=sgd --lr=1 --init=zeros --shards=4").first, 0);
+  cluster::ClusterState state(c.get(), "c3");
+  auto rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->info.epoch, 1u);
+  EXPECT_EQ((*rec)->info.owners, (std::vector<uint32_t>{0, 1, 0, 1}));
+  const std::string grads = ::testing::TempDir() + "/membership_grads.json";
+  std::FILE* g = std::fopen(grads.c_str(), "w");
+  std::fputs("[[1,1],[2,2]]", g);
+  std::fclose(g);
+  ASSERT_EQ(Ctl("push " + at + " --table=t --rows=3,90 --grads=" + grads).first, 0);
+  const auto got = Ctl("get " + at + " --table=t --rows=3,90 --json");
+  ASSERT_EQ(got.first, 0);
+  EXPECT_EQ(nlohmann::json::parse(got.second)["values"], nlohmann::json::parse("[[-1,-1],[-2,-2]]"));
+  ASSERT_EQ(Ctl("drop-table " + at + " --name=t").first, 0);
+  EXPECT_FALSE(state.GetTable("t")->has_value());
+  // Node 0 gone: the static-list client cannot skip it, and says so.
+  s0->Kill9();
+  EXPECT_TRUE(Eventually(6, [&] {
+    return cluster::DiscoverServers(*c, "c3").status().code() == Code::kFailedPrecondition;
   }));
 }
 
