@@ -107,7 +107,9 @@ int main(int argc, char** argv) {
   for (const auto& t : bench::SplitList(FLAGS_threads)) thread_counts.push_back(std::stoi(t));
   const int max_threads = *std::max_element(thread_counts.begin(), thread_counts.end());
 
-  auto daemon = bench::DaemonProcess::Start(FLAGS_server_bin, argv[0], {"--rma_max_bytes=2147483648"});
+  // No --data_dir: compared with in-process tables and Redis without persistence (the
+  // durability section below measures what the write-ahead log costs).
+  auto daemon = bench::DaemonProcess::Start(FLAGS_server_bin, argv[0], {"--rma_max_bytes=2147483648", "--data_dir="});
   if (!daemon.ok()) return Fail("cannot start engram-server: " + daemon.status().ToString() + "; no ratios without it");
   const std::string address = (*daemon)->address();
 

@@ -84,7 +84,9 @@ int main(int argc, char** argv) {
   const size_t B = FLAGS_batch, T = FLAGS_seq, n = B * T, k = spec.lookups_per_token();
   const uint32_t dim = spec.head_dim();
 
-  auto daemon = bench::DaemonProcess::Start(FLAGS_server_bin, argv[0]);
+  // No --data_dir: the in-process tables are not durable either (durability costs are measured
+  // by engram-bench-pull's durability section).
+  auto daemon = bench::DaemonProcess::Start(FLAGS_server_bin, argv[0], {"--data_dir="});
   if (!daemon.ok()) return Fail("cannot start engram-server: " + daemon.status().ToString());
   client::ClientOptions o;
   o.servers = {(*daemon)->address()};
@@ -198,11 +200,13 @@ int main(int argc, char** argv) {
           if (!engram || mode == "compute_only") continue;
           if (mode == "in_process") {
             LocalLayer& L = local[layer];
-            pushes.push_back(std::async(std::launch::async, [&L, &grads, dim] {
-              std::vector<float> summed(L.unique.size() * dim);
-              client::SumByInverse(L.inverse, L.unique.size(), dim, grads.data(), summed.data());
+            // Copies: with staleness 1 this apply overlaps the next step, which rewrites L.
+            pushes.push_back(std::async(std::launch::async, [shard = L.shard.get(), unique = L.unique,
+                                                             inverse = L.inverse, &grads, dim] {
+              std::vector<float> summed(unique.size() * dim);
+              client::SumByInverse(inverse, unique.size(), dim, grads.data(), summed.data());
               storage::ApplyScratch scratch;
-              return L.shard->ApplyGradients(L.unique, summed.data(), &scratch);
+              return shard->ApplyGradients(unique, summed.data(), &scratch);
             }));
           } else {
             pushes.push_back(handles[layer]->PushGradsAsync(grads.data()));

@@ -610,6 +610,11 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
   return first;
 }
 
+std::future<Status> TableHandle::PullAsync(std::span<const uint64_t> rows, uint8_t* out) {
+  std::vector<uint64_t> r(rows.begin(), rows.end());
+  return std::async(std::launch::async, [this, r = std::move(r), out] { return Pull(r, out); });
+}
+
 std::future<Status> TableHandle::PushAsync(std::span<const uint64_t> rows, const float* grads) {
   std::vector<uint64_t> r(rows.begin(), rows.end());
   std::vector<float> g(grads, grads + rows.size() * info_.schema.dim);

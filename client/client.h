@@ -123,6 +123,9 @@ class TableHandle {
   // Starts a pull and returns at once; `rows` may be reused immediately, `out` must stay valid
   // until Wait() returns.
   PendingPull StartPull(std::span<const uint64_t> rows, uint8_t* out);
+  // Pull on a helper thread, as a std::future (`rows` is copied; `out` must stay valid until
+  // the future is ready). StartPull is the cheaper way to overlap a pull with compute.
+  std::future<Status> PullAsync(std::span<const uint64_t> rows, uint8_t* out);
   // Pull decoded to f32. InvalidArgument for opaque byte tables.
   Status PullF32(std::span<const uint64_t> rows, float* out /* (n, dim) */);
 

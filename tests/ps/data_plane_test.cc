@@ -107,6 +107,13 @@ TEST_F(DataPlaneTest, AsyncPushAndPullComplete) {
   EXPECT_EQ(out[0], -2.0f);
   EXPECT_EQ(out[4], -2.0f);
   EXPECT_FALSE(p.Wait().ok());  // Once.
+  std::vector<float> out2(8);
+  std::vector<uint64_t> again = {900, 7};
+  auto pf = (*t)->PullAsync(again, reinterpret_cast<uint8_t*>(out2.data()));
+  again[0] = 0;  // The call copied its rows.
+  ASSERT_TRUE(pf.get().ok());
+  EXPECT_EQ(out2[0], -2.0f);
+  EXPECT_EQ(out2[4], -2.0f);
 }
 
 TEST_F(DataPlaneTest, ConcurrentClientsPushingTheSameRowsLoseNoUpdate) {
