@@ -244,6 +244,18 @@ TEST_F(RawFrameTest, EachMalformedInputGetsItsErrorAndTheDaemonSurvives) {
     w.Put<uint32_t>(1u << 30);  // A 1 GiB string length.
     cases.push_back({"absurd string length", wire::MsgType::kDescribeTable, p, Code::kInvalidArgument});
   }
+  auto strings = [](std::vector<std::string> parts) {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    for (const auto& x : parts) w.PutString(x);
+    return p;
+  };
+  cases.push_back({"checkpoint label with a slash", wire::MsgType::kCheckpoint, strings({"a/b"}), Code::kInvalidArgument});
+  cases.push_back({"checkpoint with a truncated label", wire::MsgType::kCheckpoint, {9, 0, 0, 0, 'x'},
+                   Code::kInvalidArgument});
+  cases.push_back({"restore without a label", wire::MsgType::kRestore, strings({"t"}), Code::kInvalidArgument});
+  cases.push_back({"restore of an unknown table", wire::MsgType::kRestore, strings({"nope", "x"}), Code::kNotFound});
+  cases.push_back({"restore from an unknown label", wire::MsgType::kRestore, strings({"t", "never"}), Code::kNotFound});
   for (auto& c : cases) {
     Status s = Call(c.type, c.payload);
     EXPECT_EQ(s.code(), c.want) << c.what << ": " << s.ToString();
