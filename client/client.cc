@@ -558,27 +558,40 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     int server;
     uint64_t seq;
     std::vector<uint8_t> payload;
-    bool acked = false;
+    std::vector<uint32_t> idx;  // Indexes into `unique` this part carries.
+    bool done = false;          // Acknowledged, or replaced after a shard-map change.
   };
   std::vector<Part> parts;
-  auto m = map();
-  const auto by = ByServer(*m, unique);
-  for (size_t s = 0; s < by.size(); ++s) {
-    if (by[s].empty()) continue;
-    Part part{static_cast<int>(s), client_->next_seq_++, {}};
-    wire::Writer w(&part.payload);
-    w.PutString(info_.schema.name);
-    w.Put<uint64_t>(client_->client_id_);
-    w.Put<uint64_t>(part.seq);
-    w.Put<uint32_t>(static_cast<uint32_t>(by[s].size()));
-    // Fill each reserved block before reserving the next: Reserve may move the buffer.
-    uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(by[s].size() * 8));
-    for (size_t k = 0; k < by[s].size(); ++k) ids[k] = unique[by[s][k]];
-    float* g = reinterpret_cast<float*>(w.Reserve(by[s].size() * dim * sizeof(float)));
-    for (size_t k = 0; k < by[s].size(); ++k) {
-      std::memcpy(g + k * dim, unique_grads + size_t{by[s][k]} * dim, dim * sizeof(float));
+  // One part per server for the rows `idx` (all of them, or those a stale map misrouted), each
+  // with a fresh sequence number.
+  auto add_parts = [&](const cluster::ShardMap& m, const std::vector<uint32_t>& idx) {
+    std::vector<uint64_t> subset(idx.size());
+    for (size_t k = 0; k < idx.size(); ++k) subset[k] = unique[idx[k]];
+    const auto by = ByServer(m, subset);
+    for (size_t s = 0; s < by.size(); ++s) {
+      if (by[s].empty()) continue;
+      Part part{static_cast<int>(s), client_->next_seq_++, {}, {}};
+      for (uint32_t k : by[s]) part.idx.push_back(idx[k]);
+      wire::Writer w(&part.payload);
+      w.PutString(info_.schema.name);
+      w.Put<uint64_t>(client_->client_id_);
+      w.Put<uint64_t>(part.seq);
+      w.Put<uint32_t>(static_cast<uint32_t>(part.idx.size()));
+      // Fill each reserved block before reserving the next: Reserve may move the buffer.
+      uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(part.idx.size() * 8));
+      for (size_t k = 0; k < part.idx.size(); ++k) ids[k] = unique[part.idx[k]];
+      float* g = reinterpret_cast<float*>(w.Reserve(part.idx.size() * dim * sizeof(float)));
+      for (size_t k = 0; k < part.idx.size(); ++k) {
+        std::memcpy(g + k * dim, unique_grads + size_t{part.idx[k]} * dim, dim * sizeof(float));
+      }
+      parts.push_back(std::move(part));
     }
-    parts.push_back(std::move(part));
+  };
+  auto m = map();
+  {
+    std::vector<uint32_t> all(unique.size());
+    for (uint32_t k = 0; k < all.size(); ++k) all[k] = k;
+    add_parts(*m, all);
   }
   Status first;
   for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
@@ -586,7 +599,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     // Send every unacknowledged part, then collect: servers apply their parts in parallel.
     std::vector<std::pair<size_t, StatusOr<uint64_t>>> sent;
     for (size_t i = 0; i < parts.size(); ++i) {
-      if (parts[i].acked) continue;
+      if (parts[i].done) continue;
       client_->EnsureConnected(parts[i].server).IgnoreError();  // A failure shows in the Send.
       sent.emplace_back(i, client_->transport_->Send(client_->conns_[parts[i].server], wire::MsgType::kPush, m->epoch(),
                                                      parts[i].payload));
@@ -594,16 +607,30 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     const auto deadline = client_->Deadline();
     first = Status::OK();
     bool transient = false;
+    std::vector<uint32_t> misrouted;  // Rows of parts refused for a stale shard map.
     for (auto& [i, id] : sent) {
       Status s = id.ok() ? client_->transport_->Wait(*id, deadline).status() : id.status();
       if (s.ok()) {
-        parts[i].acked = true;
+        parts[i].done = true;
+        continue;
+      }
+      if (s.IsStaleShardMap()) {  // Refused before it was applied: route these rows again.
+        parts[i].done = true;
+        misrouted.insert(misrouted.end(), parts[i].idx.begin(), parts[i].idx.end());
+        transient = true;
+        if (first.ok()) first = s;
         continue;
       }
       transient |= Transient(s);
-      if (first.ok() || (Transient(first) && !Transient(s))) {
+      if (first.ok() || ((Transient(first) || first.IsStaleShardMap()) && !Transient(s))) {
         first = s.WithContext("push part for server " + client_->options_.servers[parts[i].server]);
       }
+    }
+    if (!misrouted.empty() && (first.IsStaleShardMap() || Transient(first))) {
+      ENGRAM_RETURN_IF_ERROR(Refresh());
+      m = map();
+      add_parts(*m, misrouted);
+      continue;
     }
     if (first.ok() || !transient || !Transient(first)) return first;
   }

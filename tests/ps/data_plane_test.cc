@@ -278,6 +278,32 @@ TEST_F(RawFrameTest, EachMalformedInputGetsItsErrorAndTheDaemonSurvives) {
   ExpectStillServing();
 }
 
+TEST_F(RawFrameTest, APushWithAStaleShardMapIsReroutedWithoutTheCallerNoticing) {
+  auto t = client_->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)->epoch(), 1u);
+  // The table is placed again (a new map at epoch 2) behind the handle's back.
+  ASSERT_TRUE(client_->DropTable("t").ok());
+  wire::TableInfo info;
+  info.schema = Schema("t", OptimizerKind::kSgd, 100, 4);
+  info.schema.init.kind = InitKind::kZeros;
+  info.epoch = 2;
+  info.owners = {0, 0};
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  wire::PutTableInfo(w, info);
+  ASSERT_TRUE(Call(wire::MsgType::kCreateTable, p).ok());
+  std::vector<float> g(8, 1.0f);
+  const Status s = (*t)->Push(std::vector<uint64_t>{5, 80}, g.data());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ((*t)->epoch(), 2u);
+  std::vector<float> v(8);
+  ASSERT_TRUE((*t)->PullF32(std::vector<uint64_t>{5, 80}, v.data()).ok());
+  EXPECT_EQ(v[0], v[4]);
+  EXPECT_LT(v[0], 0.0f);  // Applied once through the new map.
+  EXPECT_EQ(Value(5), v[0]);
+}
+
 TEST_F(RawFrameTest, StaleEpochIsRefusedWithTheCurrentEpoch) {
   std::vector<uint8_t> p;
   wire::Writer w(&p);
