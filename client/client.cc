@@ -349,11 +349,16 @@ StatusOr<std::vector<std::string>> Client::ServerStatus() {
 }
 
 StatusOr<std::string> Client::Checkpoint(int server, const std::string& label) {
+  return AdminJson(server, wire::MsgType::kCheckpoint, {label});
+}
+
+// One request carrying `strings`, answered with a JSON string (the admin requests above).
+StatusOr<std::string> Client::AdminJson(int server, wire::MsgType type, const std::vector<std::string>& strings) {
   if (server < 0 || static_cast<size_t>(server) >= num_servers()) return Status::InvalidArgument("no such server");
   std::vector<uint8_t> p;
   wire::Writer w(&p);
-  w.PutString(label);
-  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, wire::MsgType::kCheckpoint, 0, p));
+  for (const auto& s : strings) w.PutString(s);
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, type, 0, p));
   wire::Reader rd(r.payload.data(), r.payload.size());
   std::string s;
   ENGRAM_RETURN_IF_ERROR(rd.GetString(&s, 1 << 16));
@@ -361,16 +366,11 @@ StatusOr<std::string> Client::Checkpoint(int server, const std::string& label) {
 }
 
 StatusOr<std::string> Client::RestoreTable(int server, const std::string& name, const std::string& label) {
-  if (server < 0 || static_cast<size_t>(server) >= num_servers()) return Status::InvalidArgument("no such server");
-  std::vector<uint8_t> p;
-  wire::Writer w(&p);
-  w.PutString(name);
-  w.PutString(label);
-  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, wire::MsgType::kRestore, 0, p));
-  wire::Reader rd(r.payload.data(), r.payload.size());
-  std::string s;
-  ENGRAM_RETURN_IF_ERROR(rd.GetString(&s, 1 << 16));
-  return s;
+  return AdminJson(server, wire::MsgType::kRestore, {name, label});
+}
+
+StatusOr<std::string> Client::DropCheckpoint(int server, const std::string& label) {
+  return AdminJson(server, wire::MsgType::kDropCheckpoint, {label});
 }
 
 std::shared_ptr<const cluster::ShardMap> TableHandle::map() const {

@@ -210,6 +210,9 @@ class Client {
   // Asks server `server` to roll table `name` back to its checkpoint labeled `label` (see
   // ps/durability.h); returns its JSON report ({"rows_restored", "rows_reset", ...}).
   StatusOr<std::string> RestoreTable(int server, const std::string& name, const std::string& label);
+  // Asks server `server` to stop keeping its checkpoints labeled `label` (see
+  // ps/durability.h); returns its JSON report ({"dropped": n, ...}).
+  StatusOr<std::string> DropCheckpoint(int server, const std::string& label);
 
  private:
   friend class TableHandle;
@@ -221,6 +224,8 @@ class Client {
   Status EnsureConnected(int server);
   // Sleeps before attempt `attempt` (none before the first).
   void Backoff(int attempt) const;
+  // Sends `strings` to `server` as one `type` request; returns the JSON string it answers.
+  StatusOr<std::string> AdminJson(int server, wire::MsgType type, const std::vector<std::string>& strings);
   Clock::time_point Deadline() const { return Clock::now() + options_.timeout; }
 
   ClientOptions options_;

@@ -386,6 +386,30 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
   return cs;
 }
 
+StatusOr<uint64_t> Durability::DropCheckpointLabel(const std::string& label) {
+  std::lock_guard<std::mutex> one_at_a_time(checkpoint_mu_);
+  const std::string root = options_.dir + "/checkpoints";
+  const auto all = Checkpoints(root);
+  uint64_t dropped = 0;
+  for (uint64_t n : all) {
+    const std::string dir = root + "/" + std::to_string(n);
+    std::ifstream f(dir + "/LABEL");
+    std::string l((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (!f || l != label) continue;
+    std::error_code ec;
+    if (n == all.back()) {
+      std::filesystem::remove(dir + "/LABEL", ec);  // Recovery still starts from it.
+    } else {
+      std::filesystem::remove_all(dir, ec);
+    }
+    if (ec) return Status::IoError("dropping checkpoint " + dir + ": " + ec.message());
+    ++dropped;
+  }
+  if (dropped == 0) return Status::NotFound("no checkpoint labeled '" + label + "' on this server");
+  ENGRAM_RETURN_IF_ERROR(SyncPath(root, true));
+  return dropped;
+}
+
 StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, const std::string& label) {
   const std::string root = options_.dir + "/checkpoints";
   std::string dir;

@@ -110,6 +110,10 @@ class Durability {
   // checkpoint has that label; FailedPrecondition if the table was created after it (or dropped
   // and created again since). Returns {restored rows, reset rows}.
   StatusOr<std::pair<uint64_t, uint64_t>> RestoreTable(Table* table, const std::string& label);
+  // Stops keeping the checkpoints labeled `label`: deletes them, except the newest checkpoint,
+  // which recovery still needs and which only loses its label (the next checkpoint replaces
+  // it). Returns how many lost the label; NotFound if none had it.
+  StatusOr<uint64_t> DropCheckpointLabel(const std::string& label);
 
   bool sync_mode() const { return options_.sync; }
   uint64_t records_logged() const { return records_.load(); }

@@ -22,6 +22,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kRmaInfo: return "rma_info";
     case wire::MsgType::kCheckpoint: return "checkpoint";
     case wire::MsgType::kRestore: return "restore";
+    case wire::MsgType::kDropCheckpoint: return "drop_checkpoint";
   }
   return "unknown";
 }
@@ -36,6 +37,7 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kPut:
     case wire::MsgType::kCheckpoint:
     case wire::MsgType::kRestore:
+    case wire::MsgType::kDropCheckpoint:
     case wire::MsgType::kDropTable:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
@@ -113,6 +115,14 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       ENGRAM_ASSIGN_OR_RETURN(auto cs, Checkpoint(label));
       w.PutString(nlohmann::json{{"node", options_.node_id}, {"checkpoint", cs.checkpoint}, {"rows", cs.rows},
                                  {"bytes", cs.bytes}, {"seconds", cs.seconds}, {"label", label}}.dump());
+      return Status::OK();
+    }
+    case wire::MsgType::kDropCheckpoint: {
+      std::string label;
+      ENGRAM_RETURN_IF_ERROR(r.GetString(&label, 128));
+      if (!durability_) return Status::FailedPrecondition("this server runs without --data_dir: it has no checkpoints");
+      ENGRAM_ASSIGN_OR_RETURN(uint64_t n, durability_->DropCheckpointLabel(label));
+      w.PutString(nlohmann::json{{"node", options_.node_id}, {"label", label}, {"dropped", n}}.dump());
       return Status::OK();
     }
     case wire::MsgType::kRestore: {

@@ -52,6 +52,7 @@ constexpr const char* kUsage =
     "  export --table=N --safetensors=FILE [--tensor=NAME] [--scale-tensor=NAME]\n"
     "  checkpoint [--name=LABEL]             every server writes a checkpoint now (labeled: kept for restore)\n"
     "  restore --table=N --name=LABEL        roll a table back to the checkpoint labeled LABEL, on every server\n"
+    "  drop-checkpoint --name=LABEL          stop keeping the checkpoints labeled LABEL, on every server\n"
     "cluster commands:\n"
     "  status --etcd=HOST:PORT [--cluster=NAME] [--json]   the daemons holding a live etcd lease\n";
 
@@ -84,7 +85,8 @@ int main(int argc, char** argv) {
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
   if (command == "status") return engram::ctl::RunStatus(FLAGS_etcd, FLAGS_cluster, FLAGS_json, FLAGS_timeout_ms);
   static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats",
-                                         "get", "put", "push", "import", "export", "checkpoint", "restore"};
+                                         "get", "put", "push", "import", "export", "checkpoint", "restore",
+                                         "drop-checkpoint"};
   for (const char* c : kTableCommands) {
     if (command != c) continue;
     engram::ctl::CtlFlags f;

@@ -1,5 +1,5 @@
 // engramctl table commands: create-table, drop-table, list, describe, stats, get, put, push,
-// checkpoint, restore.
+// checkpoint, restore, drop-checkpoint.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -246,9 +246,12 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
     return 0;
   }
   if (cmd == "import" || cmd == "export") return RunImportExport(cmd, f, cl);
-  if (cmd == "checkpoint" || cmd == "restore") {
+  if (cmd == "checkpoint" || cmd == "restore" || cmd == "drop-checkpoint") {
     if (cmd == "restore" && (f.table.empty() || f.name.empty())) {
       return Fail(cmd, Status::InvalidArgument("restore needs --table=N and --name=LABEL (the checkpoint's label)"));
+    }
+    if (cmd == "drop-checkpoint" && f.name.empty()) {
+      return Fail(cmd, Status::InvalidArgument("drop-checkpoint needs --name=LABEL"));
     }
     // One server at a time, with a progress line each: a checkpoint or restore of a big table
     // takes a while, and interrupting between servers leaves each server consistent.
@@ -256,7 +259,8 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
     for (size_t i = 0; i < cl.num_servers(); ++i) {
       if (!f.json) std::cerr << cmd << ": server " << i + 1 << "/" << cl.num_servers() << " ... " << std::flush;
       auto r = cmd == "checkpoint" ? cl.Checkpoint(static_cast<int>(i), f.name)
-                                   : cl.RestoreTable(static_cast<int>(i), f.table, f.name);
+               : cmd == "restore"  ? cl.RestoreTable(static_cast<int>(i), f.table, f.name)
+                                   : cl.DropCheckpoint(static_cast<int>(i), f.name);
       if (!r.ok()) {
         if (!f.json) std::cerr << "failed\n";
         return Fail(cmd, r.status().WithContext("server " + std::to_string(i)));

@@ -37,6 +37,7 @@ enum class MsgType : uint16_t {
                   // base address, slot stride, row range and packed rkey (one-sided reads).
   kCheckpoint = 11,  // [label] -> JSON of the checkpoint written (every table of the server).
   kRestore = 12,     // table, label -> JSON: the table rolled back to that checkpoint in place.
+  kDropCheckpoint = 13,  // label -> JSON: the checkpoints with that label are no longer kept.
 };
 
 struct Header {

@@ -107,6 +107,9 @@ TEST_F(EngramctlTableTest, CheckpointAndRestoreRollATableBack) {
   EXPECT_EQ(nlohmann::json::parse(got.out)["values"], nlohmann::json::parse("[[-1,-1],[0,0]]"));
   EXPECT_NE(Ctl("restore --table=t").err.find("--name=LABEL"), std::string::npos);
   EXPECT_NE(Ctl("restore --table=t --name=nope").err.find("NotFound"), std::string::npos);
+  ASSERT_EQ(Ctl("drop-checkpoint --name=before").code, 0);
+  EXPECT_NE(Ctl("restore --table=t --name=before").err.find("NotFound"), std::string::npos);
+  EXPECT_NE(Ctl("drop-checkpoint").err.find("--name=LABEL"), std::string::npos);
 }
 
 TEST_F(EngramctlTableTest, BadRowInputsFailWithMessages) {

@@ -149,6 +149,37 @@ TEST(RecoveryTest, RestoreRollsATableBackInPlaceAndARestartKeepsIt) {
   EXPECT_FLOAT_EQ(v[0], -0.4f);
 }
 
+TEST(RecoveryTest, DroppedLabelsFreeOldCheckpointsAndKeepTheNewestForRecovery) {
+  auto server = ServerProcess::Start(0, {"--checkpoint_interval_s=0"});
+  auto c = Connect(*server);
+  ASSERT_TRUE(c->CreateTable(Schema("sgd", OptimizerKind::kSgd, 100, 4), 1).ok());
+  auto t = c->OpenTable("sgd");
+  std::vector<float> g(4, 1.0f);
+  ASSERT_TRUE((*t)->Push(std::vector<uint64_t>{9}, g.data()).ok());
+  ASSERT_TRUE(c->Checkpoint(0, "a").ok());
+  ASSERT_TRUE((*t)->Push(std::vector<uint64_t>{9}, g.data()).ok());
+  ASSERT_TRUE(c->Checkpoint(0, "b").ok());  // The newest: recovery starts from it.
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(server->dir() + "/data/checkpoints"),
+                          std::filesystem::directory_iterator{}), 2);
+  auto dropped = c->DropCheckpoint(0, "a");
+  ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
+  EXPECT_NE(dropped->find("\"dropped\":1"), std::string::npos) << *dropped;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(server->dir() + "/data/checkpoints"),
+                          std::filesystem::directory_iterator{}), 1);
+  EXPECT_EQ(c->RestoreTable(0, "sgd", "a").status().code(), Code::kNotFound);
+  ASSERT_TRUE(c->DropCheckpoint(0, "b").ok());
+  EXPECT_EQ(c->RestoreTable(0, "sgd", "b").status().code(), Code::kNotFound);
+  EXPECT_EQ(c->DropCheckpoint(0, "b").status().code(), Code::kNotFound);
+  server->Kill9();  // The unlabeled newest checkpoint still recovers the table.
+  server->Restart();
+  auto c2 = Connect(*server);
+  auto t2 = c2->OpenTable("sgd");
+  ASSERT_TRUE(t2.ok());
+  std::vector<float> v(4);
+  ASSERT_TRUE((*t2)->PullF32(std::vector<uint64_t>{9}, v.data()).ok());
+  EXPECT_FLOAT_EQ(v[0], -0.2f);
+}
+
 TEST(RecoveryTest, AServerWithoutDataDirRefusesCheckpoints) {
   // --data_dir= (empty) after the harness's own flag: nothing is durable.
   auto server = ServerProcess::Start(0, {"--data_dir="});

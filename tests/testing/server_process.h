@@ -46,6 +46,8 @@ class ServerProcess {
   }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // The server's directory (its --data_dir is dir() + "/data").
+  const std::string& dir() const { return dir_; }
   uint16_t admin_port() const { return admin_port_; }
   pid_t pid() const { return pid_; }
 
