@@ -74,6 +74,41 @@ std::vector<uint64_t> Checkpoints(const std::string& dir) {
   return out;
 }
 
+// The header of a rows record (kPush, kPut, kCheckpointRows) after its kind byte, as
+// LogRecord writes it.
+struct RowsHeader {
+  std::string table;
+  uint64_t incarnation = 0, client = 0, seq = 0;
+  uint32_t row_bytes = 0, state_bytes = 0, rows = 0;
+};
+
+Status ReadRowsHeader(wire::Reader& r, RowsHeader* h) {
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&h->table, 128));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&h->incarnation));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&h->client));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&h->seq));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&h->row_bytes));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&h->state_bytes));
+  return r.Get(&h->rows);
+}
+
+// Calls fn(row, version, data, state) for each of the header's rows (state nullptr when the
+// record carries none); stops at fn's first error.
+template <typename Fn>
+Status ForEachLoggedRow(wire::Reader& r, const RowsHeader& h, Fn&& fn) {
+  for (uint32_t i = 0; i < h.rows; ++i) {
+    uint64_t row = 0, version = 0;
+    const uint8_t* data = nullptr;
+    const uint8_t* state = nullptr;
+    ENGRAM_RETURN_IF_ERROR(r.Get(&row));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&version));
+    ENGRAM_RETURN_IF_ERROR(r.GetSpan(h.row_bytes, &data));
+    if (h.state_bytes > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(h.state_bytes, &state));
+    ENGRAM_RETURN_IF_ERROR(fn(row, version, data, state));
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 LogRecord::LogRecord(RecordKind kind, const Table& table, uint64_t client, uint64_t seq)
@@ -259,42 +294,28 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
   }
   if (kind == static_cast<uint8_t>(RecordKind::kTables)) return Status::OK();  // For restores only.
   if (kind < 1 || kind > 3) return Status::DataLoss("unknown log record kind " + std::to_string(kind));
-  std::string name;
-  uint64_t incarnation = 0, client = 0, seq = 0;
-  uint32_t vb = 0, sb = 0, n = 0;
-  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
-  ENGRAM_RETURN_IF_ERROR(r.Get(&incarnation));
-  ENGRAM_RETURN_IF_ERROR(r.Get(&client));
-  ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
-  ENGRAM_RETURN_IF_ERROR(r.Get(&vb));
-  ENGRAM_RETURN_IF_ERROR(r.Get(&sb));
-  ENGRAM_RETURN_IF_ERROR(r.Get(&n));
-  auto t = registry->Get(name);
+  RowsHeader h;
+  ENGRAM_RETURN_IF_ERROR(ReadRowsHeader(r, &h));
+  auto t = registry->Get(h.table);
   // A record of a table dropped since (or dropped and created again) is history.
-  if (!t.ok() || (*t)->incarnation() != incarnation) return Status::OK();
+  if (!t.ok() || (*t)->incarnation() != h.incarnation) return Status::OK();
   const bool gradients = kind == static_cast<uint8_t>(RecordKind::kPush);
   const size_t want = gradients ? size_t{(*t)->schema().dim} * sizeof(float) : (*t)->schema().value_bytes();
-  if (vb != want) return Status::DataLoss("log record of '" + name + "' has the wrong row size");
-  for (uint32_t i = 0; i < n; ++i) {
-    uint64_t row = 0, version = 0;
-    const uint8_t* value = nullptr;
-    const uint8_t* state = nullptr;
-    ENGRAM_RETURN_IF_ERROR(r.Get(&row));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&version));
-    ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &value));
-    if (sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &state));
-    const Status st = gradients ? (*t)->ReplayGradient(row, version, reinterpret_cast<const float*>(value))
-                                : (*t)->Restore(row, version, value, state);
-    ENGRAM_RETURN_IF_ERROR(st.WithContext("log record of '" + name + "'"));
-  }
+  if (h.row_bytes != want) return Status::DataLoss("log record of '" + h.table + "' has the wrong row size");
+  ENGRAM_RETURN_IF_ERROR(ForEachLoggedRow(r, h, [&](uint64_t row, uint64_t version, const uint8_t* data,
+                                                   const uint8_t* state) {
+    const Status st = gradients ? (*t)->ReplayGradient(row, version, reinterpret_cast<const float*>(data))
+                                : (*t)->Restore(row, version, data, state);
+    return st.WithContext("log record of '" + h.table + "'");
+  }));
   if (from_checkpoint) {
-    stats->checkpoint_rows += n;
+    stats->checkpoint_rows += h.rows;
   } else {
     stats->log_records++;
-    stats->log_rows += n;
+    stats->log_rows += h.rows;
   }
-  if (kind == static_cast<uint8_t>(RecordKind::kPush) && client != 0) {
-    dedup->RecordApplied(client, seq);
+  if (gradients && h.client != 0) {
+    dedup->RecordApplied(h.client, h.seq);
     stats->applied_pushes++;
   }
   return Status::OK();
@@ -455,34 +476,18 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
       return Status::OK();
     }
     if (kind != static_cast<uint8_t>(RecordKind::kCheckpointRows)) return Status::OK();
-    std::string t;
-    uint64_t inc = 0, client = 0, seq = 0;
-    uint32_t rvb = 0, sb = 0, n = 0;
-    ENGRAM_RETURN_IF_ERROR(r.GetString(&t, 128));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&inc));
-    if (t != name || inc != table->incarnation()) return Status::OK();
+    RowsHeader h;
+    ENGRAM_RETURN_IF_ERROR(ReadRowsHeader(r, &h));
+    if (h.table != name || h.incarnation != table->incarnation()) return Status::OK();
     if (!listed) return Status::DataLoss("checkpoint " + dir + " lists its tables after their rows");
-    ENGRAM_RETURN_IF_ERROR(r.Get(&client));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&rvb));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&sb));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&n));
-    if (rvb != vb) return Status::DataLoss("checkpoint rows of '" + name + "' have the wrong size");
-    for (uint32_t i = 0; i < n; ++i) {
-      uint64_t row = 0, version = 0;
-      const uint8_t* value = nullptr;
-      const uint8_t* state = nullptr;
-      ENGRAM_RETURN_IF_ERROR(r.Get(&row));
-      ENGRAM_RETURN_IF_ERROR(r.Get(&version));
-      ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &value));
-      if (sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &state));
+    if (h.row_bytes != vb) return Status::DataLoss("checkpoint rows of '" + name + "' have the wrong size");
+    return ForEachLoggedRow(r, h, [&](uint64_t row, uint64_t, const uint8_t* value, const uint8_t* state) -> Status {
       if (row >= restored.size()) return Status::DataLoss("checkpoint row outside the table");
       ENGRAM_RETURN_IF_ERROR(table->Rewrite(row, value, state, record.get()));
       restored[row] = true;
       ++n_restored;
-      if (record->bytes().size() >= kCheckpointRecordBytes) ENGRAM_RETURN_IF_ERROR(flush());
-    }
-    return Status::OK();
+      return record->bytes().size() >= kCheckpointRecordBytes ? flush() : Status::OK();
+    });
   }, nullptr));
   if (!listed) return Status::DataLoss("checkpoint " + dir + " has no table list");
   // Rows written since the checkpoint go back to their initial value.
