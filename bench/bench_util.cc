@@ -88,6 +88,15 @@ std::vector<std::vector<uint64_t>> RowSampler::Batches(size_t batch, int count) 
   return sets;
 }
 
+std::vector<std::vector<uint64_t>> RowSampler::UniqueBatches(size_t batch, int count) {
+  auto sets = Batches(batch, count);
+  for (auto& set : sets) {
+    std::sort(set.begin(), set.end());
+    set.erase(std::unique(set.begin(), set.end()), set.end());
+  }
+  return sets;
+}
+
 Timing Measure(int threads, double budget_s, int min_calls, int max_calls, const std::function<void(int, int)>& call) {
   std::vector<std::vector<double>> us(threads);
   std::vector<std::thread> pool;

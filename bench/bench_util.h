@@ -38,6 +38,8 @@ class RowSampler {
   uint64_t Next();
   // `count` batches of `batch` rows.
   std::vector<std::vector<uint64_t>> Batches(size_t batch, int count);
+  // Batches of up to `batch` distinct rows, sorted (pushes whose rows need no summing).
+  std::vector<std::vector<uint64_t>> UniqueBatches(size_t batch, int count);
 
  private:
   uint64_t rows_;

@@ -70,6 +70,18 @@ struct PathClients {
   std::vector<std::unique_ptr<client::TableHandle>> tables;
 };
 
+// The push benchmarks' table: 2^20 rows of --push_dim f32 with Adam.
+TableSchema AdamPushSchema(const std::string& name) {
+  TableSchema ps;
+  ps.name = name;
+  ps.num_rows = 1 << 20;
+  ps.dim = FLAGS_push_dim;
+  ps.optimizer.kind = OptimizerKind::kAdam;
+  ps.optimizer.lr = 0.001f;
+  ps.init = {InitKind::kNormal, 0.02f, 1};
+  return ps;
+}
+
 StatusOr<PathClients> ConnectPath(const std::string& path, const std::string& address, int threads) {
   PathClients pc;
   client::ClientOptions o;
@@ -233,13 +245,7 @@ int main(int argc, char** argv) {
   // Push: sparse Adam updates through the daemon vs the same apply in process.
   nlohmann::json push_results = nlohmann::json::array();
   if (FLAGS_push) {
-    TableSchema ps;
-    ps.name = "bench_adam";
-    ps.num_rows = 1 << 20;
-    ps.dim = FLAGS_push_dim;
-    ps.optimizer.kind = OptimizerKind::kAdam;
-    ps.optimizer.lr = 0.001f;
-    ps.init = {InitKind::kNormal, 0.02f, 1};
+    const TableSchema ps = AdamPushSchema("bench_adam");
     auto local_adam = storage::Shard::Create(ps, 0, ps.num_rows, {});
     if (!local_adam.ok() || !(*admin)->CreateTable(ps, 4).ok()) return Fail("push table setup failed");
     auto remote_adam = (*admin)->OpenTable("bench_adam");
@@ -247,12 +253,8 @@ int main(int argc, char** argv) {
     std::printf("\npush of f32 gradients, dim %u, Adam; unique random rows; p50/p99 per call in us\n", ps.dim);
     std::printf("%8s | %-30s | %-30s | %9s\n", "batch", "in-process apply", "through the daemon (tcp)", "daemon/local");
     for (size_t batch : {size_t{1024}, size_t{4096}, size_t{32768}}) {
-      bench::RowSampler sampler(ps.num_rows, 0, batch + 7);
-      auto sets = sampler.Batches(batch, 8);
-      for (auto& set : sets) {  // Unique rows per call (the client sums duplicates anyway).
-        std::sort(set.begin(), set.end());
-        set.erase(std::unique(set.begin(), set.end()), set.end());
-      }
+      // Unique rows per call (the client sums duplicates anyway).
+      auto sets = bench::RowSampler(ps.num_rows, 0, batch + 7).UniqueBatches(batch, 8);
       std::vector<float> g(batch * ps.dim, 1e-3f);
       storage::ApplyScratch scratch;
       for (const auto& set : sets) {  // Materialise the rows on both sides first.
@@ -304,13 +306,7 @@ int main(int argc, char** argv) {
         if (!c.ok()) return Fail("durability bench: connect: " + c.status().ToString());
         cs.push_back(std::move(c).value());
       }
-      TableSchema ps;
-      ps.name = "adam";
-      ps.num_rows = 1 << 20;
-      ps.dim = FLAGS_push_dim;
-      ps.optimizer.kind = OptimizerKind::kAdam;
-      ps.optimizer.lr = 0.001f;
-      ps.init = {InitKind::kNormal, 0.02f, 1};
+      const TableSchema ps = AdamPushSchema("adam");
       if (Status st = cs[0]->CreateTable(ps, 4); !st.ok()) return Fail("durability bench: " + st.ToString());
       for (auto& c : cs) {
         auto t = c->OpenTable("adam");
@@ -320,14 +316,7 @@ int main(int argc, char** argv) {
       for (size_t batch : {size_t{256}, size_t{4096}}) {
         for (int threads : {1, 4}) {
           std::vector<std::vector<std::vector<uint64_t>>> sets(threads);
-          for (int t = 0; t < threads; ++t) {
-            bench::RowSampler sampler(ps.num_rows, 0, batch * 31 + t);
-            sets[t] = sampler.Batches(batch, 8);
-            for (auto& set : sets[t]) {
-              std::sort(set.begin(), set.end());
-              set.erase(std::unique(set.begin(), set.end()), set.end());
-            }
-          }
+          for (int t = 0; t < threads; ++t) sets[t] = bench::RowSampler(ps.num_rows, 0, batch * 31 + t).UniqueBatches(batch, 8);
           std::vector<float> g(batch * ps.dim, 1e-3f);
           bool failed = false;
           const Timing tm = bench::Measure(threads, FLAGS_budget_s * 2, 5, 100000, [&](int t, int i) {
