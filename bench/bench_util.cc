@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -30,6 +31,7 @@ StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const std::string&
                                    std::string("--data_dir=") + tmpl + "/data"};
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
   auto d = std::unique_ptr<DaemonProcess>(new DaemonProcess());
+  d->dir_ = tmpl;
   d->pid_ = fork();
   if (d->pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -62,6 +64,8 @@ DaemonProcess::~DaemonProcess() {
     kill(pid_, SIGTERM);
     waitpid(pid_, nullptr, 0);
   }
+  std::error_code ec;  // Best effort: a benchmark's leftovers must not fill /tmp (logs reach GBs).
+  std::filesystem::remove_all(dir_, ec);
 }
 
 RowSampler::RowSampler(uint64_t rows, double exponent, uint64_t seed) : rows_(rows), exponent_(exponent), gen_(seed) {

@@ -21,13 +21,14 @@ class DaemonProcess {
   // `bin` empty: the engram-server of the build tree that holds `argv0`'s directory.
   static StatusOr<std::unique_ptr<DaemonProcess>> Start(const std::string& bin, const std::string& argv0,
                                                         const std::vector<std::string>& extra_flags = {});
-  ~DaemonProcess();
+  ~DaemonProcess();  // Stops the daemon and removes its temporary directory (logs, data).
   const std::string& address() const { return address_; }
 
  private:
   DaemonProcess() = default;
   pid_t pid_ = -1;
   std::string address_;
+  std::string dir_;  // Port file and --data_dir live here.
 };
 
 // Row ids drawn uniformly (exponent 0) or from Zipf(exponent) over [0, rows). Zipf ranks are
