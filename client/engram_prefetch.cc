@@ -8,20 +8,25 @@
 
 namespace engram::client {
 
+namespace {
+// The most recently pooled buffer, or an empty one.
+template <typename T>
+std::vector<T> PopOrEmpty(std::vector<std::vector<T>>* pool) {
+  if (pool->empty()) return {};
+  auto v = std::move(pool->back());
+  pool->pop_back();
+  return v;
+}
+}  // namespace
+
 std::vector<float> PrefetchBufferPool::TakeRows() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (rows_.empty()) return {};
-  auto v = std::move(rows_.back());
-  rows_.pop_back();
-  return v;
+  return PopOrEmpty(&rows_);
 }
 
 std::vector<uint8_t> PrefetchBufferPool::TakeStaging() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (staging_.empty()) return {};
-  auto v = std::move(staging_.back());
-  staging_.pop_back();
-  return v;
+  return PopOrEmpty(&staging_);
 }
 
 void PrefetchBufferPool::Give(std::vector<float> rows, std::vector<uint8_t> staging) {
