@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.h"
 #include "cluster/etcd_client.h"
 
 namespace engram::testing {
@@ -37,18 +38,7 @@ class EtcdProcess {
                                      "--listen-client-urls=" + curl, "--advertise-client-urls=" + curl,
                                      "--listen-peer-urls=" + purl, "--initial-advertise-peer-urls=" + purl,
                                      "--initial-cluster=t=" + purl, "--logger=zap", "--log-level=error"};
-    e->pid_ = fork();
-    if (e->pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const std::string log = e->dir_ + "/log";
-      freopen(log.c_str(), "w", stderr);
-      freopen(log.c_str(), "a", stdout);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    e->pid_ = SpawnChild(std::move(args), e->dir_ + "/log");
     cluster::EtcdClient::Options o;
     o.endpoint = e->endpoint_;
     o.timeout = std::chrono::milliseconds(500);

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.h"
+
 namespace engram::testing {
 
 class ServerProcess {
@@ -86,17 +88,7 @@ class ServerProcess {
                                      "--admin_listen=127.0.0.1:0", "--node_id=" + std::to_string(node_id_),
                                      "--port_file=" + port_file, "--data_dir=" + dir_ + "/data"};
     args.insert(args.end(), flags_.begin(), flags_.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlive a test that crashed.
-      const std::string log = dir_ + "/log";
-      freopen(log.c_str(), "a", stderr);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    pid_ = SpawnChild(std::move(args), dir_ + "/log");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < deadline) {
       std::ifstream f(port_file);
