@@ -166,6 +166,12 @@ StatusOr<std::unique_ptr<Durability>> Durability::Open(const DurabilityOptions& 
   for (const auto& e : std::filesystem::directory_iterator(options.dir + "/checkpoints", ec)) {
     if (e.path().extension() == ".tmp") std::filesystem::remove_all(e.path(), ec);
   }
+  // Cold tiers are caches of what the log and checkpoints hold (storage/cold_store.h): start
+  // them empty; recovery refills them.
+  const std::string cold = options.dir + "/cold";
+  std::filesystem::remove_all(cold, ec);
+  if (ec || (::mkdir(cold.c_str(), 0755) != 0 && errno != EEXIST)) return Errno("reset " + cold);
+  registry->SetColdDir(cold);
   RecoveryStats local;
   RecoveryStats& st = stats ? *stats : local;
   ENGRAM_RETURN_IF_ERROR(dur->LoadCatalog(registry, &st));
@@ -380,11 +386,12 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
           cs.bytes += rec->bytes().size();
           rec = std::make_unique<LogRecord>(RecordKind::kCheckpointRows, *t);
         };
-        shard->ForEachTouched([&](uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+        Status scan = shard->ForEachTouched([&](uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
           rec->Add(row, version, value, state);
           if (rec->bytes().size() >= kCheckpointRecordBytes) flush();
         });
         flush();
+        ENGRAM_RETURN_IF_ERROR(scan);
         ENGRAM_RETURN_IF_ERROR(st);
       }
     }
@@ -496,7 +503,7 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
     const storage::Shard* shard = table->shard(s);
     if (shard == nullptr) continue;
     std::vector<uint64_t> reset;
-    shard->ForEachTouched([&](uint64_t row, uint64_t, const uint8_t*, const uint8_t*) {
+    st = shard->ForEachTouched([&](uint64_t row, uint64_t, const uint8_t*, const uint8_t*) {
       if (!restored[row]) reset.push_back(row);
     });
     for (uint64_t row : reset) {

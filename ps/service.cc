@@ -380,12 +380,33 @@ std::string Service::MetricsText() const {
   line("# TYPE engram_table_rows_touched gauge");
   line("# HELP engram_table_bytes_per_row Bytes one materialised row costs (value slot + optimizer state).");
   line("# TYPE engram_table_bytes_per_row gauge");
+  std::vector<std::pair<std::string, TableStats>> cached;
   for (const auto& name : registry_.List()) {
     auto t = registry_.Get(name);
     if (!t.ok()) continue;
     const TableStats s = (*t)->stats();
     line("engram_table_rows_touched{table=\"" + name + "\"} " + std::to_string(s.touched_rows));
     line("engram_table_bytes_per_row{table=\"" + name + "\"} " + std::to_string(s.bytes_per_row));
+    if (s.cached) cached.emplace_back(name, s);
+  }
+  // Cold-tier tables: one group of lines per metric, as the exposition format wants.
+  using Field = uint64_t (*)(const TableStats&);
+  const std::pair<const char*, Field> families[] = {
+      {"engram_cache_capacity_rows", [](const TableStats& t) { return t.cache.capacity; }},
+      {"engram_cache_resident_rows", [](const TableStats& t) { return t.cache.resident; }},
+      {"engram_cache_hits_total", [](const TableStats& t) { return t.cache.hits; }},
+      {"engram_cache_misses_total", [](const TableStats& t) { return t.cache.misses; }},
+      {"engram_cache_admitted_total", [](const TableStats& t) { return t.cache.admitted; }},
+      {"engram_cache_rejected_total", [](const TableStats& t) { return t.cache.rejected; }},
+      {"engram_cache_evictions_total", [](const TableStats& t) { return t.cache.evictions; }},
+      {"engram_cold_rows_written_total", [](const TableStats& t) { return t.cold_puts; }},
+      {"engram_cold_rows_read_total", [](const TableStats& t) { return t.cold_reads; }},
+  };
+  for (const auto& [family, field] : families) {
+    if (cached.empty()) break;
+    const std::string f = family;
+    line("# TYPE " + f + (f.ends_with("_total") ? " counter" : " gauge"));
+    for (const auto& [name, st] : cached) line(f + "{table=\"" + name + "\"} " + std::to_string(field(st)));
   }
   line("# TYPE engram_memory_budget_bytes gauge");
   line("engram_memory_budget_bytes " + std::to_string(options_.memory_budget));
@@ -407,6 +428,14 @@ std::string Service::StatusJson() const {
     if (!t.ok()) continue;
     const auto& s = (*t)->schema();
     const TableStats st = (*t)->stats();
+    nlohmann::json cache = nullptr;
+    if (st.cached) {
+      cache = {{"capacity_rows", st.cache.capacity}, {"resident_rows", st.cache.resident},
+               {"hits", st.cache.hits},           {"misses", st.cache.misses},
+               {"admitted", st.cache.admitted},   {"rejected", st.cache.rejected},
+               {"evictions", st.cache.evictions}, {"write_throughs", st.cache.write_throughs},
+               {"cold_rows_written", st.cold_puts}, {"cold_rows_read", st.cold_reads}};
+    }
     j["tables"].push_back({{"name", name},
                            {"rows", s.num_rows},
                            {"dim", s.dim},
@@ -416,7 +445,9 @@ std::string Service::StatusJson() const {
                            {"shards", (*t)->shard_map().num_shards()},
                            {"local_shards", st.local_shards},
                            {"rows_touched", st.touched_rows},
-                           {"bytes_per_row", st.bytes_per_row}});
+                           {"bytes_per_row", st.bytes_per_row},
+                           {"dram_bytes", s.dram_bytes},
+                           {"cache", cache}});
   }
   j["rows_pulled"] = counters_.rows_pulled.load();
   j["rows_pushed"] = counters_.rows_pushed.load();

@@ -3,24 +3,61 @@
 
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <string>
+
+#include "storage/optimizer.h"
+#include "storage/row_cache.h"
 
 namespace engram::ps {
 
 StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id,
-                                               const storage::ShardOptions& options, uint64_t incarnation) {
+                                               const storage::ShardOptions& options, uint64_t incarnation,
+                                               const std::string& cold_dir) {
   ENGRAM_RETURN_IF_ERROR(schema.Validate());
   if (map.num_rows() != schema.num_rows) {
     return Status::InvalidArgument("shard map covers " + std::to_string(map.num_rows()) + " rows, table '" +
                                    schema.name + "' has " + std::to_string(schema.num_rows));
   }
+  uint32_t local = 0;
+  uint64_t local_rows = 0;
+  for (uint32_t i = 0; i < map.num_shards(); ++i) {
+    if (map.Owner(i) == node_id) ++local, local_rows += map.Range(i).count;
+  }
+  storage::ShardOptions so = options;
+  std::unique_ptr<storage::ColdStore> cold;
+  const size_t state_bytes = IsTrainable(schema.dtype) ? storage::OptimizerStateBytes(schema.optimizer, schema.dim) : 0;
+  const size_t slot_bytes = storage::RowCache::BytesPerSlot(schema.value_bytes(), state_bytes);
+  if (schema.dram_bytes > 0 && local > 0 && schema.dram_bytes / slot_bytes < local_rows) {
+    if (cold_dir.empty()) {
+      return Status::FailedPrecondition("table '" + schema.name + "' sets dram_bytes (a cold tier for the rows beyond "
+                                        "it), but this server has no --data_dir to keep them in");
+    }
+    so.cache_rows = schema.dram_bytes / slot_bytes / local;
+    if (so.cache_rows < so.cache.ways) {
+      return Status::InvalidArgument("table '" + schema.name + "': dram_bytes " + std::to_string(schema.dram_bytes) +
+                                     " holds " + std::to_string(so.cache_rows) + " rows per shard of " +
+                                     std::to_string(slot_bytes) + " bytes each; at least " +
+                                     std::to_string(so.cache.ways) + " are needed");
+    }
+    // A fresh directory per table object: a dropped table's store may still be closing.
+    std::random_device rd;
+    const std::string dir = cold_dir + "/" + schema.name + "." + std::to_string(incarnation) + "." +
+                            std::to_string((uint64_t{rd()} << 32) | rd());
+    ENGRAM_ASSIGN_OR_RETURN(cold, storage::ColdStore::Open(dir, schema.value_bytes(), state_bytes, {}));
+    so.cold = cold.get();
+  }
   std::vector<std::unique_ptr<storage::Shard>> shards(map.num_shards());
   for (uint32_t i = 0; i < map.num_shards(); ++i) {
     if (map.Owner(i) != node_id) continue;
     const cluster::RowRange r = map.Range(i);
-    ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, options));
+    ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, so));
   }
-  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, std::move(shards), incarnation));
+  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, std::move(cold), std::move(shards), incarnation));
+}
+
+void Table::MarkDropped() {
+  if (cold_) cold_->RemoveOnClose();
 }
 
 TableStats Table::stats() const {
@@ -31,6 +68,21 @@ TableStats Table::stats() const {
     s.touched_rows += ss.touched_rows;
     s.bytes_per_row = ss.bytes_per_row;
     ++s.local_shards;
+    if (ss.cached) {
+      s.cached = true;
+      s.cache.capacity += ss.cache.capacity;
+      s.cache.resident += ss.cache.resident;
+      s.cache.hits += ss.cache.hits;
+      s.cache.misses += ss.cache.misses;
+      s.cache.admitted += ss.cache.admitted;
+      s.cache.rejected += ss.cache.rejected;
+      s.cache.evictions += ss.cache.evictions;
+      s.cache.write_throughs += ss.cache.write_throughs;
+    }
+  }
+  if (cold_) {
+    s.cold_puts = cold_->puts();
+    s.cold_reads = cold_->reads();
   }
   return s;
 }
@@ -195,7 +247,7 @@ StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& s
                                                             uint32_t node_id, uint64_t incarnation) {
   std::lock_guard<std::mutex> lock(mu_);
   if (tables_.contains(schema.name)) return Status::AlreadyExists("table '" + schema.name + "' already exists");
-  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id, options_, incarnation));
+  ENGRAM_ASSIGN_OR_RETURN(auto table, Table::Create(schema, std::move(map), node_id, options_, incarnation, cold_dir_));
   tables_[schema.name] = table;
   return table;
 }
@@ -212,8 +264,16 @@ uint64_t TableRegistry::TouchedBytes() const {
 
 Status TableRegistry::DropTable(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (tables_.erase(name) == 0) return Status::NotFound("no table named '" + name + "'");
+  auto it = tables_.find(name);
+  if (it == tables_.end()) return Status::NotFound("no table named '" + name + "'");
+  it->second->MarkDropped();
+  tables_.erase(it);
   return Status::OK();
+}
+
+void TableRegistry::SetColdDir(std::string dir) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cold_dir_ = std::move(dir);
 }
 
 StatusOr<std::shared_ptr<Table>> TableRegistry::Get(const std::string& name) const {

@@ -30,6 +30,9 @@ struct TableStats {
   uint64_t touched_rows = 0;
   uint64_t bytes_per_row = 0;
   uint32_t local_shards = 0;
+  bool cached = false;            // Some rows live in the cold tier.
+  storage::RowCacheStats cache;   // Summed over the cached shards.
+  uint64_t cold_puts = 0, cold_reads = 0;
 };
 
 // Durability hook of a write: `sink` receives every changed row's after-image while the row is
@@ -45,9 +48,11 @@ class Table {
  public:
   // Creates the shards of `map` owned by `node_id`. `incarnation` tells this table apart from
   // an earlier one of the same name in the write-ahead log.
+  // A schema with dram_bytes > 0 keeps the rows beyond it in a cold tier under `cold_dir`
+  // (FailedPrecondition when empty: the server has no data directory).
   static StatusOr<std::shared_ptr<Table>> Create(const TableSchema& schema, cluster::ShardMap map,
                                                  uint32_t node_id, const storage::ShardOptions& options,
-                                                 uint64_t incarnation = 0);
+                                                 uint64_t incarnation = 0, const std::string& cold_dir = "");
   uint64_t incarnation() const { return incarnation_; }
 
   const TableSchema& schema() const { return schema_; }
@@ -76,12 +81,14 @@ class Table {
   Status Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink);
   // Excludes every logged write of this table while the returned locks live (checkpoints).
   std::vector<std::unique_lock<std::mutex>> LockWrites() const;
+  // The table was dropped: its cold tier's files go when the last reference does.
+  void MarkDropped();
 
  private:
-  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, std::vector<std::unique_ptr<storage::Shard>> shards,
-        uint64_t incarnation)
-      : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), shards_(std::move(shards)),
-        write_mu_(new std::mutex[shards_.size()]), incarnation_(incarnation) {}
+  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, std::unique_ptr<storage::ColdStore> cold,
+        std::vector<std::unique_ptr<storage::Shard>> shards, uint64_t incarnation)
+      : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), cold_(std::move(cold)),
+        shards_(std::move(shards)), write_mu_(new std::mutex[shards_.size()]), incarnation_(incarnation) {}
   // Locks the write mutexes of the shards in `by_shard` that have rows, in ascending order.
   std::vector<std::unique_lock<std::mutex>> LockShards(const std::vector<std::vector<uint32_t>>& by_shard) const;
 
@@ -93,6 +100,7 @@ class Table {
   TableSchema schema_;
   cluster::ShardMap map_;
   uint32_t node_id_;
+  std::unique_ptr<storage::ColdStore> cold_;  // Shared by the cached shards; outlives them.
   std::vector<std::unique_ptr<storage::Shard>> shards_;  // Index = shard id; null if not local.
   std::unique_ptr<std::mutex[]> write_mu_;  // Per shard: orders logged writes with their log records.
   uint64_t incarnation_;
@@ -109,6 +117,9 @@ class TableRegistry {
   // Creates a table placed by `map`; this node holds the shards `map` gives `node_id`.
   StatusOr<std::shared_ptr<Table>> CreateTable(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id,
                                                uint64_t incarnation = 0);
+  // Where tables with a DRAM budget keep their cold tiers (a directory this registry owns; set
+  // before such tables are created). Empty: such tables are refused.
+  void SetColdDir(std::string dir);
   // All tables, by name.
   std::vector<std::shared_ptr<Table>> Tables() const;
   // Bytes of rows materialised over all tables (value slots and optimizer state).
@@ -122,6 +133,7 @@ class TableRegistry {
   const uint32_t node_id_;
   const storage::ShardOptions options_;
   mutable std::mutex mu_;
+  std::string cold_dir_;  // GUARDED_BY(mu_)
   std::map<std::string, std::shared_ptr<Table>> tables_;  // GUARDED_BY(mu_)
 };
 

@@ -94,6 +94,12 @@ class RowArena {
   // `state_out` may be nullptr when state_bytes() == 0.
   uint64_t Snapshot(uint64_t slot, uint8_t* value_out, uint8_t* state_out) const;
 
+  // A slot's optimizer state bytes, for callers that synchronise writers of the slot by other
+  // means (storage/row_cache.h holds a lock per set). nullptr when state_bytes() == 0.
+  uint8_t* state_ptr(uint64_t slot) const {
+    return state_bytes_ ? static_cast<uint8_t*>(state_.data()) + slot * state_bytes_ : nullptr;
+  }
+
   // Number of slots that were ever written (approximate under concurrency).
   uint64_t touched_slots() const { return touched_.load(std::memory_order_relaxed); }
 

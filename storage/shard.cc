@@ -22,12 +22,36 @@ StatusOr<std::unique_ptr<Shard>> Shard::Create(const TableSchema& schema, uint64
                                    std::to_string(schema.num_rows) + " rows");
   }
   const size_t state_bytes = IsTrainable(schema.dtype) ? OptimizerStateBytes(schema.optimizer, schema.dim) : 0;
+  if (options.cold != nullptr && options.cache_rows < num_rows) {
+    ENGRAM_ASSIGN_OR_RETURN(auto cache, RowCache::Create(first_row, num_rows, options.cache_rows, schema.value_bytes(),
+                                                         state_bytes, options.cold, options.cache));
+    return std::unique_ptr<Shard>(new Shard(schema, first_row, num_rows, nullptr, std::move(cache), state_bytes,
+                                            options.max_batch_rows));
+  }
   ENGRAM_ASSIGN_OR_RETURN(auto arena, RowArena::Create(num_rows, schema.value_bytes(), state_bytes, options.arena));
-  return std::unique_ptr<Shard>(new Shard(schema, first_row, std::move(arena), state_bytes, options.max_batch_rows));
+  return std::unique_ptr<Shard>(new Shard(schema, first_row, num_rows, std::move(arena), nullptr, state_bytes,
+                                          options.max_batch_rows));
+}
+
+template <typename Fn>
+Status Shard::WithRow(uint64_t row, Fn&& fn) {
+  if (cache_) return cache_->Write(row, RowFn(fn));
+  RowArena::Writer w(arena_.get(), row - first_row_);
+  RowRef r{w.value(), w.state(), w.previous_version(), w.version()};
+  fn(r);
+  if (r.version != w.version()) w.PublishAs(r.version);
+  return Status::OK();
 }
 
 ShardStats Shard::stats() const {
-  return {arena_->touched_slots(), arena_->layout().stride + state_bytes_};
+  ShardStats s;
+  s.touched_rows = arena().touched_slots();
+  s.bytes_per_row = arena().layout().stride + state_bytes_;
+  if (cache_) {
+    s.cached = true;
+    s.cache = cache_->stats();
+  }
+  return s;
 }
 
 Status Shard::CheckRows(std::span<const uint64_t> rows) const {
@@ -35,7 +59,7 @@ Status Shard::CheckRows(std::span<const uint64_t> rows) const {
     return Status::InvalidArgument("batch of " + std::to_string(rows.size()) + " rows exceeds the limit of " +
                                    std::to_string(max_batch_));
   }
-  const uint64_t n = arena_->num_slots();
+  const uint64_t n = num_rows_;
   for (size_t i = 0; i < rows.size(); ++i) {
     if (rows[i] - first_row_ >= n || rows[i] < first_row_) {
       return Status::OutOfRange("row " + std::to_string(rows[i]) + " (index " + std::to_string(i) +
@@ -46,10 +70,27 @@ Status Shard::CheckRows(std::span<const uint64_t> rows) const {
   return Status::OK();
 }
 
+Status Shard::CheckRow(uint64_t row) const {
+  if (row < first_row_ || row - first_row_ >= num_rows_) {
+    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
+  }
+  return Status::OK();
+}
+
 Status Shard::Gather(std::span<const uint64_t> rows, uint8_t* out) const {
   ENGRAM_RETURN_IF_ERROR(CheckRows(rows));
+  return GatherChecked(rows, out);
+}
+
+Status Shard::GatherChecked(std::span<const uint64_t> rows, uint8_t* out) const {
   const size_t vb = schema_.value_bytes();
   std::vector<float> init;  // Allocated only if an untouched row is met.
+  if (cache_) {
+    std::vector<uint32_t> untouched;
+    ENGRAM_RETURN_IF_ERROR(cache_->Gather(rows, out, &untouched));
+    for (uint32_t i : untouched) InitialRowAtRest(schema_, rows[i], &init, out + size_t{i} * vb);
+    return Status::OK();
+  }
   constexpr size_t kPrefetchDistance = 8;
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i + kPrefetchDistance < rows.size()) arena_->Prefetch(rows[i + kPrefetchDistance] - first_row_);
@@ -66,6 +107,12 @@ Status Shard::GatherF32(std::span<const uint64_t> rows, float* out) const {
   ENGRAM_RETURN_IF_ERROR(CheckRows(rows));
   std::vector<uint8_t> raw(schema_.value_bytes());
   std::vector<float> init;
+  if (cache_) {
+    std::vector<uint8_t> all(rows.size() * raw.size());
+    ENGRAM_RETURN_IF_ERROR(GatherChecked(rows, all.data()));
+    for (size_t i = 0; i < rows.size(); ++i) DecodeRow(schema_.dtype, schema_.dim, all.data() + i * raw.size(), out + i * schema_.dim);
+    return Status::OK();
+  }
   for (size_t i = 0; i < rows.size(); ++i) {
     // Untouched rows decode from their value at rest, so they round exactly as Gather stores them.
     if (arena_->Read(rows[i] - first_row_, raw.data()) == 0) InitialRowAtRest(schema_, rows[i], &init, raw.data());
@@ -74,9 +121,9 @@ Status Shard::GatherF32(std::span<const uint64_t> rows, float* out) const {
   return Status::OK();
 }
 
-void Shard::Materialise(const RowArena::Writer& w, uint64_t row, std::vector<float>* scratch) const {
-  InitialRowAtRest(schema_, row, scratch, w.value());
-  if (state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, w.state());
+void Shard::Materialise(const RowRef& r, uint64_t row, std::vector<float>* scratch) const {
+  InitialRowAtRest(schema_, row, scratch, r.value);
+  if (state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, r.state);
 }
 
 Status Shard::Put(std::span<const uint64_t> rows, const uint8_t* values, RowImageSink* sink) {
@@ -96,10 +143,11 @@ Status Shard::Put(std::span<const uint64_t> rows, const uint8_t* values, RowImag
     }
   }
   for (size_t i = 0; i < rows.size(); ++i) {
-    RowArena::Writer w(arena_.get(), rows[i] - first_row_);
-    if (w.previous_version() == 0 && state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, w.state());
-    std::memcpy(w.value(), values + i * vb, vb);
-    if (sink) sink->Add(rows[i], w.version(), w.value(), w.state());
+    ENGRAM_RETURN_IF_ERROR(WithRow(rows[i], [&](RowRef& r) {
+      if (r.previous_version == 0 && state_bytes_ > 0) InitOptimizerState(schema_.optimizer, schema_.dim, r.state);
+      std::memcpy(r.value, values + i * vb, vb);
+      if (sink) sink->Add(rows[i], r.version, r.value, r.state);
+    }));
   }
   return Status::OK();
 }
@@ -144,91 +192,92 @@ Status Shard::ApplyGradients(std::span<const uint64_t> rows, const float* grads,
   s.row.resize(dim);
   constexpr size_t kPrefetchDistance = 4;  // Rows are random: hide the cache misses of the next few.
   for (size_t u = 0; u < s.unique_rows.size(); ++u) {
-    if (u + kPrefetchDistance < s.unique_rows.size()) arena_->Prefetch(s.unique_rows[u + kPrefetchDistance] - first_row_);
-    const uint64_t row = s.unique_rows[u];
-    RowArena::Writer w(arena_.get(), row - first_row_);
-    if (w.previous_version() == 0) Materialise(w, row, &s.row);
-    const float* g = s.summed.data() + u * dim;
-    if (schema_.dtype == DType::kF32) {  // Slot values are 8-byte aligned: update in place.
-      ApplyOptimizer(schema_.optimizer, dim, reinterpret_cast<float*>(w.value()), w.state(), g);
-    } else {
-      DecodeRow(schema_.dtype, dim, w.value(), s.row.data());
-      ApplyOptimizer(schema_.optimizer, dim, s.row.data(), w.state(), g);
-      EncodeRow(schema_.dtype, dim, s.row.data(), w.value());
+    if (arena_ && u + kPrefetchDistance < s.unique_rows.size()) {
+      arena_->Prefetch(s.unique_rows[u + kPrefetchDistance] - first_row_);
     }
-    if (sink) sink->AddGradient(row, w.version(), g);
+    const uint64_t row = s.unique_rows[u];
+    const float* g = s.summed.data() + u * dim;
+    ENGRAM_RETURN_IF_ERROR(WithRow(row, [&](RowRef& r) {
+      if (r.previous_version == 0) Materialise(r, row, &s.row);
+      Step(r, g, &s.row);
+      if (sink) sink->AddGradient(row, r.version, g);
+    }));
   }
   return Status::OK();
+}
+
+void Shard::Step(const RowRef& r, const float* grad, std::vector<float>* scratch) const {
+  if (schema_.dtype == DType::kF32) {  // Values are 8-byte aligned: update in place.
+    ApplyOptimizer(schema_.optimizer, schema_.dim, reinterpret_cast<float*>(r.value), r.state, grad);
+  } else {
+    scratch->resize(schema_.dim);
+    DecodeRow(schema_.dtype, schema_.dim, r.value, scratch->data());
+    ApplyOptimizer(schema_.optimizer, schema_.dim, scratch->data(), r.state, grad);
+    EncodeRow(schema_.dtype, schema_.dim, scratch->data(), r.value);
+  }
 }
 
 Status Shard::ReplayGradient(uint64_t row, uint64_t version, const float* grad) {
-  if (row < first_row_ || row - first_row_ >= arena_->num_slots()) {
-    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckRow(row));
   if (version < 2 || (version & 1u) != 0) return Status::InvalidArgument("logged row version must be even and >= 2");
-  RowArena::Writer w(arena_.get(), row - first_row_);
-  if (w.previous_version() >= version) {
-    w.PublishAs(w.previous_version());  // Already includes this step (a checkpoint did).
-    return Status::OK();
-  }
-  if (w.previous_version() != version - 2) {
-    const uint64_t prev = w.previous_version();
-    w.PublishAs(prev);
-    return Status::DataLoss("row " + std::to_string(row) + " is at version " + std::to_string(prev) +
-                            " but the log's next step for it makes version " + std::to_string(version) +
-                            ": an update of the row is missing");
-  }
+  Status result;
   std::vector<float> scratch(schema_.dim);
-  if (w.previous_version() == 0) Materialise(w, row, &scratch);
-  if (schema_.dtype == DType::kF32) {
-    ApplyOptimizer(schema_.optimizer, schema_.dim, reinterpret_cast<float*>(w.value()), w.state(), grad);
-  } else {
-    DecodeRow(schema_.dtype, schema_.dim, w.value(), scratch.data());
-    ApplyOptimizer(schema_.optimizer, schema_.dim, scratch.data(), w.state(), grad);
-    EncodeRow(schema_.dtype, schema_.dim, scratch.data(), w.value());
-  }
-  return Status::OK();
+  ENGRAM_RETURN_IF_ERROR(WithRow(row, [&](RowRef& r) {
+    const uint64_t prev = r.previous_version;
+    if (prev >= version) {
+      r.version = prev;  // Already includes this step (a checkpoint did).
+      return;
+    }
+    if (prev != version - 2) {
+      r.version = prev;
+      result = Status::DataLoss("row " + std::to_string(row) + " is at version " + std::to_string(prev) +
+                                " but the log's next step for it makes version " + std::to_string(version) +
+                                ": an update of the row is missing");
+      return;
+    }
+    if (prev == 0) Materialise(r, row, &scratch);
+    Step(r, grad, &scratch);
+  }));
+  return result;
 }
 
 Status Shard::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
-  if (row < first_row_ || row - first_row_ >= arena_->num_slots()) {
-    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckRow(row));
   if (version == 0 || (version & 1u) != 0) return Status::InvalidArgument("logged row version must be even and > 0");
-  RowArena::Writer w(arena_.get(), row - first_row_);
-  if (w.previous_version() >= version) {
-    w.PublishAs(w.previous_version());  // Already as new: leave the row as it is.
-    return Status::OK();
-  }
-  std::memcpy(w.value(), value, schema_.value_bytes());
-  if (state_bytes_ > 0) std::memcpy(w.state(), state, state_bytes_);
-  w.PublishAs(version);
-  return Status::OK();
+  return WithRow(row, [&](RowRef& r) {
+    if (r.previous_version >= version) {
+      r.version = r.previous_version;  // Already as new: leave the row as it is.
+      return;
+    }
+    std::memcpy(r.value, value, schema_.value_bytes());
+    if (state_bytes_ > 0) std::memcpy(r.state, state, state_bytes_);
+    r.version = version;
+  });
 }
 
 Status Shard::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, RowImageSink* sink) {
-  if (row < first_row_ || row - first_row_ >= arena_->num_slots()) {
-    return Status::OutOfRange("row " + std::to_string(row) + " is not in this shard");
-  }
-  RowArena::Writer w(arena_.get(), row - first_row_);
-  if (value == nullptr) {
-    std::vector<float> scratch;
-    Materialise(w, row, &scratch);
-  } else {
-    std::memcpy(w.value(), value, schema_.value_bytes());
-    if (state_bytes_ > 0) std::memcpy(w.state(), state, state_bytes_);
-  }
-  if (sink) sink->Add(row, w.version(), w.value(), w.state());
-  return Status::OK();
+  ENGRAM_RETURN_IF_ERROR(CheckRow(row));
+  std::vector<float> scratch;
+  return WithRow(row, [&](RowRef& r) {
+    if (value == nullptr) {
+      Materialise(r, row, &scratch);
+    } else {
+      std::memcpy(r.value, value, schema_.value_bytes());
+      if (state_bytes_ > 0) std::memcpy(r.state, state, state_bytes_);
+    }
+    if (sink) sink->Add(row, r.version, r.value, r.state);
+  });
 }
 
-void Shard::ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
+Status Shard::ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
+  if (cache_) return cache_->ForEachStored(fn);
   std::vector<uint8_t> value(schema_.value_bytes()), state(state_bytes_);
   for (uint64_t slot = 0; slot < arena_->num_slots(); ++slot) {
     if (arena_->version(slot) == 0) continue;  // Untouched rows are not stored anywhere.
     const uint64_t v = arena_->Snapshot(slot, value.data(), state.data());
     if (v != 0) fn(first_row_ + slot, v, value.data(), state_bytes_ > 0 ? state.data() : nullptr);
   }
+  return Status::OK();
 }
 
 }  // namespace engram::storage

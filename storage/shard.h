@@ -1,4 +1,6 @@
-// Shard: the rows [first_row, first_row + num_rows) of one table, held in a RowArena.
+// Shard: the rows [first_row, first_row + num_rows) of one table, held in a RowArena indexed by
+// row, or (when the table has a DRAM budget smaller than its rows) in a RowCache: the hot rows in
+// DRAM, the rest in a ColdStore (RocksDB).
 //
 // This is where a row goes on a pull (Gather) and on a push (ApplyGradients). Rows never
 // written cost no memory beyond untouched virtual pages and read as their deterministic initial
@@ -18,7 +20,9 @@
 
 #include "engram/status.h"
 #include "engram/table.h"
+#include "storage/cold_store.h"
 #include "storage/row_arena.h"
+#include "storage/row_cache.h"
 
 namespace engram::storage {
 
@@ -26,11 +30,19 @@ struct ShardOptions {
   RowArenaOptions arena;
   // Largest batch a single call accepts (rows); larger batches are refused, not truncated.
   size_t max_batch_rows = size_t{1} << 22;
+  // Cold tier: with `cold` set and cache_rows below the shard's rows, the shard keeps about
+  // cache_rows rows in DRAM (a RowCache with `cache` options) and the rest in `cold`, which must
+  // outlive the shard. Otherwise every row has its DRAM slot.
+  ColdStore* cold = nullptr;
+  uint64_t cache_rows = 0;
+  RowCacheOptions cache;
 };
 
 struct ShardStats {
-  uint64_t touched_rows = 0;   // Rows ever written (push or put).
+  uint64_t touched_rows = 0;   // Rows ever written (push or put); with a cold tier: DRAM slots in use.
   uint64_t bytes_per_row = 0;  // Value slot + optimizer state bytes of one materialised row.
+  bool cached = false;         // Rows beyond the DRAM budget live in the cold tier.
+  RowCacheStats cache;         // When cached.
 };
 
 // Reusable buffers for ApplyGradients, so that a steady stream of pushes allocates nothing.
@@ -63,8 +75,12 @@ class Shard {
 
   const TableSchema& schema() const { return schema_; }
   uint64_t first_row() const { return first_row_; }
-  uint64_t num_rows() const { return arena_->num_slots(); }
-  const RowArena& arena() const { return *arena_; }
+  uint64_t num_rows() const { return num_rows_; }
+  // The DRAM slots (a transport registers them for one-sided reads): one per row, or the row
+  // cache's slots (layout in storage/row_cache.h) when cached().
+  const RowArena& arena() const { return cache_ ? cache_->arena() : *arena_; }
+  bool cached() const { return cache_ != nullptr; }
+  const RowCache* cache() const { return cache_.get(); }
   ShardStats stats() const;
 
   // Copies each row's value at rest (schema().value_bytes() each, packed in request order) into
@@ -103,23 +119,35 @@ class Shard {
 
   // Calls fn(row, version, value, state) for every touched row, each a consistent snapshot of
   // value and optimizer state (checkpoints). Rows written meanwhile may be seen before or
-  // after the write.
-  void ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const;
+  // after the write; with a cold tier a row may be reported twice, the newer image second.
+  // Fails only if the cold tier cannot be read.
+  Status ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const;
   size_t state_bytes() const { return state_bytes_; }
 
  private:
-  Shard(TableSchema schema, uint64_t first_row, std::unique_ptr<RowArena> arena, size_t state_bytes,
-        size_t max_batch)
-      : schema_(std::move(schema)), first_row_(first_row), arena_(std::move(arena)),
-        state_bytes_(state_bytes), max_batch_(max_batch) {}
+  Shard(TableSchema schema, uint64_t first_row, uint64_t num_rows, std::unique_ptr<RowArena> arena,
+        std::unique_ptr<RowCache> cache, size_t state_bytes, size_t max_batch)
+      : schema_(std::move(schema)), first_row_(first_row), num_rows_(num_rows), arena_(std::move(arena)),
+        cache_(std::move(cache)), state_bytes_(state_bytes), max_batch_(max_batch) {}
 
   Status CheckRows(std::span<const uint64_t> rows) const;
-  // Writes the initial value and state into a freshly locked untouched slot.
-  void Materialise(const RowArena::Writer& w, uint64_t row, std::vector<float>* scratch) const;
+  Status CheckRow(uint64_t row) const;
+  // Writes the initial value and state into a held untouched row.
+  void Materialise(const RowRef& r, uint64_t row, std::vector<float>* scratch) const;
+  // Holds one row for writing (its DRAM slot, or through the row cache) while fn runs, then
+  // publishes RowRef::version. Errors come only from the cold tier.
+  template <typename Fn>
+  Status WithRow(uint64_t row, Fn&& fn);
+  // One optimizer step of a held row with gradient `grad`.
+  void Step(const RowRef& r, const float* grad, std::vector<float>* scratch) const;
+  // Gather into `out` (values at rest) of rows known to be in range.
+  Status GatherChecked(std::span<const uint64_t> rows, uint8_t* out) const;
 
   TableSchema schema_;
   uint64_t first_row_;
-  std::unique_ptr<RowArena> arena_;
+  uint64_t num_rows_;
+  std::unique_ptr<RowArena> arena_;  // One slot per row; null when cached.
+  std::unique_ptr<RowCache> cache_;  // Null unless the shard has a cold tier.
   size_t state_bytes_;
   size_t max_batch_;
 };

@@ -22,6 +22,7 @@ struct CtlFlags {
   bool shards_given = false;  // --shards on the command line; else small tables get fewer.
   double lr = 0.01, init_scale = 0.02;
   uint64_t seed = 0;
+  uint64_t dram_bytes = 0;
 };
 
 // create-table, drop-table, list, describe, stats, get, put, push, import, export.

@@ -24,6 +24,8 @@ DEFINE_double(lr, 0.01, "learning rate");
 DEFINE_string(init, "normal", "initial values: zeros, normal or uniform");
 DEFINE_double(init_scale, 0.02, "normal: sigma; uniform: a in [-a, a)");
 DEFINE_uint64(seed, 0, "initialisation seed");
+DEFINE_uint64(dram_bytes, 0, "create-table: DRAM per node for the table's rows; rows beyond it live in the server's "
+                             "cold tier (RocksDB under its --data_dir). 0: all rows in DRAM");
 DEFINE_uint32(shards, 16, "virtual shards per table");
 DEFINE_string(values, "", "JSON list of value rows, for put");
 DEFINE_string(grads, "", "JSON list of gradient rows, for push");
@@ -42,6 +44,7 @@ constexpr const char* kUsage =
     "with --etcd, create-table and drop-table also keep the table's record in etcd):\n"
     "  create-table --name=N --rows=R --dim=D [--dtype=f32|bf16|f16|fp8_e4m3_ue8m0|bytes]\n"
     "               [--optimizer=sgd|adagrad|adam|none] [--lr=X] [--init=zeros|normal|uniform] [--seed=S]\n"
+    "               [--dram_bytes=B]\n"
     "               [--shards=S]\n"
     "  create-table --name=N --spec=SPEC.json   one table per Engram layer: N_layer<L>\n"
     "  drop-table --name=N | list | describe --table=N | stats\n"
@@ -112,6 +115,7 @@ int main(int argc, char** argv) {
     f.lr = FLAGS_lr;
     f.init_scale = FLAGS_init_scale;
     f.seed = FLAGS_seed;
+    f.dram_bytes = FLAGS_dram_bytes;
     if (command == "create-table") {
       if (!FLAGS_rows.empty()) {
         try {

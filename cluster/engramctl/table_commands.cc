@@ -117,6 +117,7 @@ Json InfoJson(const wire::TableInfo& t) {
           {"init", InitName(s.init.kind)},
           {"init_scale", s.init.scale},
           {"seed", s.init.seed},
+          {"dram_bytes", s.dram_bytes},
           {"shards", t.owners.size()},
           {"epoch", t.epoch},
           {"rows_touched", t.touched_rows},
@@ -134,6 +135,7 @@ StatusOr<TableSchema> SchemaFromFlags(const CtlFlags& f, const std::string& name
   s.optimizer.lr = static_cast<float>(f.lr);
   s.init.scale = static_cast<float>(f.init_scale);
   s.init.seed = f.seed;
+  s.dram_bytes = f.dram_bytes;
   if (!IsTrainable(s.dtype)) {  // Serving rows: no optimizer, loaded by put/import.
     s.optimizer.kind = OptimizerKind::kNone;
     s.init.kind = InitKind::kZeros;

@@ -129,6 +129,9 @@ struct TableSchema {
   DType dtype = DType::kF32;
   OptimizerConfig optimizer;
   InitConfig init;
+  // DRAM each node may spend on this table's rows (value slots, optimizer state, bookkeeping);
+  // rows beyond it live in the node's cold tier (RocksDB under --data_dir). 0: every row in DRAM.
+  uint64_t dram_bytes = 0;
 
   size_t value_bytes() const { return ValueBytes(dtype, dim); }
 

@@ -154,6 +154,7 @@ inline void PutSchema(Writer& w, const TableSchema& s) {
   w.Put<uint8_t>(static_cast<uint8_t>(s.init.kind));
   w.Put<float>(s.init.scale);
   w.Put<uint64_t>(s.init.seed);
+  w.Put<uint64_t>(s.dram_bytes);
 }
 
 inline Status GetSchema(Reader& r, TableSchema* s) {
@@ -172,6 +173,7 @@ inline Status GetSchema(Reader& r, TableSchema* s) {
   ENGRAM_RETURN_IF_ERROR(r.Get(&init));
   ENGRAM_RETURN_IF_ERROR(r.Get(&s->init.scale));
   ENGRAM_RETURN_IF_ERROR(r.Get(&s->init.seed));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&s->dram_bytes));
   if (dtype > static_cast<uint8_t>(DType::kBytes)) return Status::InvalidArgument("unknown dtype code " + std::to_string(dtype));
   if (opt > static_cast<uint8_t>(OptimizerKind::kAdam)) return Status::InvalidArgument("unknown optimizer code");
   if (init > static_cast<uint8_t>(InitKind::kUniform)) return Status::InvalidArgument("unknown init code");
