@@ -193,11 +193,13 @@ TEST(RecoveryTest, AServerWithoutDataDirRefusesCheckpoints) {
 // each restart with the same sequence numbers, so every push ends acknowledged exactly once,
 // and each row's value must be exactly the value of "its number of acknowledged pushes"
 // Adagrad steps: a lost push, a push applied twice or lost optimizer state all break that.
-TEST(RecoveryTest, KillNineDuringHeavyPushesLosesNoAcknowledgedPushAndAppliesNoneTwice) {
+// `dram_bytes` > 0 runs it with most rows in the cold tier.
+void KillNineUnderPushes(uint64_t dram_bytes) {
   auto server = ServerProcess::Start(0, {"--checkpoint_interval_s=1", "--threads=2"});
   constexpr uint64_t kRows = 2000;
   constexpr uint32_t kDim = 8;
-  const TableSchema s = Schema("ada", OptimizerKind::kAdagrad, kRows, kDim);
+  TableSchema s = Schema("ada", OptimizerKind::kAdagrad, kRows, kDim);
+  s.dram_bytes = dram_bytes;
   {
     auto admin = Connect(*server);
     ASSERT_TRUE(admin->CreateTable(s, 4).ok());
@@ -262,6 +264,67 @@ TEST(RecoveryTest, KillNineDuringHeavyPushesLosesNoAcknowledgedPushAndAppliesNon
     exact += k == acked[r];
   }
   EXPECT_EQ(exact, static_cast<int>(kRows));
+}
+
+TEST(RecoveryTest, KillNineDuringHeavyPushesLosesNoAcknowledgedPushAndAppliesNoneTwice) { KillNineUnderPushes(0); }
+
+// Bytes of DRAM for about `rows` cached rows of an Adagrad/SGD table of dim 8 (120 B a slot).
+constexpr uint64_t DramForRows(uint64_t rows) { return rows * 120; }
+
+// The same with 1/8 of the rows in DRAM: evictions, cold reads and write-throughs all happen
+// between the kills, and recovery refills the (wiped) cold tier from checkpoint and log.
+TEST(ColdTierRecoveryTest, KillNineDuringHeavyPushesLosesNoAcknowledgedPushAndAppliesNoneTwice) {
+  KillNineUnderPushes(DramForRows(250));
+}
+
+std::string StatusJsonOf(client::Client* c) {
+  auto st = c->ServerStatus();
+  EXPECT_TRUE(st.ok()) << st.status().ToString();
+  return st.ok() && !st->empty() ? (*st)[0] : "";
+}
+
+TEST(ColdTierRecoveryTest, RowsBeyondTheDramBudgetSurviveRestoreAndRestart) {
+  auto server = ServerProcess::Start(0, {"--checkpoint_interval_s=0"});
+  auto c = Connect(*server);
+  TableSchema s = Schema("cold", OptimizerKind::kSgd, 4000, 8);
+  s.dram_bytes = DramForRows(400);
+  ASSERT_TRUE(c->CreateTable(s, 2).ok());
+  auto t = c->OpenTable("cold");
+  std::vector<uint64_t> all(s.num_rows);
+  for (uint64_t r = 0; r < s.num_rows; ++r) all[r] = r;
+  std::vector<float> g(all.size() * 8);
+  for (size_t i = 0; i < g.size(); ++i) g[i] = static_cast<float>(i % 97);
+  ASSERT_TRUE((*t)->Push(all, g.data()).ok());  // Every row touched: 10x the DRAM budget.
+  const auto at_checkpoint = PullAll(t->get(), s.num_rows, 8);
+  const std::string status = StatusJsonOf(c.get());
+  EXPECT_NE(status.find("\"cold_rows_written\":"), std::string::npos) << status;
+  EXPECT_EQ(status.find("\"cold_rows_written\":0"), std::string::npos) << "rows must have gone cold: " << status;
+  auto good = c->Checkpoint(0, "good");
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  EXPECT_NE(good->find("\"rows\":4000"), std::string::npos) << "every row, DRAM or cold: " << *good;
+  ASSERT_TRUE((*t)->Push(all, g.data()).ok());
+  EXPECT_NE(PullAll(t->get(), s.num_rows, 8), at_checkpoint);
+  auto report = c->RestoreTable(0, "cold", "good");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(PullAll(t->get(), s.num_rows, 8), at_checkpoint);
+  server->Kill9();
+  server->Restart();
+  auto c2 = Connect(*server);
+  auto t2 = c2->OpenTable("cold");
+  ASSERT_TRUE(t2.ok());
+  EXPECT_EQ(PullAll(t2->get(), s.num_rows, 8), at_checkpoint);
+}
+
+TEST(ColdTierRecoveryTest, AServerWithoutDataDirRefusesATableWithADramBudget) {
+  auto server = ServerProcess::Start(0, {"--data_dir="});
+  auto c = Connect(*server);
+  TableSchema s = Schema("cold", OptimizerKind::kSgd, 4000, 8);
+  s.dram_bytes = DramForRows(400);
+  const Status st = c->CreateTable(s, 2);
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition) << st.ToString();
+  EXPECT_NE(st.message().find("--data_dir"), std::string::npos) << st.ToString();
+  s.dram_bytes = DramForRows(4000);  // Every row fits: no cold tier needed.
+  EXPECT_TRUE(c->CreateTable(s, 2).ok());
 }
 
 }  // namespace
