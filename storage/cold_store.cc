@@ -132,6 +132,12 @@ Status ColdStore::Put(uint64_t row, uint64_t version, const uint8_t* value, cons
                    "put row " + std::to_string(row));
 }
 
+Status ColdStore::Flush() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  return FromRocks(db_->Flush(fo), "flush");
+}
+
 Status ColdStore::ForEach(uint64_t first, uint64_t count,
                           const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
   char lo[8], hi[8];

@@ -70,6 +70,10 @@ class ColdStore {
   Status ForEach(uint64_t first, uint64_t count,
                  const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const;
 
+  // Moves what RocksDB holds in memory tables into sorted files (after a bulk load, so reads
+  // take the files' bloom filters and block cache instead of searching large memtables).
+  Status Flush();
+
   size_t value_bytes() const { return value_bytes_; }
   size_t state_bytes() const { return state_bytes_; }
   // Rows written to the store over its life (evictions and write-throughs).

@@ -85,13 +85,17 @@ int RowCache::Find(uint64_t set, uint64_t row) const {
 }
 
 uint32_t RowCache::Victim(uint64_t set) const {
+  // kLru: the least recently used way. kTinyLfu: the way whose row the sketch counts least
+  // often (recency breaks ties), so the set keeps its most popular rows.
   uint32_t best = 0;
-  uint64_t best_tick = UINT64_MAX;
+  uint64_t best_key = UINT64_MAX;
   for (uint32_t w = 0; w < ways_; ++w) {
     const uint64_t slot = set * ways_ + w;
     if (arena_->version(slot) == 0) return w;
-    const uint64_t t = std::atomic_ref<uint64_t>(meta(slot)[1]).load(std::memory_order_relaxed);
-    if (t < best_tick) best = w, best_tick = t;
+    const uint64_t tick = std::atomic_ref<uint64_t>(meta(slot)[1]).load(std::memory_order_relaxed);
+    const uint64_t freq = policy_ == AdmissionPolicy::kTinyLfu ? sketch_.Estimate(tag(slot)) : 0;
+    const uint64_t key = (freq << 48) | std::min<uint64_t>(tick, (uint64_t{1} << 48) - 1);
+    if (key < best_key) best = w, best_key = key;
   }
   return best;
 }
@@ -173,7 +177,8 @@ Status RowCache::Gather(std::span<const uint64_t> rows, uint8_t* out, std::vecto
 Status RowCache::Write(uint64_t row, RowFn fn) {
   const uint64_t set = SetOf(row);
   std::lock_guard<std::mutex> lock(StripeOf(set));
-  if (policy_ == AdmissionPolicy::kTinyLfu) sketch_.Record(row);
+  // Writes are not counted as accesses: a trainer pushes the rows it pulled (already counted),
+  // and a bulk load would otherwise make every row look used once.
   if (const int way = Find(set, row); way >= 0) {
     hits_.fetch_add(1, std::memory_order_relaxed);
     const uint64_t slot = set * ways_ + static_cast<uint64_t>(way);
