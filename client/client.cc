@@ -189,12 +189,47 @@ void PopulateMapping(const uint8_t* base, size_t bytes) {
   const uintptr_t end = reinterpret_cast<uintptr_t>(base) + bytes;
   (void)madvise(reinterpret_cast<void*>(first), end - first, MADV_POPULATE_READ);
 }
+
+// A writer holds a row for about a microsecond: spin a little longer after each torn copy.
+void PauseAfterTornCopy(int attempt) {
+  for (int spin = 0; spin < (16 << attempt) && spin < 4096; ++spin) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+// Finds `row` in a copy of a whole row-cache set (fetched with one get, no ordering inside it):
+// kConsistent with the value in dst, kTorn if a way holding the row was torn, kUntouched if no
+// way holds it (not resident: ask the server).
+SlotCopyState FindInSetCopy(uint64_t row, uint32_t ways, size_t stride, size_t value_bytes, const uint8_t* set,
+                            uint8_t* dst) {
+  const SlotLayout layout = SlotLayout::For(value_bytes + 8);
+  bool torn = false;
+  for (uint32_t w = 0; w < ways; ++w) {
+    const uint8_t* slot = set + w * stride;
+    switch (ClassifySlotCopy(layout, slot)) {
+      case SlotCopyState::kConsistent: {
+        uint64_t tag;
+        std::memcpy(&tag, slot + SlotLayout::kValueOffset, 8);
+        if (tag != row) break;
+        std::memcpy(dst, slot + SlotLayout::kValueOffset + 8, value_bytes);
+        return SlotCopyState::kConsistent;
+      }
+      case SlotCopyState::kTorn: torn = true; break;  // It might have held the row.
+      case SlotCopyState::kUntouched: break;
+    }
+  }
+  return torn ? SlotCopyState::kTorn : SlotCopyState::kUntouched;
+}
+
 }  // namespace
 
 Status TableHandle::MapArenas() {
   auto m = map();
   auto direct = std::make_shared<std::vector<Direct>>(m->num_shards());
   const size_t stride = SlotLayout::For(info_.schema.value_bytes()).stride;
+  const size_t cached_stride = SlotLayout::For(info_.schema.value_bytes() + 8).stride;  // Row tag + value.
   for (size_t server = 0; server < client_->num_servers(); ++server) {
     std::vector<uint8_t> p;
     wire::Writer w(&p);
@@ -216,11 +251,16 @@ Status TableHandle::MapArenas() {
       ENGRAM_RETURN_IF_ERROR(rd.Get(&d.first_row));
       ENGRAM_RETURN_IF_ERROR(rd.Get(&d.num_rows));
       ENGRAM_RETURN_IF_ERROR(rd.Get(&d.stride));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&d.sets));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&d.ways));
       ENGRAM_RETURN_IF_ERROR(rd.Get(&base));
       ENGRAM_RETURN_IF_ERROR(rd.Get(&key_len));
       ENGRAM_RETURN_IF_ERROR(rd.GetSpan(key_len, &key));
       const cluster::RowRange range = shard < m->num_shards() ? m->Range(shard) : cluster::RowRange{};
-      if (d.stride != stride || range.first != d.first_row || range.count != d.num_rows) continue;  // Not ours to trust.
+      if (d.stride != (d.ways == 0 ? stride : cached_stride) || range.first != d.first_row ||
+          range.count != d.num_rows || (d.ways != 0 && (d.sets == 0 || d.ways > 64))) {
+        continue;  // Not ours to trust.
+      }
       auto region = client_->transport_->OpenRegion(client_->conns_[server], address,
                                                     std::vector<uint8_t>(key, key + key_len), base,
                                                     client_->options_.force_rma_get);
@@ -230,7 +270,7 @@ Status TableHandle::MapArenas() {
       d.generation = region->generation;
       if (region->access == Transport::RegionAccess::kMapped) {
         d.base = region->mapped;
-        PopulateMapping(d.base, d.num_rows * d.stride);
+        PopulateMapping(d.base, (d.ways == 0 ? d.num_rows : d.sets * d.ways) * d.stride);
       } else if (region->access == Transport::RegionAccess::kGet) {
         d.get_key = region->key;
       } else {
@@ -269,7 +309,8 @@ std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::direct() co
 
 bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::vector<float>* init_scratch) const {
   const SlotLayout layout = SlotLayout::For(info_.schema.value_bytes());
-  const uint8_t* slot = d.base + (row - d.first_row) * d.stride;
+  if (d.ways != 0) return ReadCachedDirect(d, row, dst);
+  const uint8_t* slot = d.base + d.Offset(row);
   for (int attempt = 0; attempt < 16; ++attempt) {
     // The arena is mapped into this process: coherent loads, so the seqlock protocol applies
     // exactly as for the server's own readers (engram/row_slot.h).
@@ -281,10 +322,31 @@ bool TableHandle::ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::v
     if ((v & 1u) == 0) return true;
     // Torn: a writer holds the row for about a microsecond; back off a little and re-read.
     client_->torn_copies_++;
-    for (int spin = 0; spin < (16 << attempt) && spin < 4096; ++spin) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
+    PauseAfterTornCopy(attempt);
+  }
+  return false;
+}
+
+// A row cache's set, mapped: the way tagged with `row` is copied with the seqlock protocol; the
+// tag is inside the copied bytes, so a slot reused for another row meanwhile cannot pass.
+bool TableHandle::ReadCachedDirect(const Direct& d, uint64_t row, uint8_t* dst) const {
+  const size_t vb = info_.schema.value_bytes();
+  const SlotLayout layout = SlotLayout::For(vb + 8);
+  const uint8_t* set = d.base + d.Offset(row);
+  for (uint32_t w = 0; w < d.ways; ++w) {
+    const uint8_t* slot = set + w * d.stride;
+    const uint64_t tag = SlotWord(slot + SlotLayout::kValueOffset).load(std::memory_order_relaxed);
+    if (tag != row) continue;
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      uint64_t t;
+      const uint64_t v = SeqlockCopyTagged(layout, slot, &t, dst);
+      if ((v & 1u) != 0) {
+        client_->torn_copies_++;
+        PauseAfterTornCopy(attempt);
+        continue;
+      }
+      if (v == 0 || t != row) break;  // Reused for another row: look on (then ask the server).
+      return true;
     }
   }
   return false;
@@ -297,7 +359,7 @@ std::vector<uint32_t> TableHandle::ReadByGets(const std::vector<Direct>& direct,
   const size_t vb = info_.schema.value_bytes();
   const SlotLayout layout = SlotLayout::For(vb);
   std::vector<uint32_t> unread;
-  std::vector<uint32_t> torn;
+  std::vector<uint32_t> torn, not_resident;
   std::vector<uint64_t> addrs;
   std::vector<uint8_t> slots;
   // One batch of gets per shard (each shard's arena is its own registered region).
@@ -313,15 +375,24 @@ std::vector<uint32_t> TableHandle::ReadByGets(const std::vector<Direct>& direct,
     // A few rounds: each gets every pending slot whole, then keeps the consistent copies.
     for (int round = 0; round < 4 && !todo.empty(); ++round) {
       addrs.resize(todo.size());
-      for (size_t k = 0; k < todo.size(); ++k) addrs[k] = d.remote_base + (rows[todo[k]] - d.first_row) * d.stride;
-      slots.resize(todo.size() * layout.stride);
-      if (!client_->transport_->Get(client_->conns_[d.server], d.get_key, addrs, layout.stride, slots.data(), deadline).ok()) {
+      for (size_t k = 0; k < todo.size(); ++k) addrs[k] = d.remote_base + d.Offset(rows[todo[k]]);
+      const size_t span = d.ways == 0 ? layout.stride : d.ways * d.stride;  // A slot, or a cache set.
+      slots.resize(todo.size() * span);
+      if (!client_->transport_->Get(client_->conns_[d.server], d.get_key, addrs, span, slots.data(), deadline).ok()) {
         break;  // The rows left in `todo` go by RPC, which reports the server's state.
       }
       torn.clear();
       for (size_t k = 0; k < todo.size(); ++k) {
-        const uint8_t* slot = slots.data() + k * layout.stride;
+        const uint8_t* slot = slots.data() + k * span;
         uint8_t* dst = out + size_t{todo[k]} * vb;
+        if (d.ways != 0) {
+          switch (FindInSetCopy(rows[todo[k]], d.ways, d.stride, vb, slot, dst)) {
+            case SlotCopyState::kConsistent: break;
+            case SlotCopyState::kTorn: torn.push_back(todo[k]); break;
+            case SlotCopyState::kUntouched: not_resident.push_back(todo[k]); break;
+          }
+          continue;
+        }
         switch (ClassifySlotCopy(layout, slot)) {
           case SlotCopyState::kConsistent: std::memcpy(dst, slot + SlotLayout::kValueOffset, vb); break;
           case SlotCopyState::kUntouched: InitialRowAtRest(info_.schema, rows[todo[k]], init_scratch, dst); break;
@@ -332,6 +403,8 @@ std::vector<uint32_t> TableHandle::ReadByGets(const std::vector<Direct>& direct,
       todo.swap(torn);
     }
     unread.insert(unread.end(), todo.begin(), todo.end());
+    unread.insert(unread.end(), not_resident.begin(), not_resident.end());
+    not_resident.clear();
   }
   return unread;
 }
@@ -421,7 +494,7 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   for (size_t i = 0; i < rows.size(); ++i) {
     if (i + kAhead < rows.size()) {
       if (const Direct* nd = direct_of(rows[i + kAhead]); nd != nullptr && nd->base != nullptr) {
-        const uint8_t* slot = nd->base + (rows[i + kAhead] - nd->first_row) * nd->stride;
+        const uint8_t* slot = nd->base + nd->Offset(rows[i + kAhead]);
         __builtin_prefetch(slot);
       }
     }

@@ -151,6 +151,15 @@ class TableHandle {
     uint64_t remote_base = 0;       // The server's address of the shard's first slot.
     uint64_t generation = 0;        // The connection's generation when opened.
     uint64_t first_row = 0, num_rows = 0, stride = 0;
+    // Row-cache shards (storage/row_cache.h): row r may be in any of the `ways` slots of set
+    // (r - first_row) % sets, tagged with its row id; absent rows are read by RPC. ways 0: one
+    // slot per row.
+    uint64_t sets = 0;
+    uint32_t ways = 0;
+    // Offset of the first slot that may hold `row`.
+    uint64_t Offset(uint64_t row) const {
+      return ways == 0 ? (row - first_row) * stride : (row - first_row) % sets * ways * stride;
+    }
   };
   TableHandle(Client* c, wire::TableInfo info, cluster::ShardMap map)
       : client_(c), info_(std::move(info)), map_(std::make_shared<cluster::ShardMap>(std::move(map))),
@@ -162,8 +171,10 @@ class TableHandle {
   // The one-sided access of this table, reopened first if a connection it used was closed
   // since (a server failed or restarted: its old arena must not be read).
   std::shared_ptr<const std::vector<Direct>> CurrentDirect();
-  // Copies one row one-sidedly; false if every attempt was torn.
+  // Copies one row one-sidedly; false if every attempt was torn, or the row is not in a row
+  // cache's DRAM.
   bool ReadDirect(const Direct& d, uint64_t row, uint8_t* dst, std::vector<float>* init_scratch) const;
+  bool ReadCachedDirect(const Direct& d, uint64_t row, uint8_t* dst) const;
   // Reads rows[positions[k]] of shards read by gets into out + positions[k] * value_bytes, with
   // whole-slot gets validated by version words and checksum; torn copies are re-read a few
   // times. Returns the positions still unread (torn, or a failed get): the caller pulls them by RPC.

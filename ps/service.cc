@@ -347,6 +347,8 @@ Status Service::RmaInfo(wire::Reader& r, std::vector<uint8_t>* out) {
     w.Put<uint64_t>(e.s->first_row());
     w.Put<uint64_t>(e.s->num_rows());
     w.Put<uint64_t>(e.s->arena().layout().stride);
+    w.Put<uint64_t>(e.s->cached() ? e.s->cache()->sets() : 0);
+    w.Put<uint32_t>(e.s->cached() ? e.s->cache()->ways() : 0);
     w.Put<uint64_t>(reinterpret_cast<uintptr_t>(e.s->arena().value_region().data()));
     w.Put<uint32_t>(static_cast<uint32_t>(e.rkey.size()));
     w.PutBytes(e.rkey.data(), e.rkey.size());

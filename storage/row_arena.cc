@@ -8,17 +8,7 @@
 namespace engram::storage {
 namespace {
 
-std::atomic_ref<uint64_t> Word(uint8_t* p) { return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(p)); }
-
-inline void CpuRelax(int& spins) {
-  if (++spins < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  } else {
-    std::this_thread::yield();
-  }
-}
+std::atomic_ref<uint64_t> Word(uint8_t* p) { return SlotWord(p); }
 
 }  // namespace
 

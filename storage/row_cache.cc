@@ -7,11 +7,6 @@
 #include <unordered_map>
 
 namespace engram::storage {
-namespace {
-
-std::atomic_ref<uint64_t> Word(uint8_t* p) { return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(p)); }
-
-}  // namespace
 
 StatusOr<std::unique_ptr<RowCache>> RowCache::Create(uint64_t first_row, uint64_t num_rows, uint64_t capacity,
                                                      size_t value_bytes, size_t state_bytes, ColdStore* cold,
@@ -52,24 +47,24 @@ uint64_t* RowCache::meta(uint64_t slot) const { return reinterpret_cast<uint64_t
 
 uint64_t RowCache::tag(uint64_t slot) const {
   uint8_t* p = static_cast<uint8_t*>(arena_->value_region().data()) + slot * arena_->layout().stride;
-  return Word(p + SlotLayout::kValueOffset).load(std::memory_order_relaxed);
+  return SlotWord(p + SlotLayout::kValueOffset).load(std::memory_order_relaxed);
 }
 
 void RowCache::Touch(uint64_t slot) const {
   std::atomic_ref<uint64_t>(meta(slot)[1]).store(clock_.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
-bool RowCache::ReadResident(uint64_t row, uint8_t* out, uint8_t* scratch) const {
+bool RowCache::ReadResident(uint64_t row, uint8_t* out) const {
   const uint64_t base = SetOf(row) * ways_;
   for (uint32_t w = 0; w < ways_; ++w) {
     const uint64_t slot = base + w;
     if (tag(slot) != row) continue;
     // The tag may change under us; only the copy's own tag (validated with the value) counts.
-    if (arena_->Read(slot, scratch) == 0) continue;  // Empty slot (its zero tag matched row 0).
-    uint64_t t;
-    std::memcpy(&t, scratch, 8);
+    const uint8_t* p = static_cast<const uint8_t*>(arena_->value_region().data()) + slot * arena_->layout().stride;
+    uint64_t t, v;
+    for (int spins = 0; ((v = SeqlockCopyTagged(arena_->layout(), p, &t, out)) & 1u) != 0;) CpuRelax(spins);
+    if (v == 0) continue;    // Empty slot (its zero tag matched row 0).
     if (t != row) continue;  // Reused for another row since the tag was read.
-    std::memcpy(out, scratch + 8, value_bytes_);
     Touch(slot);
     return true;
   }
@@ -118,7 +113,7 @@ Status RowCache::Install(uint64_t set, uint64_t slot, uint64_t row, uint64_t ver
     evictions_.fetch_add(1, std::memory_order_relaxed);
   }
   RowArena::Writer w(arena_.get(), slot);
-  Word(w.value()).store(row, std::memory_order_relaxed);
+  SlotWord(w.value()).store(row, std::memory_order_relaxed);
   std::memcpy(w.value() + 8, value, value_bytes_);
   uint64_t* m = reinterpret_cast<uint64_t*>(w.state());
   if (state_bytes_ > 0) std::memcpy(w.state() + kMetaBytes, state, state_bytes_);
@@ -145,11 +140,10 @@ Status RowCache::MaybeAdmit(uint64_t row, uint64_t version, const uint8_t* value
 
 Status RowCache::Gather(std::span<const uint64_t> rows, uint8_t* out, std::vector<uint32_t>* untouched) {
   clock_.fetch_add(1, std::memory_order_relaxed);
-  std::vector<uint8_t> scratch(value_bytes_ + 8);
   std::vector<uint32_t> miss;
   for (size_t i = 0; i < rows.size(); ++i) {
     if (policy_ == AdmissionPolicy::kTinyLfu) sketch_.Record(rows[i]);
-    if (!ReadResident(rows[i], out + i * value_bytes_, scratch.data())) miss.push_back(static_cast<uint32_t>(i));
+    if (!ReadResident(rows[i], out + i * value_bytes_)) miss.push_back(static_cast<uint32_t>(i));
   }
   hits_.fetch_add(rows.size() - miss.size(), std::memory_order_relaxed);
   if (miss.empty()) return Status::OK();

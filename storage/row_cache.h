@@ -123,7 +123,7 @@ class RowCache {
   std::mutex& StripeOf(uint64_t set) const { return stripes_[set % kStripes].mu; }
   std::atomic<uint64_t>& StripeSeq(uint64_t set) const { return stripes_[set % kStripes].cold_writes; }
   // Reads a resident row lock-free; false if it is not resident.
-  bool ReadResident(uint64_t row, uint8_t* out, uint8_t* scratch) const;
+  bool ReadResident(uint64_t row, uint8_t* out) const;
   // REQUIRES: the set's stripe is held. The way holding `row`, or -1.
   int Find(uint64_t set, uint64_t row) const;
   // REQUIRES: the set's stripe is held. An empty way, else the least recently used one.

@@ -23,8 +23,10 @@ StatusOr<std::unique_ptr<Shard>> Shard::Create(const TableSchema& schema, uint64
   }
   const size_t state_bytes = IsTrainable(schema.dtype) ? OptimizerStateBytes(schema.optimizer, schema.dim) : 0;
   if (options.cold != nullptr && options.cache_rows < num_rows) {
+    RowCacheOptions co = options.cache;
+    co.arena = options.arena;  // The cache's slots are what a transport registers.
     ENGRAM_ASSIGN_OR_RETURN(auto cache, RowCache::Create(first_row, num_rows, options.cache_rows, schema.value_bytes(),
-                                                         state_bytes, options.cold, options.cache));
+                                                         state_bytes, options.cold, co));
     return std::unique_ptr<Shard>(new Shard(schema, first_row, num_rows, nullptr, std::move(cache), state_bytes,
                                             options.max_batch_rows));
   }

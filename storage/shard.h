@@ -31,7 +31,7 @@ struct ShardOptions {
   // Largest batch a single call accepts (rows); larger batches are refused, not truncated.
   size_t max_batch_rows = size_t{1} << 22;
   // Cold tier: with `cold` set and cache_rows below the shard's rows, the shard keeps about
-  // cache_rows rows in DRAM (a RowCache with `cache` options) and the rest in `cold`, which must
+  // cache_rows rows in DRAM (a RowCache with `cache` options, its slots from `arena`) and the rest in `cold`, which must
   // outlive the shard. Otherwise every row has its DRAM slot.
   ColdStore* cold = nullptr;
   uint64_t cache_rows = 0;

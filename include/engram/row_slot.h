@@ -24,8 +24,25 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 
 namespace engram {
+
+// One of a slot's 8-byte words (versions, row tags), accessed atomically.
+inline std::atomic_ref<uint64_t> SlotWord(const uint8_t* p) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(const_cast<uint8_t*>(p)));
+}
+
+// Waiting for a writer that holds a slot: pause, then yield once it takes long.
+inline void CpuRelax(int& spins) {
+  if (++spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    std::this_thread::yield();
+  }
+}
 
 struct SlotLayout {
   size_t value_bytes = 0;  // Unpadded value bytes.
@@ -94,14 +111,24 @@ inline SlotCopyState ClassifySlotCopy(const SlotLayout& layout, const uint8_t* s
 // value in `dst`: 0 means untouched, compute the initial value), or an odd number when a writer
 // overlapped the copy (copy again). Never spins: the caller chooses how to back off.
 inline uint64_t SeqlockCopy(const SlotLayout& layout, const uint8_t* slot, uint8_t* dst) {
-  auto word = [](const uint8_t* p) {
-    return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(const_cast<uint8_t*>(p)));
-  };
-  const uint64_t head = word(slot).load(std::memory_order_acquire);
+  const uint64_t head = SlotWord(slot).load(std::memory_order_acquire);
   if ((head & 1u) != 0) return head;
   std::memcpy(dst, slot + SlotLayout::kValueOffset, layout.value_bytes);
   std::atomic_thread_fence(std::memory_order_acquire);
-  const uint64_t tail = word(slot + layout.tail_offset()).load(std::memory_order_relaxed);
+  const uint64_t tail = SlotWord(slot + layout.tail_offset()).load(std::memory_order_relaxed);
+  return tail == head ? head : (head | 1u);
+}
+
+// SeqlockCopy for a row-cache slot (storage/row_cache.h), whose payload is an 8-byte row tag
+// followed by the value: copies the tag into *tag and the value (layout.value_bytes - 8 bytes)
+// into `dst`, with the same return convention. The tag is checked by the caller.
+inline uint64_t SeqlockCopyTagged(const SlotLayout& layout, const uint8_t* slot, uint64_t* tag, uint8_t* dst) {
+  const uint64_t head = SlotWord(slot).load(std::memory_order_acquire);
+  if ((head & 1u) != 0) return head;
+  std::memcpy(tag, slot + SlotLayout::kValueOffset, 8);
+  std::memcpy(dst, slot + SlotLayout::kValueOffset + 8, layout.value_bytes - 8);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const uint64_t tail = SlotWord(slot + layout.tail_offset()).load(std::memory_order_relaxed);
   return tail == head ? head : (head | 1u);
 }
 

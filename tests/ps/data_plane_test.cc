@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "client/client.h"
 #include "engram/init.h"
 #include "storage/optimizer.h"
+#include "storage/row_cache.h"
 
 namespace engram {
 namespace {
@@ -527,6 +529,77 @@ TEST_P(OneSidedTest, OneSidedAndRpcReadsReturnTheSameValues) {
   EXPECT_EQ(direct->stats().rows_rpc, 0u);
   EXPECT_EQ(direct->stats().rows_one_sided, 4u);  // One-sided reads do not de-duplicate: row 1 is read twice.
   EXPECT_EQ(direct->stats().rows_rma_get, force_get() ? 4u : 0u);
+}
+
+// A table 8x its DRAM budget (cold tier under --data_dir): rows in DRAM are read one-sidedly from
+// the row cache's sets, the rest by RPC, while a writer keeps reusing slots. Row r always holds
+// (r, c, c, ..., c) for a write counter c, so a reader would notice another row's bytes, a torn
+// row, or a value older than one it saw in an earlier pull.
+TEST_P(OneSidedTest, ColdTierRowsAreReadOneSidedWhenResidentAndNeverFromAReusedSlot) {
+  auto server = ServerProcess::Start(0);
+  auto writer_client = Connect({server.get()});
+  ASSERT_NE(writer_client, nullptr);
+  constexpr uint32_t kDim = 66;
+  TableSchema s = Schema("cold", OptimizerKind::kSgd, 4096, kDim);
+  s.init.kind = InitKind::kZeros;
+  s.dram_bytes = 512 * storage::RowCache::BytesPerSlot(s.value_bytes(), storage::OptimizerStateBytes(s.optimizer, kDim));
+  ASSERT_TRUE(writer_client->CreateTable(s, 2).ok());
+  constexpr uint64_t kHot = 64;  // Rows in play: 4 ways' worth of each shard's sets, so slots churn.
+  std::atomic<bool> stop{false};
+  std::atomic<int> puts{0};
+  std::thread writer([&] {
+    auto t = writer_client->OpenTable("cold");
+    ASSERT_TRUE(t.ok());
+    std::mt19937_64 rng(5);
+    std::vector<float> v(kDim);
+    for (int c = 1; !stop || c < 200; ++c) {
+      const uint64_t row = (rng() % kHot) * 61 % s.num_rows;
+      v[0] = static_cast<float>(row);
+      std::fill(v.begin() + 1, v.end(), static_cast<float>(c));
+      ASSERT_TRUE((*t)->Put(std::vector<uint64_t>{row}, reinterpret_cast<const uint8_t*>(v.data())).ok());
+      puts++;
+    }
+  });
+  auto reader_client = Connect({server.get()}, 5000, force_get());
+  ASSERT_NE(reader_client, nullptr);
+  auto t = reader_client->OpenTable("cold");
+  ASSERT_TRUE(t.ok());
+  std::vector<uint64_t> rows(kHot);
+  for (uint64_t i = 0; i < kHot; ++i) rows[i] = i * 61 % s.num_rows;
+  std::vector<float> v(rows.size() * kDim), last(rows.size(), 0.0f);
+  int bad = 0, reads = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < until || puts < 200) {
+    ASSERT_TRUE((*t)->PullF32(rows, v.data()).ok());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const float* x = v.data() + r * kDim;
+      bool ok = (x[1] == 0.0f || x[0] == static_cast<float>(rows[r])) && x[1] >= last[r];
+      for (uint32_t c = 2; c < kDim; ++c) ok = ok && x[c] == x[1];
+      if (!ok && bad++ < 3) ADD_FAILURE() << "row " << rows[r] << " read (" << x[0] << ", " << x[1] << ") after " << last[r];
+      last[r] = x[1];
+    }
+    ++reads;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(bad, 0) << "of " << reads << " pulls";
+  const auto st = reader_client->stats();
+  EXPECT_GT(st.rows_one_sided, 0u) << "resident rows must be read from the row cache's DRAM";
+  EXPECT_GT(st.rows_rpc, 0u) << "rows not in DRAM must go to the server";
+  EXPECT_EQ(st.rows_rma_get, force_get() ? st.rows_one_sided : 0u);
+  // At rest, the one-sided client and an RPC-only one agree on every row of the table.
+  client::ClientOptions o;
+  o.servers = {server->address()};
+  o.one_sided = false;
+  auto rpc = client::Client::Connect(o);
+  ASSERT_TRUE(rpc.ok());
+  auto tr = (*rpc)->OpenTable("cold");
+  std::vector<uint64_t> all(s.num_rows);
+  for (uint64_t r = 0; r < s.num_rows; ++r) all[r] = r;
+  std::vector<float> a(all.size() * kDim), b(a.size());
+  ASSERT_TRUE((*tr)->PullF32(all, a.data()).ok());
+  ASSERT_TRUE((*t)->PullF32(all, b.data()).ok());
+  EXPECT_EQ(a, b);
 }
 
 // The RMA endpoint has no peer error handling (it would lose the shared-memory lanes), so a
