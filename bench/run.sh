@@ -20,4 +20,6 @@ echo "bench: pulls and pushes through a real engram-server vs in-process and Red
 "$build/bench/engram-bench-pull" "${full[@]}" --out="$out/pull.json" | tee "$out/pull.txt"
 echo "bench: simulated training step (layer-ahead prefetch vs on demand vs in-process)" >&2
 "$build/bench/engram-bench-step" "${full[@]}" --out="$out/step.json" | tee "$out/step.txt"
+echo "bench: a table 4x its DRAM budget (cold tier: TinyLFU vs LRU vs all-DRAM vs RocksDB MultiGet)" >&2
+"$build/bench/engram-bench-cold" "${full[@]}" --out="$out/cold.json" | tee "$out/cold.txt"
 /usr/bin/python3 bench/plot.py "$out"
