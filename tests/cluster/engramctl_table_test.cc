@@ -8,6 +8,7 @@
 #include <thread>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -88,6 +89,30 @@ TEST_F(EngramctlTableTest, CreatePutGetPushDescribeDrop) {
   const auto gone = Ctl("get --table=t --rows=1");
   EXPECT_NE(gone.code, 0);
   EXPECT_NE(gone.err.find("NotFound"), std::string::npos) << gone.err;
+}
+
+TEST_F(EngramctlTableTest, ATableWithADramBudgetKeepsTheRestInTheColdTierAndDropRemovesIt) {
+  // 16 slots of DRAM (~56 B each for dim 2 SGD) for 1000 rows, one shard.
+  ASSERT_EQ(Ctl("create-table --name=c --rows=1000 --dim=2 --optimizer=sgd --init=zeros --shards=1 --dram_bytes=1000").code, 0);
+  std::string rows, values;
+  for (int r = 0; r < 200; ++r) {
+    rows += (r ? "," : "") + std::to_string(r * 5);
+    values += std::string(r ? "," : "") + "[" + std::to_string(r) + ",1]";
+  }
+  const auto put = Ctl("put --table=c --rows=" + rows + " --values=" + Write("v.json", "[" + values + "]"));
+  ASSERT_EQ(put.code, 0) << put.err;
+  const auto got = Ctl("get --table=c --rows=995,5,7 --json");
+  ASSERT_EQ(got.code, 0) << got.err;
+  EXPECT_EQ(nlohmann::json::parse(got.out)["values"], nlohmann::json::parse("[[199.0,1.0],[1.0,1.0],[0.0,0.0]]"));
+  const auto d = Ctl("describe --table=c --json");
+  EXPECT_EQ(nlohmann::json::parse(d.out)["dram_bytes"], 1000) << d.out;
+  const std::string cold = server_->dir() + "/data/cold";
+  auto entries = [&] {
+    return std::distance(std::filesystem::directory_iterator(cold), std::filesystem::directory_iterator{});
+  };
+  EXPECT_EQ(entries(), 1) << "one RocksDB for the table";
+  ASSERT_EQ(Ctl("drop-table --name=c").code, 0);
+  EXPECT_EQ(entries(), 0) << "dropping the table removes its cold tier";
 }
 
 TEST_F(EngramctlTableTest, CheckpointAndRestoreRollATableBack) {
