@@ -438,6 +438,12 @@ StatusOr<std::string> Client::AdminJson(int server, wire::MsgType type, const st
   return s;
 }
 
+StatusOr<std::vector<uint8_t>> Client::AdminCall(int server, wire::MsgType type, const std::vector<uint8_t>& payload) {
+  if (server < 0 || static_cast<size_t>(server) >= num_servers()) return Status::InvalidArgument("no such server");
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(server, type, 0, payload));
+  return std::move(r.payload);
+}
+
 StatusOr<std::string> Client::RestoreTable(int server, const std::string& name, const std::string& label) {
   return AdminJson(server, wire::MsgType::kRestore, {name, label});
 }
@@ -592,6 +598,8 @@ Status TableHandle::Pull(std::span<const uint64_t> rows, uint8_t* out) {
   for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
     s = StartPull(rows, out).Wait();
     if (s.IsStaleShardMap()) {
+      // A map changes on its servers one after another: back off so that the refresh finds it.
+      client_->Backoff(attempt);
       ENGRAM_RETURN_IF_ERROR(Refresh());
       continue;
     }

@@ -224,6 +224,9 @@ class Client {
   // Asks server `server` to stop keeping its checkpoints labeled `label` (see
   // ps/durability.h); returns its JSON report ({"dropped": n, ...}).
   StatusOr<std::string> DropCheckpoint(int server, const std::string& label);
+  // Sends one administrative request (e.g. the steps of a shard move, cluster/shard_mover.h) to
+  // server `server` and returns its reply payload; retried like every call.
+  StatusOr<std::vector<uint8_t>> AdminCall(int server, wire::MsgType type, const std::vector<uint8_t>& payload);
 
  private:
   friend class TableHandle;

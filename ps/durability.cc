@@ -17,6 +17,7 @@
 
 #include "engram/wire.h"
 #include "storage/crc32c.h"
+#include "storage/optimizer.h"
 
 namespace engram::ps {
 namespace {
@@ -113,10 +114,8 @@ Status ForEachLoggedRow(wire::Reader& r, const RowsHeader& h, Fn&& fn) {
 
 LogRecord::LogRecord(RecordKind kind, const Table& table, uint64_t client, uint64_t seq)
     : value_bytes_(table.schema().value_bytes()) {
-  state_bytes_ = 0;
-  for (uint32_t s = 0; s < table.shard_map().num_shards(); ++s) {
-    if (table.shard(s) != nullptr) state_bytes_ = table.shard(s)->state_bytes();
-  }
+  const TableSchema& schema = table.schema();
+  state_bytes_ = IsTrainable(schema.dtype) ? storage::OptimizerStateBytes(schema.optimizer, schema.dim) : 0;
   if (kind == RecordKind::kPush) {
     value_bytes_ = size_t{table.schema().dim} * sizeof(float);
     state_bytes_ = 0;
@@ -372,9 +371,9 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
     }
     ENGRAM_ASSIGN_OR_RETURN(last, out->Append(buf));
     for (const auto& t : tables) {
-      for (uint32_t s = 0; s < t->shard_map().num_shards(); ++s) {
-        const storage::Shard* shard = t->shard(s);
-        if (shard == nullptr) continue;
+      // Shards being moved here too: once the move completes, their rows' log records may be
+      // gone (replaced by this checkpoint).
+      for (const auto& shard : t->CheckpointShards()) {
         std::unique_ptr<LogRecord> rec = std::make_unique<LogRecord>(RecordKind::kCheckpointRows, *t);
         Status st;
         auto flush = [&] {
@@ -499,8 +498,8 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
   if (!listed) return Status::DataLoss("checkpoint " + dir + " has no table list");
   // Rows written since the checkpoint go back to their initial value.
   Status st;
-  for (uint32_t s = 0; s < table->shard_map().num_shards() && st.ok(); ++s) {
-    const storage::Shard* shard = table->shard(s);
+  for (uint32_t s = 0; s < table->num_shards() && st.ok(); ++s) {
+    const auto shard = table->shard(s);
     if (shard == nullptr) continue;
     std::vector<uint64_t> reset;
     st = shard->ForEachTouched([&](uint64_t row, uint64_t, const uint8_t*, const uint8_t*) {

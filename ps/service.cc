@@ -1,9 +1,12 @@
 // Service: request decoding, validation and execution.
 #include "ps/service.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
+
+#include "storage/optimizer.h"
 
 namespace engram::ps {
 namespace {
@@ -23,6 +26,13 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kCheckpoint: return "checkpoint";
     case wire::MsgType::kRestore: return "restore";
     case wire::MsgType::kDropCheckpoint: return "drop_checkpoint";
+    case wire::MsgType::kShardPrepare: return "shard_prepare";
+    case wire::MsgType::kShardTrack: return "shard_track";
+    case wire::MsgType::kShardRead: return "shard_read";
+    case wire::MsgType::kShardWrite: return "shard_write";
+    case wire::MsgType::kShardFreeze: return "shard_freeze";
+    case wire::MsgType::kAdoptMap: return "adopt_map";
+    case wire::MsgType::kShardAbort: return "shard_abort";
   }
   return "unknown";
 }
@@ -39,6 +49,13 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kRestore:
     case wire::MsgType::kDropCheckpoint:
     case wire::MsgType::kDropTable:
+    case wire::MsgType::kShardPrepare:
+    case wire::MsgType::kShardTrack:
+    case wire::MsgType::kShardRead:
+    case wire::MsgType::kShardWrite:
+    case wire::MsgType::kShardFreeze:
+    case wire::MsgType::kAdoptMap:
+    case wire::MsgType::kShardAbort:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
     default: return false;
@@ -109,6 +126,21 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       return Status::OK();
     }
     case wire::MsgType::kRmaInfo: return RmaInfo(r, out);
+    case wire::MsgType::kShardPrepare:
+    case wire::MsgType::kShardTrack:
+    case wire::MsgType::kShardRead:
+    case wire::MsgType::kShardWrite:
+    case wire::MsgType::kShardFreeze:
+    case wire::MsgType::kShardAbort: return MoveStep(static_cast<wire::MsgType>(h.type), r, out);
+    case wire::MsgType::kAdoptMap: {
+      wire::TableInfo info;
+      ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
+      ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(info.schema.name));
+      ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+      ENGRAM_RETURN_IF_ERROR(t->AdoptMap(std::move(map)));
+      if (durability_) ENGRAM_RETURN_IF_ERROR(durability_->SaveCatalog(registry_));
+      return Status::OK();
+    }
     case wire::MsgType::kCheckpoint: {
       std::string label;
       if (r.remaining() > 0) ENGRAM_RETURN_IF_ERROR(r.GetString(&label, 128));
@@ -143,11 +175,88 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
   return Status::InvalidArgument("unknown request type " + std::to_string(h.type));
 }
 
+Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_t>* out) {
+  std::string name;
+  uint32_t shard = 0;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&shard));
+  ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
+  if (shard >= t->num_shards()) return Status::InvalidArgument("table '" + name + "' has no shard " + std::to_string(shard));
+  wire::Writer w(out);
+  const size_t vb = t->schema().value_bytes();
+  const size_t sb = IsTrainable(t->schema().dtype) ? storage::OptimizerStateBytes(t->schema().optimizer, t->schema().dim) : 0;
+  switch (type) {
+    case wire::MsgType::kShardPrepare: return t->PrepareIncoming(shard);
+    case wire::MsgType::kShardTrack: return t->TrackOutgoing(shard);
+    case wire::MsgType::kShardAbort: t->AbortMove(shard); return Status::OK();
+    case wire::MsgType::kShardFreeze: {
+      ENGRAM_ASSIGN_OR_RETURN(uint64_t n, t->FreezeOutgoing(shard));
+      w.Put<uint64_t>(n);
+      return Status::OK();
+    }
+    case wire::MsgType::kShardRead: {
+      uint64_t cursor = 0;
+      uint32_t max_rows = 0;
+      uint8_t dirty = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&cursor));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&max_rows));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&dirty));
+      max_rows = std::min<uint32_t>(max_rows, std::max<size_t>(1, (size_t{8} << 20) / (16 + vb + sb)));  // <= 8 MiB.
+      std::vector<RowImage> images;
+      ENGRAM_ASSIGN_OR_RETURN(uint64_t next, t->ReadOutgoing(shard, cursor, max_rows, dirty != 0, &images));
+      w.Put<uint64_t>(next);
+      w.Put<uint32_t>(static_cast<uint32_t>(images.size()));
+      w.Put<uint32_t>(static_cast<uint32_t>(vb));
+      w.Put<uint32_t>(static_cast<uint32_t>(sb));
+      for (const RowImage& im : images) {
+        w.Put<uint64_t>(im.row);
+        w.Put<uint64_t>(im.version);
+        w.PutBytes(im.value.data(), vb);
+        if (sb > 0) w.PutBytes(im.state.data(), sb);
+      }
+      return Status::OK();
+    }
+    case wire::MsgType::kShardWrite: {
+      uint32_t n = 0, rvb = 0, rsb = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&rvb));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&rsb));
+      if (rvb != vb || rsb != sb) return Status::InvalidArgument("shard images of the wrong row size for '" + name + "'");
+      if (n > r.remaining() / (16 + vb + sb)) return Status::InvalidArgument("malformed frame: shard image count");
+      std::vector<RowImage> images(n);
+      for (RowImage& im : images) {
+        const uint8_t* p = nullptr;
+        ENGRAM_RETURN_IF_ERROR(r.Get(&im.row));
+        ENGRAM_RETURN_IF_ERROR(r.Get(&im.version));
+        ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &p));
+        im.value.assign(p, p + vb);
+        if (sb > 0) {
+          ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &p));
+          im.state.assign(p, p + sb);
+        }
+        if (im.version == 0 || (im.version & 1u) != 0) return Status::InvalidArgument("shard image with a bad version");
+      }
+      if (r.remaining() != 0) return Status::InvalidArgument("malformed frame: trailing bytes after shard images");
+      ENGRAM_RETURN_IF_ERROR(CheckWritable());
+      if (!durability_) return t->WriteIncoming(shard, images, nullptr);
+      LogRecord record(RecordKind::kPut, *t);
+      ENGRAM_RETURN_IF_ERROR(t->WriteIncoming(shard, images, &record));
+      if (record.rows() == 0) return Status::OK();
+      uint64_t lsn = 0;
+      ENGRAM_RETURN_IF_ERROR(LogWrite(&record, &lsn));
+      return durability_->Sync(lsn);
+    }
+    default: break;
+  }
+  return Status::InvalidArgument("not a shard move request");
+}
+
 wire::TableInfo Service::Info(const Table& t) const {
   wire::TableInfo i;
   i.schema = t.schema();
-  i.epoch = t.shard_map().epoch();
-  i.owners = t.shard_map().owners();
+  const cluster::ShardMap map = t.shard_map();
+  i.epoch = map.epoch();
+  i.owners = map.owners();
   i.node_id = t.node_id();
   const TableStats s = t.stats();
   i.touched_rows = s.touched_rows;
@@ -191,10 +300,10 @@ StatusOr<std::shared_ptr<Table>> Service::TableFor(const wire::Header& h, wire::
   std::string name;
   ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
   ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
-  if (h.epoch != 0 && h.epoch != t->shard_map().epoch()) {
-    return Status::StaleShardMap(t->shard_map().epoch(), "table '" + name + "' is at shard-map epoch " +
-                                                              std::to_string(t->shard_map().epoch()) + ", request used " +
-                                                              std::to_string(h.epoch));
+  // Checked again by the table under its map lock; this early check only saves work.
+  if (h.epoch != 0 && h.epoch != t->epoch()) {
+    return Status::StaleShardMap(t->epoch(), "table '" + name + "' is at shard-map epoch " + std::to_string(t->epoch()) +
+                                                 ", request used " + std::to_string(h.epoch));
   }
   return t;
 }
@@ -223,7 +332,7 @@ Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t
   w.Put<uint32_t>(static_cast<uint32_t>(rows.size()));
   w.Put<uint32_t>(static_cast<uint32_t>(vb));
   uint8_t* dst = w.Reserve(rows.size() * vb);  // Gather straight into the reply.
-  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst));
+  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst, h.epoch));
   counters_.rows_pulled += rows.size();
   return Status::OK();
 }
@@ -285,10 +394,10 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
                    dedup_.MarkLogged(client, seq);
                    return Status::OK();
                  }};
-    s = t->Push(rows, reinterpret_cast<const float*>(g), &log);
+    s = t->Push(rows, reinterpret_cast<const float*>(g), &log, h.epoch);
     if (s.ok()) s = durability_->Sync(lsn);  // Acknowledge only what a crash cannot take back.
   } else if (s.ok()) {
-    s = t->Push(rows, reinterpret_cast<const float*>(g));
+    s = t->Push(rows, reinterpret_cast<const float*>(g), nullptr, h.epoch);
   }
   dedup_.Finish(client, seq, s);
   if (s.ok()) counters_.rows_pushed += rows.size();
@@ -310,10 +419,10 @@ Status Service::Put(const wire::Header& h, wire::Reader& r) {
     LogRecord record(RecordKind::kPut, *t);
     uint64_t lsn = 0;
     WriteLog log{&record, [&] { return LogWrite(&record, &lsn); }};
-    ENGRAM_RETURN_IF_ERROR(t->Put(rows, v, &log));
+    ENGRAM_RETURN_IF_ERROR(t->Put(rows, v, &log, h.epoch));
     ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
   } else {
-    ENGRAM_RETURN_IF_ERROR(t->Put(rows, v));
+    ENGRAM_RETURN_IF_ERROR(t->Put(rows, v, nullptr, h.epoch));
   }
   counters_.rows_put += rows.size();
   return Status::OK();
@@ -326,16 +435,16 @@ Status Service::RmaInfo(wire::Reader& r, std::vector<uint8_t>* out) {
   wire::Writer w(out);
   struct Entry {
     uint32_t shard;
-    const storage::Shard* s;
+    std::shared_ptr<const storage::Shard> s;
     std::vector<uint8_t> rkey;
   };
   std::vector<Entry> entries;
   if (options_.remote != nullptr) {
-    for (uint32_t i = 0; i < t->shard_map().num_shards(); ++i) {
-      const storage::Shard* s = t->shard(i);
+    for (uint32_t i = 0; i < t->num_shards(); ++i) {
+      auto s = t->shard(i);
       if (s == nullptr) continue;
       auto rkey = options_.remote->Rkey(s->arena().value_region().data());
-      if (!rkey.empty()) entries.push_back({i, s, std::move(rkey)});
+      if (!rkey.empty()) entries.push_back({i, std::move(s), std::move(rkey)});
     }
   }
   const std::vector<uint8_t> addr = options_.remote ? options_.remote->WorkerAddress() : std::vector<uint8_t>{};

@@ -91,6 +91,8 @@ class Service {
   Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
   Status Push(const wire::Header& h, wire::Reader& r);
   Status Put(const wire::Header& h, wire::Reader& r);
+  // One step of a live shard move (the kShard* requests).
+  Status MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_t>* out);
   Status RmaInfo(wire::Reader& r, std::vector<uint8_t>* out);
   StatusOr<std::shared_ptr<Table>> TableFor(const wire::Header& h, wire::Reader& r);
   Status ReadRows(wire::Reader& r, std::vector<uint64_t>* rows);

@@ -1,6 +1,7 @@
 // Table routing and the registry of tables.
 #include "ps/table_registry.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -47,13 +48,50 @@ StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluste
     ENGRAM_ASSIGN_OR_RETURN(cold, storage::ColdStore::Open(dir, schema.value_bytes(), state_bytes, {}));
     so.cold = cold.get();
   }
-  std::vector<std::unique_ptr<storage::Shard>> shards(map.num_shards());
+  std::vector<std::shared_ptr<storage::Shard>> shards(map.num_shards());
   for (uint32_t i = 0; i < map.num_shards(); ++i) {
     if (map.Owner(i) != node_id) continue;
     const cluster::RowRange r = map.Range(i);
     ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, so));
   }
-  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, std::move(cold), std::move(shards), incarnation));
+  return std::shared_ptr<Table>(
+      new Table(schema, std::move(map), node_id, so, std::move(cold), std::move(shards), incarnation));
+}
+
+Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
+             std::unique_ptr<storage::ColdStore> cold, std::vector<std::shared_ptr<storage::Shard>> shards,
+             uint64_t incarnation)
+    : schema_(std::move(schema)), node_id_(node_id), num_shards_(map.num_shards()), shard_options_(options),
+      cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)), incoming_(num_shards_),
+      epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
+      tracking_(num_shards_, false), dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
+  for (uint32_t i = 0; i < num_shards_; ++i) frozen_[i].store(false);
+}
+
+cluster::ShardMap Table::shard_map() const {
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  return map_;
+}
+
+std::shared_ptr<const storage::Shard> Table::shard(uint32_t index) const {
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  return index < shards_.size() ? shards_[index] : nullptr;
+}
+
+std::vector<std::shared_ptr<const storage::Shard>> Table::CheckpointShards() const {
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  std::vector<std::shared_ptr<const storage::Shard>> out;
+  for (uint32_t i = 0; i < num_shards_; ++i) {
+    if (shards_[i]) out.push_back(shards_[i]);
+    if (incoming_[i]) out.push_back(incoming_[i]);
+  }
+  return out;
+}
+
+Status Table::CheckEpoch(uint64_t epoch) const {
+  if (epoch == 0 || epoch == map_.epoch()) return Status::OK();
+  return Status::StaleShardMap(map_.epoch(), "table '" + schema_.name + "' is at shard-map epoch " +
+                                                 std::to_string(map_.epoch()) + ", request used " + std::to_string(epoch));
 }
 
 void Table::MarkDropped() {
@@ -62,6 +100,7 @@ void Table::MarkDropped() {
 
 TableStats Table::stats() const {
   TableStats s;
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
   for (const auto& sh : shards_) {
     if (!sh) continue;
     const storage::ShardStats ss = sh->stats();
@@ -105,7 +144,9 @@ Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint
   return Status::OK();
 }
 
-Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out) const {
+Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch) const {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
+  ENGRAM_RETURN_IF_ERROR(CheckEpoch(epoch));
   const size_t vb = schema_.value_bytes();
   // Fast path: the whole batch in one local shard needs no regrouping (common with one shard
   // per node, and for small decode batches).
@@ -137,6 +178,22 @@ storage::Shard* Table::SingleLocalShard(std::span<const uint64_t> rows) const {
   return shards_[s0].get();
 }
 
+Status Table::CheckFrozenAndTrack(std::span<const uint64_t> rows, const std::vector<std::vector<uint32_t>>& by_shard) {
+  if (moves_ == 0) return Status::OK();
+  for (uint32_t s = 0; s < by_shard.size(); ++s) {
+    if (!by_shard[s].empty() && frozen_[s].load(std::memory_order_acquire)) {
+      return Status::Unavailable("shard " + std::to_string(s) + " of table '" + schema_.name +
+                                 "' is moving to another node; retry");
+    }
+  }
+  std::lock_guard<std::mutex> lock(dirty_mu_);
+  for (uint32_t s = 0; s < by_shard.size(); ++s) {
+    if (!tracking_[s]) continue;
+    for (uint32_t i : by_shard[s]) dirty_[s].insert(rows[i]);
+  }
+  return Status::OK();
+}
+
 std::vector<std::unique_lock<std::mutex>> Table::LockShards(const std::vector<std::vector<uint32_t>>& by_shard) const {
   std::vector<std::unique_lock<std::mutex>> locks;
   for (uint32_t s = 0; s < by_shard.size(); ++s) {
@@ -147,17 +204,18 @@ std::vector<std::unique_lock<std::mutex>> Table::LockShards(const std::vector<st
 
 std::vector<std::unique_lock<std::mutex>> Table::LockWrites() const {
   std::vector<std::unique_lock<std::mutex>> locks;
-  for (uint32_t s = 0; s < shards_.size(); ++s) {
-    if (shards_[s]) locks.emplace_back(write_mu_[s]);
-  }
+  for (uint32_t s = 0; s < num_shards_; ++s) locks.emplace_back(write_mu_[s]);
   return locks;
 }
 
-Status Table::Push(std::span<const uint64_t> rows, const float* grads, const WriteLog* log) {
+Status Table::Push(std::span<const uint64_t> rows, const float* grads, const WriteLog* log, uint64_t epoch) {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
+  ENGRAM_RETURN_IF_ERROR(CheckEpoch(epoch));
   storage::RowImageSink* sink = log ? log->sink : nullptr;
   // Fast path: the whole batch in one local shard needs no regrouping or copying (the shard
-  // validates the whole batch before applying any row).
-  if (storage::Shard* shard = SingleLocalShard(rows)) {
+  // validates the whole batch before applying any row). Not while moves run: those need the
+  // shard's write lock and its frozen check.
+  if (storage::Shard* shard = moves_ == 0 ? SingleLocalShard(rows) : nullptr) {
     storage::ApplyScratch scratch;
     if (log == nullptr) return shard->ApplyGradients(rows, grads, &scratch);
     std::lock_guard<std::mutex> lock(write_mu_[map_.ShardOf(rows[0])]);
@@ -178,7 +236,8 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads, const Wri
   std::vector<float> g;
   storage::ApplyScratch scratch;
   std::vector<std::unique_lock<std::mutex>> locks;
-  if (log != nullptr) locks = LockShards(by_shard);
+  if (log != nullptr || moves_ > 0) locks = LockShards(by_shard);
+  ENGRAM_RETURN_IF_ERROR(CheckFrozenAndTrack(rows, by_shard));
   for (uint32_t s = 0; s < by_shard.size(); ++s) {
     const auto& idx = by_shard[s];
     if (idx.empty()) continue;
@@ -193,14 +252,17 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads, const Wri
   return log != nullptr ? log->logged() : Status::OK();
 }
 
-Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const WriteLog* log) {
+Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const WriteLog* log, uint64_t epoch) {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
+  ENGRAM_RETURN_IF_ERROR(CheckEpoch(epoch));
   std::vector<std::vector<uint32_t>> by_shard;
   ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
   const size_t vb = schema_.value_bytes();
   std::vector<uint64_t> ids;
   std::vector<uint8_t> v;
   std::vector<std::unique_lock<std::mutex>> locks;
-  if (log != nullptr) locks = LockShards(by_shard);
+  if (log != nullptr || moves_ > 0) locks = LockShards(by_shard);
+  ENGRAM_RETURN_IF_ERROR(CheckFrozenAndTrack(rows, by_shard));
   for (uint32_t s = 0; s < by_shard.size(); ++s) {
     const auto& idx = by_shard[s];
     if (idx.empty()) continue;
@@ -216,6 +278,8 @@ Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const W
 }
 
 Status Table::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink) {
+  // No map lock: the caller's write locks exclude AdoptMap (which takes them after the map
+  // lock), and taking the map lock here would invert that order.
   if (row >= schema_.num_rows) return Status::OutOfRange("row " + std::to_string(row) + " is outside the table");
   const uint32_t s = map_.ShardOf(row);
   if (!shards_[s]) return Status::OK();
@@ -223,6 +287,7 @@ Status Table::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, 
 }
 
 Status Table::ReplayGradient(uint64_t row, uint64_t version, const float* grad) {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
   const uint32_t s = map_.ShardOf(row);
   if (!shards_[s]) return Status::OK();
@@ -230,10 +295,145 @@ Status Table::ReplayGradient(uint64_t row, uint64_t version, const float* grad) 
 }
 
 Status Table::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
   const uint32_t s = map_.ShardOf(row);
   if (!shards_[s]) return Status::OK();
   return shards_[s]->Restore(row, version, value, state);
+}
+
+Status Table::PrepareIncoming(uint32_t shard) {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (shard >= num_shards_) return Status::InvalidArgument("no shard " + std::to_string(shard));
+  if (shards_[shard]) return Status::FailedPrecondition("shard " + std::to_string(shard) + " is already on this node");
+  const cluster::RowRange r = map_.Range(shard);
+  ENGRAM_ASSIGN_OR_RETURN(incoming_[shard], storage::Shard::Create(schema_, r.first, r.count, shard_options_));
+  return Status::OK();
+}
+
+Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images, storage::RowImageSink* sink) {
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (shard >= num_shards_ || !incoming_[shard]) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node");
+  }
+  storage::Shard& to = *incoming_[shard];
+  std::lock_guard<std::mutex> w(write_mu_[shard]);
+  for (const RowImage& im : images) {
+    if (im.value.size() != schema_.value_bytes() || im.state.size() != to.state_bytes()) {
+      return Status::InvalidArgument("row image of the wrong size for table '" + schema_.name + "'");
+    }
+    ENGRAM_RETURN_IF_ERROR(to.Restore(im.row, im.version, im.value.data(), im.state.empty() ? nullptr : im.state.data()));
+    if (sink) sink->Add(im.row, im.version, im.value.data(), im.state.empty() ? nullptr : im.state.data());
+  }
+  return Status::OK();
+}
+
+Status Table::TrackOutgoing(uint32_t shard) {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);  // Waits out every write in flight.
+  if (shard >= num_shards_ || !shards_[shard]) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not on this node");
+  }
+  if (tracking_[shard]) return Status::OK();
+  tracking_[shard] = true;
+  ++moves_;
+  std::lock_guard<std::mutex> d(dirty_mu_);
+  dirty_[shard].clear();
+  frozen_rows_[shard].clear();
+  return Status::OK();
+}
+
+StatusOr<uint64_t> Table::FreezeOutgoing(uint32_t shard) {
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (shard >= num_shards_ || !tracking_[shard]) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved from this node");
+  }
+  frozen_[shard].store(true, std::memory_order_release);
+  { std::lock_guard<std::mutex> w(write_mu_[shard]); }  // Writers check frozen under this lock.
+  std::lock_guard<std::mutex> d(dirty_mu_);
+  frozen_rows_[shard].assign(dirty_[shard].begin(), dirty_[shard].end());
+  std::sort(frozen_rows_[shard].begin(), frozen_rows_[shard].end());
+  return static_cast<uint64_t>(frozen_rows_[shard].size());
+}
+
+StatusOr<uint64_t> Table::ReadOutgoing(uint32_t shard, uint64_t cursor, uint32_t max_rows, bool dirty,
+                                       std::vector<RowImage>* out) const {
+  std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (shard >= num_shards_ || !shards_[shard]) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not on this node");
+  }
+  const storage::Shard& from = *shards_[shard];
+  auto add = [&](uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
+    RowImage im;
+    im.row = row;
+    im.version = version;
+    im.value.assign(value, value + schema_.value_bytes());
+    if (state != nullptr) im.state.assign(state, state + from.state_bytes());
+    out->push_back(std::move(im));
+  };
+  if (!dirty) {
+    const uint64_t first = from.first_row() + std::min(cursor, from.num_rows());
+    const uint64_t n = std::min<uint64_t>(max_rows, from.first_row() + from.num_rows() - first);
+    ENGRAM_RETURN_IF_ERROR(from.ForEachTouched(add, first, n));
+    const uint64_t next = first + n - from.first_row();
+    return next >= from.num_rows() ? UINT64_MAX : next;
+  }
+  std::vector<uint64_t> rows;
+  {
+    std::lock_guard<std::mutex> d(dirty_mu_);
+    const auto& all = frozen_rows_[shard];
+    for (uint64_t i = cursor; i < all.size() && rows.size() < max_rows; ++i) rows.push_back(all[i]);
+  }
+  // Each dirty row read alone (ranges of one row): the list is short, written while copying.
+  for (uint64_t row : rows) ENGRAM_RETURN_IF_ERROR(from.ForEachTouched(add, row, 1));
+  const uint64_t next = cursor + rows.size();
+  std::lock_guard<std::mutex> d(dirty_mu_);
+  return next >= frozen_rows_[shard].size() ? UINT64_MAX : next;
+}
+
+Status Table::AdoptMap(cluster::ShardMap map) {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (map.num_shards() != num_shards_ || map.num_rows() != schema_.num_rows) {
+    return Status::InvalidArgument("the new map of table '" + schema_.name + "' has another shape");
+  }
+  if (map.epoch() <= map_.epoch()) {
+    return Status::FailedPrecondition("table '" + schema_.name + "' is at epoch " + std::to_string(map_.epoch()) +
+                                      "; refusing map epoch " + std::to_string(map.epoch()));
+  }
+  auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
+  std::vector<std::shared_ptr<storage::Shard>> created(num_shards_);
+  for (uint32_t s = 0; s < num_shards_; ++s) {  // Fallible work first: nothing changes on failure.
+    if (map.Owner(s) == node_id_ && !shards_[s] && !incoming_[s]) {
+      const cluster::RowRange r = map.Range(s);
+      ENGRAM_ASSIGN_OR_RETURN(created[s], storage::Shard::Create(schema_, r.first, r.count, shard_options_));
+    }
+  }
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    const bool mine = map.Owner(s) == node_id_;
+    if (mine && !shards_[s]) {
+      shards_[s] = incoming_[s] ? std::move(incoming_[s]) : std::move(created[s]);
+    } else if (!mine && shards_[s]) {
+      shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
+      shards_[s].reset();
+    }
+    incoming_[s].reset();
+    if (map.Owner(s) != map_.Owner(s) || !mine) {
+      if (tracking_[s]) --moves_;
+      tracking_[s] = false;
+      frozen_[s].store(false, std::memory_order_release);
+    }
+  }
+  map_ = std::move(map);
+  epoch_.store(map_.epoch(), std::memory_order_release);
+  return Status::OK();
+}
+
+void Table::AbortMove(uint32_t shard) {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (shard >= num_shards_) return;
+  incoming_[shard].reset();
+  if (tracking_[shard]) --moves_;
+  tracking_[shard] = false;
+  frozen_[shard].store(false, std::memory_order_release);
 }
 
 StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& schema, uint32_t num_shards) {

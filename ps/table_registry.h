@@ -15,6 +15,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
+#include <unordered_set>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,6 +46,32 @@ struct WriteLog {
   std::function<Status()> logged;
 };
 
+// A shared mutex under which an exclusive locker cannot starve: while it waits, new shared
+// lockers queue behind it (glibc's rwlock prefers readers, and pulls never stop).
+class WriterPreferringSharedMutex {
+ public:
+  void lock() {
+    std::lock_guard<std::mutex> g(gate_);
+    rw_.lock();
+  }
+  void unlock() { rw_.unlock(); }
+  void lock_shared() {
+    { std::lock_guard<std::mutex> g(gate_); }
+    rw_.lock_shared();
+  }
+  void unlock_shared() { rw_.unlock_shared(); }
+
+ private:
+  std::mutex gate_;
+  std::shared_mutex rw_;
+};
+
+// One shard image as moves carry it (value at rest and optimizer state, with the row's version).
+struct RowImage {
+  uint64_t row = 0, version = 0;
+  std::vector<uint8_t> value, state;
+};
+
 class Table {
  public:
   // Creates the shards of `map` owned by `node_id`. `incarnation` tells this table apart from
@@ -56,20 +84,28 @@ class Table {
   uint64_t incarnation() const { return incarnation_; }
 
   const TableSchema& schema() const { return schema_; }
-  const cluster::ShardMap& shard_map() const { return map_; }
+  // The current shard map (a copy: moves replace it).
+  cluster::ShardMap shard_map() const;
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  uint32_t num_shards() const { return num_shards_; }
   uint32_t node_id() const { return node_id_; }
   TableStats stats() const;
   // The local shard, or nullptr when another node owns it.
-  const storage::Shard* shard(uint32_t index) const { return shards_[index].get(); }
+  std::shared_ptr<const storage::Shard> shard(uint32_t index) const;
+  // The shards a checkpoint must copy: the local ones and those being moved here.
+  std::vector<std::shared_ptr<const storage::Shard>> CheckpointShards() const;
 
   // Values at rest of `rows`, packed in request order. OutOfRange for a row outside the
-  // table; FailedPrecondition for a row whose shard is not on this node.
-  Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */) const;
+  // table; FailedPrecondition for a row whose shard is not on this node; StaleShardMap when
+  // `epoch` (0: not checked) is not the table's.
+  Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */, uint64_t epoch = 0) const;
   // Gradients for `rows` (f32, dim each); duplicates summed; all-or-nothing validation.
-  Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */, const WriteLog* log = nullptr);
+  // Unavailable (retry) while a shard it touches is frozen for a move.
+  Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */, const WriteLog* log = nullptr,
+              uint64_t epoch = 0);
   // Overwrites rows with values at rest.
   Status Put(std::span<const uint64_t> rows, const uint8_t* values /* (n, value_bytes) */,
-             const WriteLog* log = nullptr);
+             const WriteLog* log = nullptr, uint64_t epoch = 0);
   // Recovery: a logged after-image (see storage::Shard::Restore). Rows of shards this node does
   // not hold are skipped (OK).
   Status Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state);
@@ -77,32 +113,73 @@ class Table {
   // node does not hold are skipped (OK).
   Status ReplayGradient(uint64_t row, uint64_t version, const float* grad);
   // Rewrites a whole row image (see storage::Shard::Rewrite); rows of shards this node does not
-  // hold are skipped (OK). REQUIRES: the caller holds LockWrites().
+  // hold are skipped (OK). REQUIRES: the caller holds LockWrites() (and not the map lock).
   Status Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink);
   // Excludes every logged write of this table while the returned locks live (checkpoints).
   std::vector<std::unique_lock<std::mutex>> LockWrites() const;
   // The table was dropped: its cold tier's files go when the last reference does.
   void MarkDropped();
 
+  // Live shard moves (ps/service.h documents the protocol). On the node a shard moves to:
+  // PrepareIncoming creates an empty, unserved copy; WriteIncoming fills it with images (newer
+  // versions win), reporting each to `sink` (the write-ahead log).
+  Status PrepareIncoming(uint32_t shard);
+  Status WriteIncoming(uint32_t shard, const std::vector<RowImage>& images, storage::RowImageSink* sink);
+  // On the node a shard moves from: TrackOutgoing starts recording the rows written to it;
+  // FreezeOutgoing refuses its writes from now on (Unavailable: clients retry), waits for
+  // writes in flight and returns how many rows were written since tracking began.
+  Status TrackOutgoing(uint32_t shard);
+  StatusOr<uint64_t> FreezeOutgoing(uint32_t shard);
+  // Images of an outgoing shard: with `dirty` false the touched rows in [cursor, cursor +
+  // max_rows) of the shard's range; with `dirty` the frozen rows list from index cursor on, at
+  // most max_rows. Returns the next cursor (UINT64_MAX: done).
+  StatusOr<uint64_t> ReadOutgoing(uint32_t shard, uint64_t cursor, uint32_t max_rows, bool dirty,
+                                  std::vector<RowImage>* out) const;
+  // Installs a newer map: shards this node gains come from PrepareIncoming (or start empty),
+  // shards it loses are retired (one-sided readers fall back to the server) and dropped; move
+  // state of changed shards ends. FailedPrecondition unless the epoch is newer.
+  Status AdoptMap(cluster::ShardMap map);
+  // Ends a move that will not complete: unfreezes and stops tracking `shard`, drops an
+  // incoming copy.
+  void AbortMove(uint32_t shard);
+
  private:
-  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, std::unique_ptr<storage::ColdStore> cold,
-        std::vector<std::unique_ptr<storage::Shard>> shards, uint64_t incarnation)
-      : schema_(std::move(schema)), map_(std::move(map)), node_id_(node_id), cold_(std::move(cold)),
-        shards_(std::move(shards)), write_mu_(new std::mutex[shards_.size()]), incarnation_(incarnation) {}
+  Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
+        std::unique_ptr<storage::ColdStore> cold, std::vector<std::shared_ptr<storage::Shard>> shards,
+        uint64_t incarnation);
   // Locks the write mutexes of the shards in `by_shard` that have rows, in ascending order.
   std::vector<std::unique_lock<std::mutex>> LockShards(const std::vector<std::vector<uint32_t>>& by_shard) const;
+  // REQUIRES: map_mu_ held (shared). StaleShardMap if `epoch` is set and not the map's.
+  Status CheckEpoch(uint64_t epoch) const;
+  // REQUIRES: map_mu_ held (shared) and the write locks of `by_shard`. Unavailable if one of its
+  // shards is frozen; records the rows of tracked shards.
+  Status CheckFrozenAndTrack(std::span<const uint64_t> rows, const std::vector<std::vector<uint32_t>>& by_shard);
 
   // The local shard holding every row of `rows`, or nullptr if they span shards (or are bad).
   storage::Shard* SingleLocalShard(std::span<const uint64_t> rows) const;
   // Groups row indexes by shard; fails on rows outside the table or on non-local shards.
   Status Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const;
 
-  TableSchema schema_;
-  cluster::ShardMap map_;
-  uint32_t node_id_;
+  const TableSchema schema_;
+  const uint32_t node_id_;
+  const uint32_t num_shards_;
+  const storage::ShardOptions shard_options_;  // For shards created by moves.
   std::unique_ptr<storage::ColdStore> cold_;  // Shared by the cached shards; outlives them.
-  std::vector<std::unique_ptr<storage::Shard>> shards_;  // Index = shard id; null if not local.
+  // Shared by every request for its whole duration; exclusive for map changes and move state.
+  mutable WriterPreferringSharedMutex map_mu_;
+  cluster::ShardMap map_;                                   // GUARDED_BY(map_mu_)
+  std::vector<std::shared_ptr<storage::Shard>> shards_;    // GUARDED_BY(map_mu_); null if not local.
+  std::vector<std::shared_ptr<storage::Shard>> incoming_;  // GUARDED_BY(map_mu_)
+  std::atomic<uint64_t> epoch_;
   std::unique_ptr<std::mutex[]> write_mu_;  // Per shard: orders logged writes with their log records.
+  // Outgoing moves. `moves_` changes only under map_mu_ exclusive, so a write that saw 0 under
+  // the shared lock cannot race with a move starting.
+  int moves_ = 0;                                       // GUARDED_BY(map_mu_)
+  std::unique_ptr<std::atomic<bool>[]> frozen_;         // Per shard.
+  std::vector<bool> tracking_;                          // GUARDED_BY(map_mu_)
+  mutable std::mutex dirty_mu_;
+  std::vector<std::unordered_set<uint64_t>> dirty_;     // GUARDED_BY(dirty_mu_)
+  std::vector<std::vector<uint64_t>> frozen_rows_;      // GUARDED_BY(dirty_mu_)
   uint64_t incarnation_;
 };
 

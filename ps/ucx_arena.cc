@@ -58,7 +58,7 @@ StatusOr<storage::MemoryRegion> UcxArenaAllocator::Allocate(size_t bytes, storag
     std::lock_guard<std::mutex> lock(mu_);
     regions_[base] = Registered{memh, std::move(rkey)};
   }
-  return storage::MemoryRegion(base, bytes, false, [this](void* b, size_t n) { Release(b, n); });
+  return storage::MemoryRegion(base, bytes, false, [this](void* b, size_t n) { Release(b, n); }, /*exposed=*/true);
 }
 
 void UcxArenaAllocator::Release(void* base, size_t bytes) {

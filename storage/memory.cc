@@ -16,6 +16,7 @@ MemoryRegion& MemoryRegion::operator=(MemoryRegion&& o) noexcept {
     data_ = o.data_;
     size_ = o.size_;
     huge_pages_ = o.huge_pages_;
+    exposed_ = o.exposed_;
     release_ = std::move(o.release_);
     o.data_ = nullptr;
     o.size_ = 0;

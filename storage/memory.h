@@ -20,8 +20,9 @@ class MemoryRegion {
  public:
   using Releaser = std::function<void(void* data, size_t size)>;
   MemoryRegion() = default;
-  MemoryRegion(void* data, size_t size, bool huge_pages, Releaser release)
-      : data_(data), size_(size), huge_pages_(huge_pages), release_(std::move(release)) {}
+  // `exposed`: other processes may read the region one-sidedly (a transport registered it).
+  MemoryRegion(void* data, size_t size, bool huge_pages, Releaser release, bool exposed = false)
+      : data_(data), size_(size), huge_pages_(huge_pages), exposed_(exposed), release_(std::move(release)) {}
   MemoryRegion(MemoryRegion&& o) noexcept { *this = std::move(o); }
   MemoryRegion& operator=(MemoryRegion&& o) noexcept;
   MemoryRegion(const MemoryRegion&) = delete;
@@ -32,12 +33,14 @@ class MemoryRegion {
   size_t size() const { return size_; }
   // True when the region is backed (or advised to be backed) by huge pages.
   bool huge_pages() const { return huge_pages_; }
+  bool exposed() const { return exposed_; }
 
  private:
   void Reset();
   void* data_ = nullptr;
   size_t size_ = 0;
   bool huge_pages_ = false;
+  bool exposed_ = false;
   Releaser release_;
 };
 

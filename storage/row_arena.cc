@@ -88,7 +88,24 @@ RowArena::Writer::~Writer() {
 // Pin: head even v -> odd v+1 by CAS (writers spin, readers retry), copy, head back to v. The
 // tail and the value never change, so a reader that saw head v before the pin and tail v after
 // it still read one write's value.
+void RowArena::Retire() {
+  retired_.store(true, std::memory_order_release);
+  if (!values_.exposed()) return;  // Nobody reads it one-sidedly; its pages stay uncommitted.
+  for (uint64_t slot = 0; slot < num_slots_; ++slot) {
+    uint8_t* p = slot_ptr(slot);
+    auto head = Word(p);
+    int spins = 0;
+    for (uint64_t v = head.load(std::memory_order_relaxed);;) {
+      if ((v & 1u) == 0 && head.compare_exchange_weak(v, kSlotRetired, std::memory_order_acq_rel)) break;
+      CpuRelax(spins);
+      v = head.load(std::memory_order_relaxed);
+    }
+    Word(p + layout_.tail_offset()).store(kSlotRetired, std::memory_order_release);
+  }
+}
+
 uint64_t RowArena::Snapshot(uint64_t slot, uint8_t* value_out, uint8_t* state_out) const {
+  if (retired()) return 0;
   uint8_t* p = slot_ptr(slot);
   auto head = Word(p);
   int spins = 0;

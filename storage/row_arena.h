@@ -100,6 +100,13 @@ class RowArena {
     return state_bytes_ ? static_cast<uint8_t*>(state_.data()) + slot * state_bytes_ : nullptr;
   }
 
+  // The arena's rows belong to another node now: if its memory is exposed to one-sided readers,
+  // every slot's head and tail become kSlotRetired (waiting out a writer inside a slot), so
+  // those readers fall back to the server. Afterwards Snapshot() reports nothing. REQUIRES: no
+  // new writers.
+  void Retire();
+  bool retired() const { return retired_.load(std::memory_order_acquire); }
+
   // Number of slots that were ever written (approximate under concurrency).
   uint64_t touched_slots() const { return touched_.load(std::memory_order_relaxed); }
 
@@ -117,6 +124,7 @@ class RowArena {
   MemoryRegion values_;
   MemoryRegion state_;
   std::atomic<uint64_t> touched_{0};
+  std::atomic<bool> retired_{false};
 };
 
 }  // namespace engram::storage

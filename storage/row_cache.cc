@@ -207,8 +207,13 @@ Status RowCache::Write(uint64_t row, RowFn fn) {
   return s;
 }
 
-Status RowCache::ForEachStored(
-    const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
+Status RowCache::ForEachStored(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn,
+                               uint64_t first, uint64_t count) const {
+  if (arena_->retired()) return Status::OK();
+  const uint64_t lo = std::max(first, first_row_);
+  const uint64_t hi = std::min(count > UINT64_MAX - first ? UINT64_MAX : first + count, first_row_ + num_rows_);
+  if (lo >= hi) return Status::OK();
+  auto in_range = [&](uint64_t row) { return row >= lo && row < hi; };
   // DRAM first, then a cold-tier snapshot taken afterwards: a row evicted before the DRAM pass
   // reached its set was stored before the snapshot (see the header's invariant).
   std::unordered_map<uint64_t, uint64_t> seen;  // Row -> version reported from DRAM.
@@ -221,7 +226,7 @@ Status RowCache::ForEachStored(
       std::lock_guard<std::mutex> lock(StripeOf(set));
       for (uint32_t w = 0; w < ways_; ++w) {
         const uint64_t slot = set * ways_ + w;
-        if (arena_->version(slot) == 0) continue;
+        if (arena_->version(slot) == 0 || !in_range(tag(slot))) continue;
         const uint8_t* p = static_cast<uint8_t*>(arena_->value_region().data()) + slot * arena_->layout().stride;
         uint8_t* dst = buf.data() + in_set.size() * row_bytes;
         std::memcpy(dst, p + SlotLayout::kValueOffset + 8, value_bytes_);
@@ -235,7 +240,7 @@ Status RowCache::ForEachStored(
       seen.emplace(in_set[k].first, in_set[k].second);
     }
   }
-  return cold_->ForEach(first_row_, num_rows_, [&](uint64_t row, uint64_t v, const uint8_t* value, const uint8_t* state) {
+  return cold_->ForEach(lo, hi - lo, [&](uint64_t row, uint64_t v, const uint8_t* value, const uint8_t* state) {
     auto it = seen.find(row);
     if (it == seen.end() || it->second < v) fn(row, v, value, state);
   });

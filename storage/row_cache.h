@@ -110,7 +110,11 @@ class RowCache {
   // Calls fn(row, version, value, state) for every row stored (DRAM, then the cold tier), each a
   // consistent image, none older than it was at the call; a row may be reported twice (newer
   // second) if it was evicted meanwhile, never an older image after a newer one.
-  Status ForEachStored(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const;
+  // Only rows in [first, first + count) when given.
+  Status ForEachStored(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn,
+                       uint64_t first = 0, uint64_t count = UINT64_MAX) const;
+  // The shard moved away (RowArena::Retire); ForEachStored reports nothing afterwards.
+  void Retire() { arena_->Retire(); }
 
  private:
   RowCache(uint64_t first_row, uint64_t num_rows, uint64_t sets, uint32_t ways, size_t value_bytes,

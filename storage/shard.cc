@@ -271,10 +271,21 @@ Status Shard::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, 
   });
 }
 
-Status Shard::ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const {
-  if (cache_) return cache_->ForEachStored(fn);
+void Shard::Retire() {
+  if (cache_) {
+    cache_->Retire();
+  } else {
+    arena_->Retire();
+  }
+}
+
+Status Shard::ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn,
+                             uint64_t first, uint64_t count) const {
+  if (cache_) return cache_->ForEachStored(fn, first, count);
   std::vector<uint8_t> value(schema_.value_bytes()), state(state_bytes_);
-  for (uint64_t slot = 0; slot < arena_->num_slots(); ++slot) {
+  const uint64_t lo = first > first_row_ ? std::min(first - first_row_, num_rows_) : 0;
+  const uint64_t hi = count > UINT64_MAX - first ? num_rows_ : std::min(num_rows_, first + count > first_row_ ? first + count - first_row_ : 0);
+  for (uint64_t slot = lo; slot < hi; ++slot) {
     if (arena_->version(slot) == 0) continue;  // Untouched rows are not stored anywhere.
     const uint64_t v = arena_->Snapshot(slot, value.data(), state.data());
     if (v != 0) fn(first_row_ + slot, v, value.data(), state_bytes_ > 0 ? state.data() : nullptr);

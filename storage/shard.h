@@ -121,7 +121,12 @@ class Shard {
   // value and optimizer state (checkpoints). Rows written meanwhile may be seen before or
   // after the write; with a cold tier a row may be reported twice, the newer image second.
   // Fails only if the cold tier cannot be read.
-  Status ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn) const;
+  // Only rows in [first, first + count) when given.
+  Status ForEachTouched(const std::function<void(uint64_t, uint64_t, const uint8_t*, const uint8_t*)>& fn,
+                        uint64_t first = 0, uint64_t count = UINT64_MAX) const;
+  // The shard moved to another node: one-sided readers of its slots fall back to the server
+  // from now on (RowArena::Retire) and ForEachTouched reports nothing. REQUIRES: no writers.
+  void Retire();
   size_t state_bytes() const { return state_bytes_; }
 
  private:

@@ -82,6 +82,11 @@ inline uint64_t SlotChecksum(const uint8_t* value, size_t n, uint64_t version) {
   return h;
 }
 
+// Head and tail of every slot of an arena whose shard moved to another node: odd (no reader
+// accepts it) and distinct from any writer's lock, so one-sided readers give up at once and ask
+// the server, which answers with the new shard map.
+inline constexpr uint64_t kSlotRetired = ~uint64_t{0};
+
 enum class SlotCopyState : uint8_t {
   kConsistent = 0,  // The value bytes are a row some completed write produced.
   kUntouched = 1,   // Version 0: the row still has its initial value; compute it.

@@ -38,6 +38,14 @@ enum class MsgType : uint16_t {
   kCheckpoint = 11,  // [label] -> JSON of the checkpoint written (every table of the server).
   kRestore = 12,     // table, label -> JSON: the table rolled back to that checkpoint in place.
   kDropCheckpoint = 13,  // label -> JSON: the checkpoints with that label are no longer kept.
+  // Live shard moves (cluster/shard_mover.h drives them; each takes table name, shard u32):
+  kShardPrepare = 14,  // -> (on the destination) an empty, unserved copy of the shard.
+  kShardTrack = 15,    // -> (on the source) record the rows written to the shard from now on.
+  kShardRead = 16,     // + cursor u64, max_rows u32, dirty u8 -> next cursor u64 + ShardImages.
+  kShardWrite = 17,    // + ShardImages -> (destination) rows installed, logged.
+  kShardFreeze = 18,   // -> (source) writes refused from now on; u64 rows written since tracking.
+  kAdoptMap = 19,      // TableInfo -> the server installs that (newer) shard map.
+  kShardAbort = 20,    // -> end the move's state on this server (unfreeze, drop a copy).
 };
 
 struct Header {
@@ -184,6 +192,9 @@ inline Status GetSchema(Reader& r, TableSchema* s) {
 }
 
 // A table as the cluster sees it: schema, shard placement, and (in replies) usage.
+// ShardImages: n u32, value_bytes u32, state_bytes u32, then n x (row u64, version u64, value,
+// state). Readers check n against the bytes that follow.
+
 struct TableInfo {
   TableSchema schema;
   uint64_t epoch = 0;

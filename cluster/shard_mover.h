@@ -1,0 +1,93 @@
+// ShardMover: live moves of virtual shards between daemons, and the plans built from them
+// (drain a node, rebalance a table), driven from outside the daemons (engramctl, tests).
+//
+// One move of shard s of table T from node S to node D, while clients keep pushing and pulling:
+//   1. D: kShardPrepare   an empty copy of s that D does not serve yet.
+//   2. S: kShardTrack     S records every row written to s from now on.
+//   3. copy               the rows of s, range by range: S kShardRead -> D kShardWrite (each
+//                         image carries its row version; D keeps the newer one and logs it).
+//   4. S: kShardFreeze    S refuses writes to s (clients get Unavailable and retry) and waits
+//                         for writes in flight; the rows written since step 2 are listed.
+//   5. copy               those rows again (they are final now).
+//   6. etcd               with a cluster: the table record's owner of s becomes D, epoch + 1,
+//                         by compare-and-swap (a concurrent change aborts the move).
+//   7. adopt              the new map, on S first (S retires its copy: one-sided readers of it
+//                         fall back to S and learn the new map; S answers StaleShardMap), then
+//                         on D (which serves s from now on), then on every other node.
+// Any failure before step 6 aborts: S unfreezes, D drops its copy, nothing changed. Clients
+// see a latency spike (retries during the freeze and the adopt), not an error, if their
+// ClientOptions::max_attempts covers it. No acknowledged push is lost: writes to s are either
+// applied on S before the freeze (and copied in step 3 or 5) or refused and retried on D.
+//
+// Not handled yet: a crash of S or D (or of the driver) between steps 6 and 7 leaves nodes on
+// different maps until the move is run again (daemons do not yet follow etcd on their own).
+//
+// Thread-safety: one ShardMover per thread; moves of different shards may run concurrently.
+#ifndef ENGRAM_CLUSTER_SHARD_MOVER_H_
+#define ENGRAM_CLUSTER_SHARD_MOVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "cluster/cluster_state.h"
+#include "engram/status.h"
+#include "engram/wire.h"
+
+namespace engram::cluster {
+
+struct MoveProgress {
+  uint32_t shard = 0, from = 0, to = 0;
+  uint64_t rows_copied = 0;  // Row images sent so far (steps 3 and 5).
+  uint64_t cursor = 0, shard_rows = 0;  // Step 3's position in the shard's row range.
+  const char* phase = "";  // "copy", "freeze", "delta", "flip", "done".
+};
+
+struct MoveOptions {
+  uint32_t chunk_rows = 16384;  // Row range per kShardRead.
+  std::function<void(const MoveProgress&)> progress;  // Called after each chunk and phase.
+  const std::atomic<bool>* cancel = nullptr;          // Set: the move aborts before its flip.
+};
+
+// A move of one shard: (shard, destination node).
+struct ShardMove {
+  uint32_t shard = 0, to = 0;
+};
+
+class ShardMover {
+ public:
+  // `client` connects to every node (position = node id). `state`: the cluster's etcd state,
+  // or nullptr for daemons without etcd (the map then lives on the daemons only).
+  ShardMover(client::Client* client, ClusterState* state) : client_(client), state_(state) {}
+
+  // The table as the cluster records it: etcd's record with a cluster, else node 0's.
+  StatusOr<wire::TableInfo> Table(const std::string& name);
+
+  // Moves shard `shard` of table `name` to node `to` (a no-op if it is there). Returns the
+  // table's new epoch.
+  StatusOr<uint64_t> Move(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options = {});
+
+  // Plans: every shard on `node` to the other live nodes (least loaded first), or shards from
+  // the most to the least loaded nodes among `nodes` until no node holds more than one shard
+  // above the average. Load is counted in shards (a table's shards are the same size).
+  static std::vector<ShardMove> PlanDrain(const std::vector<uint32_t>& owners, uint32_t node,
+                                          const std::vector<uint32_t>& nodes);
+  static std::vector<ShardMove> PlanRebalance(const std::vector<uint32_t>& owners, const std::vector<uint32_t>& nodes);
+
+ private:
+  Status Step(uint32_t node, wire::MsgType type, const std::string& name, uint32_t shard,
+              std::vector<uint8_t>* reply = nullptr, const std::vector<uint8_t>& extra = {});
+  // Copies one kShardRead reply's images to `to`; returns the reply's next cursor.
+  StatusOr<uint64_t> CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t cursor,
+                               uint32_t max_rows, bool dirty, uint64_t* rows);
+
+  client::Client* client_;
+  ClusterState* state_;
+};
+
+}  // namespace engram::cluster
+
+#endif  // ENGRAM_CLUSTER_SHARD_MOVER_H_
