@@ -1,5 +1,6 @@
 // engramctl status: the cluster as etcd records it (the daemons holding a live lease).
 #include <iostream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -39,9 +40,17 @@ int RunStatus(const std::string& etcd, const std::string& cluster_name, bool jso
   nlohmann::json out = {{"cluster", cluster_name}, {"etcd", etcd}, {"nodes", nlohmann::json::array()},
                         {"leader", leader->has_value() ? nlohmann::json(**leader) : nlohmann::json(nullptr)},
                         {"tables", nlohmann::json::array()}};
+  std::map<uint32_t, bool> live;
+  for (const auto& n : *nodes) live[n.node_id] = true;
   for (const auto& t : *tables) {
+    std::map<std::string, int> per_node;
+    bool healthy = true;  // Every shard on a live node.
+    for (uint32_t o : t.info.owners) {
+      per_node[std::to_string(o)]++;
+      healthy &= live.count(o) > 0;
+    }
     out["tables"].push_back({{"name", t.info.schema.name}, {"epoch", t.info.epoch}, {"shards", t.info.owners.size()},
-                             {"owners", t.info.owners}});
+                             {"owners", t.info.owners}, {"shards_per_node", per_node}, {"healthy", healthy}});
   }
   for (const auto& n : *nodes) {
     out["nodes"].push_back({{"node", n.node_id}, {"data", n.data_address}, {"admin", n.admin_address},
@@ -58,7 +67,9 @@ int RunStatus(const std::string& etcd, const std::string& cluster_name, bool jso
     }
     for (const auto& t : out["tables"]) {
       std::cout << "  table " << t["name"].get<std::string>() << "  epoch " << t["epoch"] << "  " << t["shards"]
-                << " shards\n";
+                << " shards" << (t["healthy"].get<bool>() ? "" : "  UNHEALTHY: shards on a node without a lease") << "\n   ";
+      for (const auto& [node, n] : t["shards_per_node"].items()) std::cout << " node " << node << ": " << n;
+      std::cout << "\n";
     }
   }
   return 0;

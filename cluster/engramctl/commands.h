@@ -4,7 +4,10 @@
 #define ENGRAM_CLUSTER_ENGRAMCTL_COMMANDS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "engram/status.h"
 
 namespace engram::ctl {
 
@@ -23,6 +26,7 @@ struct CtlFlags {
   double lr = 0.01, init_scale = 0.02;
   uint64_t seed = 0;
   uint64_t dram_bytes = 0;
+  int64_t shard = -1, node = -1, to = -1;  // move-shard, drain-node, add-node.
 };
 
 // create-table, drop-table, list, describe, stats, get, put, push, import, export.
@@ -39,7 +43,19 @@ int RunHash(const std::string& spec_path, const std::string& tokens_path);
 namespace engram::client {
 class Client;
 }
+namespace engram::cluster {
+class EtcdClient;
+}
 namespace engram::ctl {
+// Prints "engramctl CMD: <status>" to stderr; returns exit code 1.
+int Fail(const std::string& cmd, const Status& s);
+// The client of --servers (or of the live daemons of --etcd); long_running: one attempt, hours
+// of deadline.
+StatusOr<std::unique_ptr<client::Client>> Open(const CtlFlags& f, bool long_running);
+StatusOr<std::unique_ptr<cluster::EtcdClient>> OpenEtcd(const CtlFlags& f);
+// move-shard, drain-node, add-node, rebalance (cluster/shard_mover.h), with a progress bar on
+// stderr; Ctrl-C aborts the move in progress before its flip (completed moves stay).
+int RunShardCommand(const std::string& cmd, const CtlFlags& flags);
 // import / export between a table and a safetensors file, streamed in bounded memory.
 int RunImportExport(const std::string& cmd, const CtlFlags& flags, client::Client& client);
 }  // namespace engram::ctl

@@ -13,10 +13,6 @@ namespace {
 
 constexpr size_t kChunkBytes = 64u << 20;
 
-int Fail(const std::string& cmd, const Status& s) {
-  std::cerr << "engramctl " << cmd << ": " << s.ToString() << "\n";
-  return 1;
-}
 
 // The safetensors dtype of a table's values (for fp8: of the value tensor).
 const char* TensorDType(DType t) {

@@ -24,6 +24,9 @@ DEFINE_double(lr, 0.01, "learning rate");
 DEFINE_string(init, "normal", "initial values: zeros, normal or uniform");
 DEFINE_double(init_scale, 0.02, "normal: sigma; uniform: a in [-a, a)");
 DEFINE_uint64(seed, 0, "initialisation seed");
+DEFINE_int64(shard, -1, "move-shard: the virtual shard to move");
+DEFINE_int64(to, -1, "move-shard: the destination node id");
+DEFINE_int64(node, -1, "drain-node, add-node: the node id");
 DEFINE_uint64(dram_bytes, 0, "create-table: DRAM per node for the table's rows; rows beyond it live in the server's "
                              "cold tier (RocksDB under its --data_dir). 0: all rows in DRAM");
 DEFINE_uint32(shards, 16, "virtual shards per table");
@@ -57,7 +60,13 @@ constexpr const char* kUsage =
     "  restore --table=N --name=LABEL        roll a table back to the checkpoint labeled LABEL, on every server\n"
     "  drop-checkpoint --name=LABEL          stop keeping the checkpoints labeled LABEL, on every server\n"
     "cluster commands:\n"
-    "  status --etcd=HOST:PORT [--cluster=NAME] [--json]   the daemons holding a live etcd lease\n";
+    "  status --etcd=HOST:PORT [--cluster=NAME] [--json]   live daemons, leader, tables, shards per node\n"
+    "shard administration (--servers=... or --etcd=...; live: clients keep pushing and pulling;\n"
+    "a progress bar on stderr; Ctrl-C aborts the move in progress, completed moves stay):\n"
+    "  move-shard --table=T --shard=S --to=N   move one virtual shard to node N\n"
+    "  drain-node --node=N [--table=T]         move every shard off node N\n"
+    "  add-node --node=N [--table=T]           a new live daemon N takes its share\n"
+    "  rebalance [--table=T]                   even out shards over the live nodes\n";
 
 }  // namespace
 
@@ -87,6 +96,21 @@ int main(int argc, char** argv) {
   }
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
   if (command == "status") return engram::ctl::RunStatus(FLAGS_etcd, FLAGS_cluster, FLAGS_json, FLAGS_timeout_ms);
+  static const char* kShardCommands[] = {"move-shard", "drain-node", "add-node", "rebalance"};
+  for (const char* c : kShardCommands) {
+    if (command != c) continue;
+    engram::ctl::CtlFlags f;
+    f.servers = FLAGS_servers;
+    f.etcd = FLAGS_etcd;
+    f.cluster = FLAGS_cluster;
+    f.timeout_ms = FLAGS_timeout_ms;
+    f.json = FLAGS_json;
+    f.table = FLAGS_table;
+    f.shard = FLAGS_shard;
+    f.to = FLAGS_to;
+    f.node = FLAGS_node;
+    return engram::ctl::RunShardCommand(command, f);
+  }
   static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats",
                                          "get", "put", "push", "import", "export", "checkpoint", "restore",
                                          "drop-checkpoint"};

@@ -20,10 +20,14 @@ namespace {
 
 using Json = nlohmann::json;
 
+}  // namespace
+
 int Fail(const std::string& cmd, const Status& s) {
   std::cerr << "engramctl " << cmd << ": " << s.ToString() << "\n";
   return 1;
 }
+
+namespace {
 
 std::vector<std::string> Split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -34,6 +38,8 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   }
   return out;
 }
+
+}  // namespace
 
 StatusOr<std::unique_ptr<cluster::EtcdClient>> OpenEtcd(const CtlFlags& f) {
   cluster::EtcdClient::Options eo;
@@ -57,6 +63,8 @@ StatusOr<std::unique_ptr<client::Client>> Open(const CtlFlags& f, bool long_runn
   }
   return client::Client::Connect(o);
 }
+
+namespace {
 
 StatusOr<std::vector<uint64_t>> ParseRows(const std::string& s) {
   std::vector<uint64_t> rows;

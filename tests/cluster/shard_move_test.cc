@@ -8,8 +8,17 @@
 #include <random>
 #include <thread>
 
+#include <sys/wait.h>
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "../testing/etcd_process.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
+#include "cluster/cluster_state.h"
+#include "cluster/etcd_client.h"
 
 namespace engram {
 namespace {
@@ -239,6 +248,66 @@ TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
   EXPECT_EQ(mover.Move("t", 9, 0).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(mover.Move("t", 1, 7).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(mover.Move("nope", 1, 0).status().code(), Code::kNotFound);
+}
+
+// Runs engramctl with `args`; returns its exit code and stdout.
+std::pair<int, std::string> Ctl(const std::string& args) {
+  FILE* f = popen((std::string(ENGRAMCTL_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (size_t n; f != nullptr && (n = fread(buf, 1, sizeof(buf), f)) > 0;) out.append(buf, n);
+  const int status = f ? pclose(f) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// The same through engramctl against an etcd cluster: the table's record in etcd follows every
+// move (compare-and-swap, rising epochs) and `status` shows where the shards are.
+TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
+  auto etcd = testing::EtcdProcess::Start();
+  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=m1", "--lease_ttl_s=3"};
+  std::vector<std::unique_ptr<ServerProcess>> servers;
+  for (uint32_t n = 0; n < 3; ++n) servers.push_back(ServerProcess::Start(n, flags));
+  const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=m1";
+  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6").first, 0);
+  auto trainer_client = Connect(servers, 200);
+  auto reader_client = Connect(servers, 200);
+  auto t = trainer_client->OpenTable("t");
+  auto r = reader_client->OpenTable("t");
+  ASSERT_TRUE(t.ok() && r.ok());
+  Trainer trainer(t->get(), r->get());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  const auto drained = Ctl("drain-node " + at + " --node=2 --json");
+  ASSERT_EQ(drained.first, 0) << drained.second;
+  EXPECT_EQ(nlohmann::json::parse(drained.second)["moves"].size(), 2u) << drained.second;
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = etcd->endpoint();
+  auto ec = cluster::EtcdClient::Connect(eo);
+  ASSERT_TRUE(ec.ok());
+  cluster::ClusterState state(ec->get(), "m1");
+  auto rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->info.epoch, 3u);
+  EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 2u), 0);
+  const auto st = Ctl("status " + at + " --json");
+  ASSERT_EQ(st.first, 0);
+  const auto table = nlohmann::json::parse(st.second)["tables"][0];
+  EXPECT_FALSE(table["shards_per_node"].contains("2")) << st.second;
+  EXPECT_TRUE(table["healthy"].get<bool>());
+
+  const auto added = Ctl("add-node " + at + " --node=2 --json");
+  ASSERT_EQ(added.first, 0) << added.second;
+  EXPECT_EQ(nlohmann::json::parse(added.second)["moves"].size(), 2u) << added.second;
+  rec = state.GetTable("t");
+  for (uint32_t n = 0; n < 3; ++n) EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), n), 2);
+  EXPECT_EQ(Ctl("rebalance " + at + " --json").second, "{\"moves\":[]}\n") << "already balanced";
+  EXPECT_NE(Ctl("move-shard " + at + " --table=t --shard=0").first, 0) << "--to is required";
+  EXPECT_NE(Ctl("add-node " + at + " --node=7").first, 0) << "node 7 is not live";
+  trainer.Stop();
+  EXPECT_GT(trainer.pushes(), 10);
+  EXPECT_EQ(trainer.failures(), 0);
+  EXPECT_EQ(trainer.stale_reads(), 0);
+  trainer.Check();
 }
 
 }  // namespace
