@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -35,35 +36,60 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   auto c = std::unique_ptr<Client>(new Client(options));
   c->client_id_ = options.client_id;
   while (c->client_id_ == 0) c->client_id_ = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  if (options.servers.size() > kMaxServers) return Status::InvalidArgument("more than 1024 servers");
   ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create(options.progress_thread));
-  for (size_t i = 0; i < options.servers.size(); ++i) {
-    auto hp = ParseHostPort(options.servers[i], /*allow_port_zero=*/false);
-    if (!hp.ok()) return hp.status().WithContext("server");
-    ENGRAM_ASSIGN_OR_RETURN(int conn, c->transport_->Connect(hp->host, hp->port));
-    c->conns_.push_back(conn);
-  }
-  for (size_t i = 0; i < options.servers.size(); ++i) {
-    auto r = c->Call(static_cast<int>(i), wire::MsgType::kHello, 0, {});
-    if (!r.ok()) return r.status().WithContext("connecting to " + options.servers[i]);
-    wire::Reader rd(r->payload.data(), r->payload.size());
-    uint16_t version = 0;
-    uint32_t node = 0;
-    ENGRAM_RETURN_IF_ERROR(rd.Get(&version));
-    ENGRAM_RETURN_IF_ERROR(rd.Get(&node));
-    uint32_t addr_len = 0;
-    const uint8_t* addr = nullptr;
-    if (rd.Get(&addr_len).ok() && addr_len > 0 && rd.GetSpan(addr_len, &addr).ok() &&
-        options.rpc_over_shared_memory) {
-      // Best effort: without shared-memory lanes (another host) requests stay on tcp.
-      (void)c->transport_->EnableSharedMemoryRpc(c->conns_[i], std::vector<uint8_t>(addr, addr + addr_len));
-    }
-    if (node != i) {
-      return Status::FailedPrecondition("server " + options.servers[i] + " says it is node " + std::to_string(node) +
-                                        ", but it is entry " + std::to_string(i) +
-                                        " of the server list (start it with --node_id=" + std::to_string(i) + ")");
-    }
-  }
+  for (size_t i = 0; i < options.servers.size(); ++i) ENGRAM_RETURN_IF_ERROR(c->AddServer(i, options.servers[i]));
   return c;
+}
+
+Status Client::AddServer(size_t i, const std::string& address) {
+  if (i >= kMaxServers) return Status::ResourceExhausted("more than 1024 servers");
+  auto hp = ParseHostPort(address, /*allow_port_zero=*/false);
+  if (!hp.ok()) return hp.status().WithContext("server");
+  ENGRAM_ASSIGN_OR_RETURN(int conn, transport_->Connect(hp->host, hp->port));
+  servers_[i] = address;
+  conns_[i] = conn;
+  // Calls to node i work before it is published: Call only needs its connection.
+  auto r = Call(static_cast<int>(i), wire::MsgType::kHello, 0, {});
+  if (!r.ok()) return r.status().WithContext("connecting to " + address);
+  wire::Reader rd(r->payload.data(), r->payload.size());
+  uint16_t version = 0;
+  uint32_t node = 0;
+  ENGRAM_RETURN_IF_ERROR(rd.Get(&version));
+  ENGRAM_RETURN_IF_ERROR(rd.Get(&node));
+  uint32_t addr_len = 0;
+  const uint8_t* addr = nullptr;
+  if (rd.Get(&addr_len).ok() && addr_len > 0 && rd.GetSpan(addr_len, &addr).ok() && options_.rpc_over_shared_memory) {
+    // Best effort: without shared-memory lanes (another host) requests stay on tcp.
+    (void)transport_->EnableSharedMemoryRpc(conn, std::vector<uint8_t>(addr, addr + addr_len));
+  }
+  if (node != i) {
+    return Status::FailedPrecondition("server " + address + " says it is node " + std::to_string(node) +
+                                      ", but it is entry " + std::to_string(i) +
+                                      " of the server list (start it with --node_id=" + std::to_string(i) + ")");
+  }
+  num_servers_.store(i + 1, std::memory_order_release);
+  return Status::OK();
+}
+
+Status Client::LearnNodes() {
+  std::lock_guard<std::mutex> lock(add_mu_);
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(0, wire::MsgType::kNodes, 0, {}));
+  wire::Reader rd(r.payload.data(), r.payload.size());
+  uint32_t n = 0;
+  ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
+  std::map<uint32_t, std::string> nodes;
+  for (uint32_t k = 0; k < n; ++k) {
+    uint32_t id = 0;
+    std::string addr;
+    ENGRAM_RETURN_IF_ERROR(rd.Get(&id));
+    ENGRAM_RETURN_IF_ERROR(rd.GetString(&addr, 256));
+    nodes[id] = addr;
+  }
+  for (auto it = nodes.find(static_cast<uint32_t>(num_servers())); it != nodes.end() && it->first == num_servers(); ++it) {
+    ENGRAM_RETURN_IF_ERROR(AddServer(it->first, it->second));
+  }
+  return Status::OK();
 }
 
 void Client::Backoff(int attempt) const {
@@ -114,7 +140,7 @@ Status Client::CreateTable(const TableSchema& schema, uint32_t num_shards) {
     auto r = Call(static_cast<int>(i), wire::MsgType::kCreateTable, 0, p);
     if (!r.ok()) {
       for (size_t j = 0; j < i; ++j) Call(static_cast<int>(j), wire::MsgType::kDropTable, 0, NamePayload(schema.name)).status().IgnoreError();
-      return r.status().WithContext("server " + options_.servers[i]);
+      return r.status().WithContext("server " + servers_[i]);
     }
   }
   return Status::OK();
@@ -124,7 +150,7 @@ Status Client::DropTable(const std::string& name) {
   Status first;
   for (size_t i = 0; i < num_servers(); ++i) {
     Status s = Call(static_cast<int>(i), wire::MsgType::kDropTable, 0, NamePayload(name)).status();
-    if (!s.ok() && first.ok()) first = s.WithContext("server " + options_.servers[i]);
+    if (!s.ok() && first.ok()) first = s.WithContext("server " + servers_[i]);
   }
   return first;
 }
@@ -164,10 +190,14 @@ StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name
   wire::Reader rd(r.payload.data(), r.payload.size());
   wire::TableInfo info;
   ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(rd, &info));
-  for (uint32_t o : info.owners) {
-    if (o >= num_servers()) {
-      return Status::FailedPrecondition("table '" + name + "' has shards on node " + std::to_string(o) +
-                                        ", beyond the " + std::to_string(num_servers()) + " servers this client knows");
+  const uint32_t highest = info.owners.empty() ? 0 : *std::max_element(info.owners.begin(), info.owners.end());
+  if (highest >= num_servers()) {
+    // A node added to the cluster since this client connected: ask the cluster for it.
+    Status learned = LearnNodes();
+    if (highest >= num_servers()) {
+      return Status::FailedPrecondition("table '" + name + "' has shards on node " + std::to_string(highest) +
+                                        ", beyond the " + std::to_string(num_servers()) + " servers this client knows" +
+                                        (learned.ok() ? "" : " (" + learned.ToString() + ")"));
     }
   }
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
@@ -569,7 +599,7 @@ Status PendingPull::Wait() {
   for (const Part& part : parts) {
     auto r = table->client_->transport_->Wait(part.request, deadline);
     if (!r.ok()) {
-      if (first.ok()) first = r.status().WithContext("server " + table->client_->options_.servers[part.server]);
+      if (first.ok()) first = r.status().WithContext("server " + table->client_->servers_[part.server]);
       continue;
     }
     wire::Reader rd(r->payload.data(), r->payload.size());
@@ -704,7 +734,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       }
       transient |= Transient(s);
       if (first.ok() || ((Transient(first) || first.IsStaleShardMap()) && !Transient(s))) {
-        first = s.WithContext("push part for server " + client_->options_.servers[parts[i].server]);
+        first = s.WithContext("push part for server " + client_->servers_[parts[i].server]);
       }
     }
     if (!misrouted.empty() && (first.IsStaleShardMap() || Transient(first))) {

@@ -198,7 +198,10 @@ class Client {
   // Connects to every server and checks each one's node id and protocol version.
   static StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
 
-  size_t num_servers() const { return options_.servers.size(); }
+  // Servers known so far: the list given, plus nodes learned from the cluster later (a node
+  // added to the cluster while this client runs). Never shrinks.
+  size_t num_servers() const { return num_servers_.load(std::memory_order_acquire); }
+  const std::string& server_address(size_t i) const { return servers_[i]; }
   uint64_t client_id() const { return client_id_; }
   ClientStats stats() const {
     return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load()};
@@ -231,7 +234,15 @@ class Client {
  private:
   friend class TableHandle;
   friend class PendingPull;
-  explicit Client(ClientOptions o) : options_(std::move(o)) {}
+  explicit Client(ClientOptions o) : options_(std::move(o)), servers_(kMaxServers), conns_(kMaxServers, -1) {}
+  static constexpr size_t kMaxServers = 1024;
+  // Connects to `address` as node `i` (checks its node id and protocol, enables shared-memory
+  // requests when on this host). REQUIRES: i == num_servers(), under add_mu_ or before
+  // the client is shared.
+  Status AddServer(size_t i, const std::string& address);
+  // Asks a known server for the cluster's live nodes and connects to those this client lacks
+  // (their ids must continue the known ones). FailedPrecondition without a cluster.
+  Status LearnNodes();
   // Sends to one server and waits, retrying transient failures (reconnecting if needed).
   StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload);
   // Replaces the connection to `server` if it failed.
@@ -247,7 +258,12 @@ class Client {
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<uint64_t> rows_one_sided_{0}, rows_rma_get_{0}, rows_rpc_{0}, torn_copies_{0};
   std::unique_ptr<Transport> transport_;
+  // Per node id, fixed capacity: entries below num_servers_ are written once before it is
+  // raised (release), so readers index them without a lock.
+  std::vector<std::string> servers_;
   std::vector<int> conns_;  // Transport connection per server.
+  std::atomic<size_t> num_servers_{0};
+  std::mutex add_mu_;  // Serialises AddServer.
 };
 
 }  // namespace engram::client

@@ -96,7 +96,7 @@ StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uin
   }
   if (to >= client_->num_servers()) return Status::InvalidArgument("no node " + std::to_string(to));
   const uint32_t from = info.owners[shard];
-  if (from == to) return info.epoch;
+  if (from == to) return Finish(info, to);
   MoveProgress pr{shard, from, to, 0, 0, 0, "copy"};
   ENGRAM_ASSIGN_OR_RETURN(auto map, ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
   pr.shard_rows = map.Range(shard).count;
@@ -160,6 +160,23 @@ StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uin
   ENGRAM_RETURN_IF_ERROR(first);
   report("done");
   return next.epoch;
+}
+
+StatusOr<uint64_t> ShardMover::Finish(const wire::TableInfo& info, uint32_t to) {
+  // The shard is recorded on `to` already; a move whose driver stopped after its flip may have
+  // left nodes on the older map. `to` first (it fails unless it holds the shard or a copy), so
+  // no node gives its copy away before the shard's owner has it.
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  wire::PutTableInfo(w, info);
+  ENGRAM_RETURN_IF_ERROR(client_->AdminCall(static_cast<int>(to), wire::MsgType::kAdoptMap, p).status().WithContext(
+      "node " + std::to_string(to) + " cannot take the map that gives it the shard"));
+  for (uint32_t n = 0; n < client_->num_servers(); ++n) {
+    if (n == to) continue;
+    ENGRAM_RETURN_IF_ERROR(client_->AdminCall(static_cast<int>(n), wire::MsgType::kAdoptMap, p).status().WithContext(
+        "node " + std::to_string(n)));
+  }
+  return info.epoch;
 }
 
 std::vector<ShardMove> ShardMover::PlanDrain(const std::vector<uint32_t>& owners, uint32_t node,

@@ -19,8 +19,10 @@
 // ClientOptions::max_attempts covers it. No acknowledged push is lost: writes to s are either
 // applied on S before the freeze (and copied in step 3 or 5) or refused and retried on D.
 //
-// Not handled yet: a crash of S or D (or of the driver) between steps 6 and 7 leaves nodes on
-// different maps until the move is run again (daemons do not yet follow etcd on their own).
+// A driver that stops between steps 6 and 7 leaves the nodes on the old map with s frozen on S
+// (writes to s are refused; nothing is lost): running the move again completes it (D first,
+// which refuses if it lost its copy in a restart; S keeps the data until D has adopted).
+// Daemons never change a map on their own from the etcd record.
 //
 // Thread-safety: one ShardMover per thread; moves of different shards may run concurrently.
 #ifndef ENGRAM_CLUSTER_SHARD_MOVER_H_
@@ -66,8 +68,9 @@ class ShardMover {
   // The table as the cluster records it: etcd's record with a cluster, else node 0's.
   StatusOr<wire::TableInfo> Table(const std::string& name);
 
-  // Moves shard `shard` of table `name` to node `to` (a no-op if it is there). Returns the
-  // table's new epoch.
+  // Moves shard `shard` of table `name` to node `to`. If the record already puts it there, makes
+  // sure every node runs that map (completing a move whose driver stopped after its flip:
+  // `to` first, which refuses unless it holds the shard). Returns the table's epoch.
   StatusOr<uint64_t> Move(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options = {});
 
   // Plans: every shard on `node` to the other live nodes (least loaded first), or shards from
@@ -80,6 +83,7 @@ class ShardMover {
  private:
   Status Step(uint32_t node, wire::MsgType type, const std::string& name, uint32_t shard,
               std::vector<uint8_t>* reply = nullptr, const std::vector<uint8_t>& extra = {});
+  StatusOr<uint64_t> Finish(const wire::TableInfo& info, uint32_t to);
   // Copies one kShardRead reply's images to `to`; returns the reply's next cursor.
   StatusOr<uint64_t> CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t cursor,
                                uint32_t max_rows, bool dirty, uint64_t* rows);

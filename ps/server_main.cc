@@ -19,6 +19,8 @@
 #include "engram/host_port.h"
 #include "ps/admin_http.h"
 #include "ps/service.h"
+#include "cluster/cluster_state.h"
+#include "cluster/etcd_client.h"
 #include "cluster/membership.h"
 #include "ps/thread_pool.h"
 #include "ps/ucx_arena.h"
@@ -36,6 +38,8 @@ DEFINE_string(etcd, "", "HOST:PORT of etcd (its client URL): join the cluster's 
                         "writes whenever the lease cannot be renewed. Empty: single-node mode, no etcd");
 DEFINE_string(cluster, "default", "cluster name: the etcd key prefix /engram/<cluster>/");
 DEFINE_int32(lease_ttl_s, 5, "etcd lease TTL: a daemon that dies leaves the membership after this long");
+DEFINE_int32(etcd_sync_ms, 1000, "with --etcd: how often the daemon reads the cluster's table records to create the "
+             "tables it lacks (a node added later learns them)");
 DEFINE_int32(checkpoint_interval_s, 600, "with --data_dir: write a checkpoint (and drop the log it covers) this often; 0: only on request");
 DEFINE_int32(threads, 2, "worker threads for pushes, puts and large pulls");
 DEFINE_string(memory_budget, "0", "bytes of materialised rows this node may hold (suffix K, M, G, T); 0: unlimited");
@@ -154,10 +158,31 @@ int main(int argc, char** argv) {
   opts.remote = &remote;
   // Until this daemon holds its etcd lease (and whenever it may have lost it), writes are fenced.
   std::atomic<cluster::Membership*> membership{nullptr};
+  // etcd for answering kNodes (clients meeting a node they do not know yet); its own client,
+  // called from the worker pool.
+  std::mutex nodes_mu;
+  std::unique_ptr<cluster::EtcdClient> nodes_etcd;
   if (!FLAGS_etcd.empty()) {
     opts.write_allowed = [&membership] {
       cluster::Membership* m = membership.load();
       return m != nullptr && m->live();
+    };
+    opts.cluster_nodes = [&]() -> StatusOr<std::vector<std::pair<uint32_t, std::string>>> {
+      std::lock_guard<std::mutex> lock(nodes_mu);
+      if (!nodes_etcd) {
+        cluster::EtcdClient::Options eo;
+        eo.endpoint = FLAGS_etcd;
+        eo.timeout = std::chrono::seconds(2);
+        ENGRAM_ASSIGN_OR_RETURN(nodes_etcd, cluster::EtcdClient::Connect(eo));
+      }
+      auto list = cluster::Membership::List(*nodes_etcd, FLAGS_cluster);
+      if (!list.ok()) {
+        nodes_etcd.reset();  // Reconnect next time.
+        return list.status();
+      }
+      std::vector<std::pair<uint32_t, std::string>> out;
+      for (const auto& n : *list) out.emplace_back(n.node_id, n.data_address);
+      return out;
     };
   }
   auto service_owner = std::make_unique<ps::Service>(opts);
@@ -256,6 +281,52 @@ int main(int argc, char** argv) {
     LOG(INFO) << "joined cluster '" << FLAGS_cluster << "' as node " << FLAGS_node_id << " (etcd " << FLAGS_etcd
               << ", lease " << member->lease() << ", TTL " << FLAGS_lease_ttl_s << " s)";
   }
+  // The etcd follower: tables recorded in the cluster that this node lacks are created (a node
+  // added later learns them).
+  std::mutex follow_mu;
+  std::condition_variable follow_cv;
+  bool follow_stop = false;
+  std::thread follower;
+  if (!FLAGS_etcd.empty()) {
+    follower = std::thread([&] {
+      cluster::EtcdClient::Options eo;
+      eo.endpoint = FLAGS_etcd;
+      eo.timeout = std::chrono::seconds(2);
+      std::unique_ptr<cluster::EtcdClient> etcd;
+      std::string last_error;
+      auto report = [&](const std::string& e) {
+        if (e != last_error) LOG(WARNING) << "following etcd: " << e;
+        last_error = e;
+      };
+      std::unique_lock<std::mutex> lock(follow_mu);
+      for (bool first = true; !follow_stop; first = false) {
+        if (!first) follow_cv.wait_for(lock, std::chrono::milliseconds(FLAGS_etcd_sync_ms), [&] { return follow_stop; });
+        if (follow_stop) break;
+        lock.unlock();
+        if (!etcd) {
+          auto c = cluster::EtcdClient::Connect(eo);
+          if (c.ok()) etcd = std::move(c).value();
+        }
+        auto tables = etcd ? cluster::ClusterState(etcd.get(), FLAGS_cluster).ListTables()
+                           : StatusOr<std::vector<cluster::TableRecord>>(Status::Unavailable("etcd unreachable"));
+        if (!tables.ok()) {
+          report(tables.status().ToString());
+          etcd.reset();
+        } else {
+          for (const auto& rec : *tables) {
+            bool created = false;
+            if (Status st = service.FollowRecord(rec.info, &created); !st.ok()) {
+              report("table '" + rec.info.schema.name + "': " + st.ToString());
+            } else if (created) {
+              LOG(INFO) << "table '" << rec.info.schema.name << "' created from the cluster's record (epoch "
+                        << rec.info.epoch << ")";
+            }
+          }
+        }
+        lock.lock();
+      }
+    });
+  }
   if (!FLAGS_port_file.empty()) {
     const std::string tmp = FLAGS_port_file + ".tmp";
     std::ofstream(tmp) << transport->port() << " " << (*http)->port() << "\n";
@@ -266,6 +337,12 @@ int main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   LOG(INFO) << "signal " << sig << ": shutting down";
   membership = nullptr;  // Fence first, then leave: no write is accepted after the lease goes.
+  {
+    std::lock_guard<std::mutex> lock(follow_mu);
+    follow_stop = true;
+  }
+  follow_cv.notify_all();
+  if (follower.joinable()) follower.join();
   member.reset();
   http->reset();
   {

@@ -33,6 +33,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kShardFreeze: return "shard_freeze";
     case wire::MsgType::kAdoptMap: return "adopt_map";
     case wire::MsgType::kShardAbort: return "shard_abort";
+    case wire::MsgType::kNodes: return "nodes";
   }
   return "unknown";
 }
@@ -56,6 +57,7 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kShardFreeze:
     case wire::MsgType::kAdoptMap:
     case wire::MsgType::kShardAbort:
+    case wire::MsgType::kNodes:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
     default: return false;
@@ -132,6 +134,16 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kShardWrite:
     case wire::MsgType::kShardFreeze:
     case wire::MsgType::kShardAbort: return MoveStep(static_cast<wire::MsgType>(h.type), r, out);
+    case wire::MsgType::kNodes: {
+      if (!options_.cluster_nodes) return Status::FailedPrecondition("this server is not part of an etcd cluster");
+      ENGRAM_ASSIGN_OR_RETURN(auto nodes, options_.cluster_nodes());
+      w.Put<uint32_t>(static_cast<uint32_t>(nodes.size()));
+      for (const auto& [id, addr] : nodes) {
+        w.Put<uint32_t>(id);
+        w.PutString(addr);
+      }
+      return Status::OK();
+    }
     case wire::MsgType::kAdoptMap: {
       wire::TableInfo info;
       ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
@@ -173,6 +185,17 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     }
   }
   return Status::InvalidArgument("unknown request type " + std::to_string(h.type));
+}
+
+Status Service::FollowRecord(const wire::TableInfo& record, bool* created) {
+  *created = false;
+  if (registry_.Get(record.schema.name).ok()) return Status::OK();
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(record.schema.num_rows, record.owners, record.epoch));
+  const uint64_t incarnation = durability_ ? durability_->NextIncarnation() : 0;
+  ENGRAM_RETURN_IF_ERROR(registry_.CreateTable(record.schema, std::move(map), options_.node_id, incarnation).status());
+  if (durability_) ENGRAM_RETURN_IF_ERROR(durability_->SaveCatalog(registry_));
+  *created = true;
+  return Status::OK();
 }
 
 Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_t>* out) {

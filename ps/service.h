@@ -44,6 +44,9 @@ struct ServiceOptions {
   // Fencing: pushes and puts are refused (Unavailable) while this returns false, e.g. while the
   // node's etcd lease may have expired. Empty: always allowed.
   std::function<bool()> write_allowed;
+  // The cluster's live nodes (node id, data address), for clients that meet a node they do not
+  // know (after add-node). Empty: kNodes answers FailedPrecondition (no cluster).
+  std::function<StatusOr<std::vector<std::pair<uint32_t, std::string>>>()> cluster_nodes;
 };
 
 struct Reply {
@@ -59,6 +62,11 @@ class Service {
   // Makes writes durable under options.dir and recovers what is there (see ps/durability.h).
   // Call once, before the first request.
   Status EnableDurability(const DurabilityOptions& options, RecoveryStats* stats);
+  // The daemon's etcd follower: creates a table the cluster records but this node lacks (a node
+  // added later learns the tables so that shards can move to it). Shard maps are changed only
+  // by a move's driver (cluster/shard_mover.h), never from the record alone: a node must not
+  // give a shard away unless its new owner holds a copy.
+  Status FollowRecord(const wire::TableInfo& record, bool* created);
   // Writes a checkpoint now (also what kCheckpoint requests run). FailedPrecondition without
   // durability.
   StatusOr<CheckpointStats> Checkpoint(const std::string& label = "");

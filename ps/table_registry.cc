@@ -395,22 +395,23 @@ Status Table::AdoptMap(cluster::ShardMap map) {
   if (map.num_shards() != num_shards_ || map.num_rows() != schema_.num_rows) {
     return Status::InvalidArgument("the new map of table '" + schema_.name + "' has another shape");
   }
+  if (map.epoch() == map_.epoch() && map.owners() == map_.owners()) return Status::OK();  // Already adopted.
   if (map.epoch() <= map_.epoch()) {
     return Status::FailedPrecondition("table '" + schema_.name + "' is at epoch " + std::to_string(map_.epoch()) +
                                       "; refusing map epoch " + std::to_string(map.epoch()));
   }
-  auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
-  std::vector<std::shared_ptr<storage::Shard>> created(num_shards_);
-  for (uint32_t s = 0; s < num_shards_; ++s) {  // Fallible work first: nothing changes on failure.
+  for (uint32_t s = 0; s < num_shards_; ++s) {  // Checks first: nothing changes on failure.
     if (map.Owner(s) == node_id_ && !shards_[s] && !incoming_[s]) {
-      const cluster::RowRange r = map.Range(s);
-      ENGRAM_ASSIGN_OR_RETURN(created[s], storage::Shard::Create(schema_, r.first, r.count, shard_options_));
+      return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
+                                        "' gives this node shard " + std::to_string(s) +
+                                        ", but no copy of it was moved here (run the move again)");
     }
   }
+  auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
   for (uint32_t s = 0; s < num_shards_; ++s) {
     const bool mine = map.Owner(s) == node_id_;
     if (mine && !shards_[s]) {
-      shards_[s] = incoming_[s] ? std::move(incoming_[s]) : std::move(created[s]);
+      shards_[s] = std::move(incoming_[s]);
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();

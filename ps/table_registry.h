@@ -135,9 +135,10 @@ class Table {
   // most max_rows. Returns the next cursor (UINT64_MAX: done).
   StatusOr<uint64_t> ReadOutgoing(uint32_t shard, uint64_t cursor, uint32_t max_rows, bool dirty,
                                   std::vector<RowImage>* out) const;
-  // Installs a newer map: shards this node gains come from PrepareIncoming (or start empty),
-  // shards it loses are retired (one-sided readers fall back to the server) and dropped; move
-  // state of changed shards ends. FailedPrecondition unless the epoch is newer.
+  // Installs a newer map: shards this node gains come from PrepareIncoming (FailedPrecondition
+  // if one has no copy here: nothing changes), shards it loses are retired (one-sided readers
+  // fall back to the server) and dropped; move state of changed shards ends. OK if this map is
+  // already installed; FailedPrecondition for an older epoch.
   Status AdoptMap(cluster::ShardMap map);
   // Ends a move that will not complete: unfreezes and stops tracking `shard`, drops an
   // incoming copy.

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -87,6 +88,23 @@ int RunShardCommand(const std::string& cmd, const CtlFlags& f) {
     if (cmd == "add-node" && !known) {
       return Fail(cmd, Status::FailedPrecondition("node " + std::to_string(node) +
                                                   " is not live (start its daemon first, with --etcd and the same --cluster)"));
+    }
+    if (cmd == "add-node") {
+      // A daemon that just joined learns the cluster's tables from etcd within a second or two.
+      for (const auto& t : tables) {
+        Status st;
+        for (int i = 0; i < 100; ++i) {
+          st = (*c)->AdminCall(static_cast<int>(node), wire::MsgType::kDescribeTable, [&] {
+                      std::vector<uint8_t> p;
+                      wire::Writer w(&p);
+                      w.PutString(t);
+                      return p;
+                    }()).status();
+          if (st.ok()) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        if (!st.ok()) return Fail(cmd, st.WithContext("node " + std::to_string(node) + " does not know table '" + t + "' yet"));
+      }
     }
     for (const auto& t : tables) {
       auto info = mover.Table(t);

@@ -209,12 +209,12 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
   }
   if (cmd == "drop-table") {
     if (f.name.empty()) return Fail(cmd, Status::InvalidArgument("--name is required"));
-    if (Status s = cl.DropTable(f.name); !s.ok()) return Fail(cmd, s);
-    if (!f.etcd.empty()) {
+    if (!f.etcd.empty()) {  // The record first: daemons following etcd would create the table again.
       auto etcd = OpenEtcd(f);
       Status st = etcd.ok() ? cluster::ClusterState(etcd->get(), f.cluster).DropTable(f.name) : etcd.status();
       if (!st.ok() && st.code() != Code::kNotFound) return Fail(cmd, st.WithContext("removing the etcd record"));
     }
+    if (Status s = cl.DropTable(f.name); !s.ok()) return Fail(cmd, s);
     if (f.json) std::cout << Json{{"dropped", f.name}}.dump() << "\n";
     else std::cout << "dropped " << f.name << "\n";
     return 0;

@@ -46,6 +46,7 @@ enum class MsgType : uint16_t {
   kShardFreeze = 18,   // -> (source) writes refused from now on; u64 rows written since tracking.
   kAdoptMap = 19,      // TableInfo -> the server installs that (newer) shard map.
   kShardAbort = 20,    // -> end the move's state on this server (unfreeze, drop a copy).
+  kNodes = 21,         // -> the cluster's live nodes: n u32, n x (node id u32, data address string).
 };
 
 struct Header {

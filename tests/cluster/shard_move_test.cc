@@ -303,6 +303,16 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   EXPECT_EQ(Ctl("rebalance " + at + " --json").second, "{\"moves\":[]}\n") << "already balanced";
   EXPECT_NE(Ctl("move-shard " + at + " --table=t --shard=0").first, 0) << "--to is required";
   EXPECT_NE(Ctl("add-node " + at + " --node=7").first, 0) << "node 7 is not live";
+
+  // A fourth daemon joins: it learns the table from etcd, takes its share, and the running
+  // trainer and reader (which knew three servers) find it through the cluster.
+  servers.push_back(ServerProcess::Start(3, flags));
+  const auto grown = Ctl("add-node " + at + " --node=3 --json");
+  ASSERT_EQ(grown.first, 0) << grown.second;
+  rec = state.GetTable("t");
+  EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 3u), 1) << grown.second;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(trainer_client->num_servers(), 4u);
   trainer.Stop();
   EXPECT_GT(trainer.pushes(), 10);
   EXPECT_EQ(trainer.failures(), 0);
