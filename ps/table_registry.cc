@@ -41,11 +41,7 @@ StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluste
                                      std::to_string(slot_bytes) + " bytes each; at least " +
                                      std::to_string(so.cache.ways) + " are needed");
     }
-    // A fresh directory per table object: a dropped table's store may still be closing.
-    std::random_device rd;
-    const std::string dir = cold_dir + "/" + schema.name + "." + std::to_string(incarnation) + "." +
-                            std::to_string((uint64_t{rd()} << 32) | rd());
-    ENGRAM_ASSIGN_OR_RETURN(cold, storage::ColdStore::Open(dir, schema.value_bytes(), state_bytes, {}));
+    ENGRAM_ASSIGN_OR_RETURN(cold, OpenColdStore(schema, cold_dir, incarnation));
     so.cold = cold.get();
   }
   std::vector<std::shared_ptr<storage::Shard>> shards(map.num_shards());
@@ -55,14 +51,24 @@ StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluste
     ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, so));
   }
   return std::shared_ptr<Table>(
-      new Table(schema, std::move(map), node_id, so, std::move(cold), std::move(shards), incarnation));
+      new Table(schema, std::move(map), node_id, so, cold_dir, std::move(cold), std::move(shards), incarnation));
+}
+
+StatusOr<std::unique_ptr<storage::ColdStore>> Table::OpenColdStore(const TableSchema& schema, const std::string& cold_dir,
+                                                                   uint64_t incarnation) {
+  // A fresh directory per table object: a dropped table's store may still be closing.
+  std::random_device rd;
+  const std::string dir = cold_dir + "/" + schema.name + "." + std::to_string(incarnation) + "." +
+                          std::to_string((uint64_t{rd()} << 32) | rd());
+  const size_t state_bytes = IsTrainable(schema.dtype) ? storage::OptimizerStateBytes(schema.optimizer, schema.dim) : 0;
+  return storage::ColdStore::Open(dir, schema.value_bytes(), state_bytes, {});
 }
 
 Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
-             std::unique_ptr<storage::ColdStore> cold, std::vector<std::shared_ptr<storage::Shard>> shards,
-             uint64_t incarnation)
+             std::string cold_dir, std::unique_ptr<storage::ColdStore> cold,
+             std::vector<std::shared_ptr<storage::Shard>> shards, uint64_t incarnation)
     : schema_(std::move(schema)), node_id_(node_id), num_shards_(map.num_shards()), shard_options_(options),
-      cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)), incoming_(num_shards_),
+      cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)), incoming_(num_shards_),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
       tracking_(num_shards_, false), dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
   for (uint32_t i = 0; i < num_shards_; ++i) frozen_[i].store(false);
@@ -95,6 +101,8 @@ Status Table::CheckEpoch(uint64_t epoch) const {
 }
 
 void Table::MarkDropped() {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  dropped_ = true;
   if (cold_) cold_->RemoveOnClose();
 }
 
@@ -306,8 +314,31 @@ Status Table::PrepareIncoming(uint32_t shard) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
   if (shard >= num_shards_) return Status::InvalidArgument("no shard " + std::to_string(shard));
   if (shards_[shard]) return Status::FailedPrecondition("shard " + std::to_string(shard) + " is already on this node");
+  if (dropped_) return Status::NotFound("table '" + schema_.name + "' was dropped");
   const cluster::RowRange r = map_.Range(shard);
-  ENGRAM_ASSIGN_OR_RETURN(incoming_[shard], storage::Shard::Create(schema_, r.first, r.count, shard_options_));
+  storage::ShardOptions so = shard_options_;
+  if (schema_.dram_bytes > 0) {
+    // The table's DRAM budget covers the rows it holds already; past it, this shard gets a row
+    // cache (a share of the budget) over the cold tier, opened now if the table had none.
+    uint64_t held_rows = 0, held = 0;
+    for (uint32_t s = 0; s < num_shards_; ++s) {
+      if (shards_[s] || incoming_[s]) held_rows += map_.Range(s).count, ++held;
+    }
+    const size_t state_bytes = IsTrainable(schema_.dtype) ? storage::OptimizerStateBytes(schema_.optimizer, schema_.dim) : 0;
+    const uint64_t budget = schema_.dram_bytes / storage::RowCache::BytesPerSlot(schema_.value_bytes(), state_bytes);
+    if (budget < held_rows + r.count) {
+      if (!cold_) {
+        if (cold_dir_.empty()) {
+          return Status::FailedPrecondition("table '" + schema_.name + "' needs a cold tier on this node for shard " +
+                                            std::to_string(shard) + ", but the node has no --data_dir");
+        }
+        ENGRAM_ASSIGN_OR_RETURN(cold_, OpenColdStore(schema_, cold_dir_, incarnation_));
+      }
+      so.cold = cold_.get();
+      so.cache_rows = std::max<uint64_t>(so.cache.ways, budget / (held + 1));
+    }
+  }
+  ENGRAM_ASSIGN_OR_RETURN(incoming_[shard], storage::Shard::Create(schema_, r.first, r.count, so));
   return Status::OK();
 }
 

@@ -146,8 +146,10 @@ class Table {
 
  private:
   Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
-        std::unique_ptr<storage::ColdStore> cold, std::vector<std::shared_ptr<storage::Shard>> shards,
-        uint64_t incarnation);
+        std::string cold_dir, std::unique_ptr<storage::ColdStore> cold,
+        std::vector<std::shared_ptr<storage::Shard>> shards, uint64_t incarnation);
+  static StatusOr<std::unique_ptr<storage::ColdStore>> OpenColdStore(const TableSchema& schema,
+                                                                     const std::string& cold_dir, uint64_t incarnation);
   // Locks the write mutexes of the shards in `by_shard` that have rows, in ascending order.
   std::vector<std::unique_lock<std::mutex>> LockShards(const std::vector<std::vector<uint32_t>>& by_shard) const;
   // REQUIRES: map_mu_ held (shared). StaleShardMap if `epoch` is set and not the map's.
@@ -165,7 +167,10 @@ class Table {
   const uint32_t node_id_;
   const uint32_t num_shards_;
   const storage::ShardOptions shard_options_;  // For shards created by moves.
-  std::unique_ptr<storage::ColdStore> cold_;  // Shared by the cached shards; outlives them.
+  const std::string cold_dir_;
+  // Shared by the cached shards; outlives them. Opened at creation or by the first incoming
+  // shard that needs it (under map_mu_ exclusive); never replaced.
+  std::unique_ptr<storage::ColdStore> cold_;
   // Shared by every request for its whole duration; exclusive for map changes and move state.
   mutable WriterPreferringSharedMutex map_mu_;
   cluster::ShardMap map_;                                   // GUARDED_BY(map_mu_)
@@ -181,6 +186,7 @@ class Table {
   mutable std::mutex dirty_mu_;
   std::vector<std::unordered_set<uint64_t>> dirty_;     // GUARDED_BY(dirty_mu_)
   std::vector<std::vector<uint64_t>> frozen_rows_;      // GUARDED_BY(dirty_mu_)
+  bool dropped_ = false;  // GUARDED_BY(map_mu_)
   uint64_t incarnation_;
 };
 

@@ -230,6 +230,45 @@ TEST_F(ShardMoveTest, DrainAndRebalanceUnderLoad) {
   trainer.Check();
 }
 
+// A table mostly in the cold tier moves too: its rows come out of DRAM and RocksDB alike, and a
+// node that held none of its shards opens a cold tier for the one it receives.
+TEST_F(ShardMoveTest, ColdTierTablesMoveUnderLoad) {
+  TableSchema s;
+  s.name = "cold";
+  s.num_rows = kRows;
+  s.dim = kDim;
+  s.optimizer.kind = OptimizerKind::kSgd;
+  s.optimizer.lr = 1.0f;
+  s.init.kind = InitKind::kZeros;
+  s.dram_bytes = 300 * 120;  // ~300 rows of DRAM per node for 3000 rows.
+  client::ClientOptions o;
+  o.servers = {servers_[0]->address(), servers_[1]->address()};
+  auto two = client::Client::Connect(o);  // Creates the table on nodes 0 and 1 only... of 3 servers:
+  ASSERT_TRUE(two.ok());
+  ASSERT_TRUE((*two)->CreateTable(s, 2).ok());
+  // ... and node 2 learns it with no shard (as the etcd follower would create it).
+  wire::TableInfo info = *(*two)->DescribeTable("cold");
+  info.node_id = 2;
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  wire::PutTableInfo(w, info);
+  ASSERT_TRUE(admin_->AdminCall(2, wire::MsgType::kCreateTable, p).ok());
+  auto t = trainer_client_->OpenTable("cold");
+  ASSERT_TRUE(t.ok());
+  Trainer trainer(t->get());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  cluster::ShardMover mover(admin_.get(), nullptr);
+  auto e = mover.Move("cold", 0, 2);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  trainer.Stop();
+  EXPECT_EQ(trainer.failures(), 0);
+  trainer.Check();
+  auto st = admin_->ServerStatus();
+  ASSERT_TRUE(st.ok());
+  EXPECT_NE((*st)[2].find("\"cold_rows_written\""), std::string::npos) << "node 2 keeps shard 0 in a cold tier: " << (*st)[2];
+}
+
 TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
   cluster::ShardMover mover(admin_.get(), nullptr);
   std::atomic<bool> cancel{false};
