@@ -96,50 +96,43 @@ int main(int argc, char** argv) {
   }
   if (command == "hash") return engram::ctl::RunHash(FLAGS_spec, FLAGS_tokens);
   if (command == "status") return engram::ctl::RunStatus(FLAGS_etcd, FLAGS_cluster, FLAGS_json, FLAGS_timeout_ms);
+  // Every command's flags, in one place.
+  engram::ctl::CtlFlags f;
+  f.servers = FLAGS_servers;
+  f.etcd = FLAGS_etcd;
+  f.cluster = FLAGS_cluster;
+  f.timeout_ms = FLAGS_timeout_ms;
+  f.json = FLAGS_json;
+  f.name = FLAGS_name;
+  f.table = FLAGS_table;
+  f.spec = FLAGS_spec;
+  f.dtype = FLAGS_dtype;
+  f.optimizer = FLAGS_optimizer;
+  f.init = FLAGS_init;
+  f.values = FLAGS_values;
+  f.grads = FLAGS_grads;
+  f.safetensors = FLAGS_safetensors;
+  f.tensor = FLAGS_tensor;
+  f.scale_tensor = FLAGS_scale_tensor;
+  f.dim = FLAGS_dim;
+  f.shards = FLAGS_shards;
+  f.shards_given = !gflags::GetCommandLineFlagInfoOrDie("shards").is_default;
+  f.lr = FLAGS_lr;
+  f.init_scale = FLAGS_init_scale;
+  f.seed = FLAGS_seed;
+  f.dram_bytes = FLAGS_dram_bytes;
+  f.shard = FLAGS_shard;
+  f.to = FLAGS_to;
+  f.node = FLAGS_node;
   static const char* kShardCommands[] = {"move-shard", "drain-node", "add-node", "rebalance"};
   for (const char* c : kShardCommands) {
-    if (command != c) continue;
-    engram::ctl::CtlFlags f;
-    f.servers = FLAGS_servers;
-    f.etcd = FLAGS_etcd;
-    f.cluster = FLAGS_cluster;
-    f.timeout_ms = FLAGS_timeout_ms;
-    f.json = FLAGS_json;
-    f.table = FLAGS_table;
-    f.shard = FLAGS_shard;
-    f.to = FLAGS_to;
-    f.node = FLAGS_node;
-    return engram::ctl::RunShardCommand(command, f);
+    if (command == c) return engram::ctl::RunShardCommand(command, f);
   }
   static const char* kTableCommands[] = {"create-table", "drop-table", "list", "describe", "stats",
                                          "get", "put", "push", "import", "export", "checkpoint", "restore",
                                          "drop-checkpoint"};
   for (const char* c : kTableCommands) {
     if (command != c) continue;
-    engram::ctl::CtlFlags f;
-    f.servers = FLAGS_servers;
-    f.etcd = FLAGS_etcd;
-    f.cluster = FLAGS_cluster;
-    f.timeout_ms = FLAGS_timeout_ms;
-    f.json = FLAGS_json;
-    f.name = FLAGS_name;
-    f.table = FLAGS_table;
-    f.spec = FLAGS_spec;
-    f.dtype = FLAGS_dtype;
-    f.optimizer = FLAGS_optimizer;
-    f.init = FLAGS_init;
-    f.values = FLAGS_values;
-    f.grads = FLAGS_grads;
-    f.safetensors = FLAGS_safetensors;
-    f.tensor = FLAGS_tensor;
-    f.scale_tensor = FLAGS_scale_tensor;
-    f.dim = FLAGS_dim;
-    f.shards = FLAGS_shards;
-    f.shards_given = !gflags::GetCommandLineFlagInfoOrDie("shards").is_default;
-    f.lr = FLAGS_lr;
-    f.init_scale = FLAGS_init_scale;
-    f.seed = FLAGS_seed;
-    f.dram_bytes = FLAGS_dram_bytes;
     if (command == "create-table") {
       if (!FLAGS_rows.empty()) {
         try {

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "../testing/ctl.h"
 #include "../testing/etcd_process.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
@@ -202,15 +203,8 @@ TEST(ClusterStateTest, OneDaemonLeadsAndAnotherTakesOverWhenItDies) {
   }));
 }
 
-// Runs engramctl with `args`; returns its exit code and stdout.
-std::pair<int, std::string> Ctl(const std::string& args) {
-  FILE* f = popen((std::string(ENGRAMCTL_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  for (size_t n; f != nullptr && (n = fread(buf, 1, sizeof(buf), f)) > 0;) out.append(buf, n);
-  const int status = f ? pclose(f) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using testing::RunCtl;
+constexpr auto& Ctl = RunCtl;
 
 TEST(ClusterStateTest, EngramctlFindsTheDaemonsInEtcdAndRecordsTablesThere) {
   auto etcd = EtcdProcess::Start();

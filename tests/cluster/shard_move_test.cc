@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../testing/ctl.h"
 #include "../testing/etcd_process.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
@@ -136,20 +137,25 @@ class Trainer {
   std::thread thread_;
 };
 
+// SGD, lr 1, zero-initialised rows of kDim: what the Trainer's invariant needs.
+TableSchema SgdSchema(const std::string& name) {
+  TableSchema s;
+  s.name = name;
+  s.num_rows = kRows;
+  s.dim = kDim;
+  s.optimizer.kind = OptimizerKind::kSgd;
+  s.optimizer.lr = 1.0f;
+  s.init.kind = InitKind::kZeros;
+  return s;
+}
+
 class ShardMoveTest : public ::testing::Test {
  protected:
   void SetUp() override {
     for (uint32_t n = 0; n < 3; ++n) servers_.push_back(ServerProcess::Start(n));
     admin_ = Connect(servers_, 3);
     ASSERT_NE(admin_, nullptr);
-    TableSchema s;
-    s.name = "t";
-    s.num_rows = kRows;
-    s.dim = kDim;
-    s.optimizer.kind = OptimizerKind::kSgd;
-    s.optimizer.lr = 1.0f;
-    s.init.kind = InitKind::kZeros;
-    ASSERT_TRUE(admin_->CreateTable(s, 6).ok());  // Shards 0..5 on nodes 0,1,2,0,1,2.
+    ASSERT_TRUE(admin_->CreateTable(SgdSchema("t"), 6).ok());  // Shards 0..5 on nodes 0,1,2,0,1,2.
     trainer_client_ = Connect(servers_, 200);
     auto t = trainer_client_->OpenTable("t");
     ASSERT_TRUE(t.ok());
@@ -233,13 +239,7 @@ TEST_F(ShardMoveTest, DrainAndRebalanceUnderLoad) {
 // A table mostly in the cold tier moves too: its rows come out of DRAM and RocksDB alike, and a
 // node that held none of its shards opens a cold tier for the one it receives.
 TEST_F(ShardMoveTest, ColdTierTablesMoveUnderLoad) {
-  TableSchema s;
-  s.name = "cold";
-  s.num_rows = kRows;
-  s.dim = kDim;
-  s.optimizer.kind = OptimizerKind::kSgd;
-  s.optimizer.lr = 1.0f;
-  s.init.kind = InitKind::kZeros;
+  TableSchema s = SgdSchema("cold");
   s.dram_bytes = 300 * 120;  // ~300 rows of DRAM per node for 3000 rows.
   client::ClientOptions o;
   o.servers = {servers_[0]->address(), servers_[1]->address()};
@@ -289,15 +289,8 @@ TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
   EXPECT_EQ(mover.Move("nope", 1, 0).status().code(), Code::kNotFound);
 }
 
-// Runs engramctl with `args`; returns its exit code and stdout.
-std::pair<int, std::string> Ctl(const std::string& args) {
-  FILE* f = popen((std::string(ENGRAMCTL_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  for (size_t n; f != nullptr && (n = fread(buf, 1, sizeof(buf), f)) > 0;) out.append(buf, n);
-  const int status = f ? pclose(f) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using testing::RunCtl;
+constexpr auto& Ctl = RunCtl;
 
 // The same through engramctl against an etcd cluster: the table's record in etcd follows every
 // move (compare-and-swap, rising epochs) and `status` shows where the shards are.
