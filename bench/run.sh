@@ -22,4 +22,6 @@ echo "bench: simulated training step (layer-ahead prefetch vs on demand vs in-pr
 "$build/bench/engram-bench-step" "${full[@]}" --out="$out/step.json" | tee "$out/step.txt"
 echo "bench: a table 4x its DRAM budget (cold tier: TinyLFU vs LRU vs all-DRAM vs RocksDB MultiGet)" >&2
 "$build/bench/engram-bench-cold" "${full[@]}" --out="$out/cold.json" | tee "$out/cold.txt"
+echo "bench: live shard moves under a pushing trainer (push latency with and without moves)" >&2
+"$build/bench/engram-bench-move" --out="$out/move.json" | tee "$out/move.txt"
 /usr/bin/python3 bench/plot.py "$out"

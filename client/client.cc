@@ -186,7 +186,13 @@ StatusOr<std::vector<wire::TableInfo>> Client::ListTables() {
 }
 
 StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name) {
-  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(0, wire::MsgType::kDescribeTable, 0, NamePayload(name)));
+  // Any server that answers will do (all hold every table's map): node 0 may be the one down.
+  StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
+  for (size_t i = 0; i < num_servers(); ++i) {
+    got = Call(static_cast<int>(i), wire::MsgType::kDescribeTable, 0, NamePayload(name));
+    if (got.ok() || !Transient(got.status())) break;
+  }
+  ENGRAM_ASSIGN_OR_RETURN(auto r, std::move(got));
   wire::Reader rd(r.payload.data(), r.payload.size());
   wire::TableInfo info;
   ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(rd, &info));
