@@ -25,6 +25,13 @@ class FastMod64 {
 
   uint64_t divisor() const { return d_; }
 
+  // The precomputed constants, for reimplementations (the GPU hash kernel, gpu/kernels.h).
+  struct Params {
+    uint64_t d, m, two64_mod_d;
+    int32_t sh1, sh2;
+  };
+  Params params() const { return {d_, m_, two64_mod_d_, sh1_, sh2_}; }
+
   uint64_t Div(uint64_t n) const {
     const uint64_t t1 = static_cast<uint64_t>((static_cast<unsigned __int128>(m_) * n) >> 64);
     return (t1 + ((n - t1) >> sh1_)) >> sh2_;
