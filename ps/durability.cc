@@ -453,6 +453,9 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
   uint64_t n_restored = 0, n_reset = 0;
   bool listed = false;
   auto locks = table->LockWrites();
+  if (table->moving()) {
+    return Status::FailedPrecondition("a shard of table '" + name + "' is being moved; restore after the move");
+  }
   auto record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
   uint64_t lsn = 0;
   auto flush = [&]() -> Status {

@@ -365,6 +365,7 @@ Status Table::TrackOutgoing(uint32_t shard) {
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not on this node");
   }
   if (tracking_[shard]) return Status::OK();
+  std::lock_guard<std::mutex> w(write_mu_[shard]);  // Waits out a restore in progress.
   tracking_[shard] = true;
   ++moves_;
   std::lock_guard<std::mutex> d(dirty_mu_);

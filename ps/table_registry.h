@@ -143,6 +143,9 @@ class Table {
   // Ends a move that will not complete: unfreezes and stops tracking `shard`, drops an
   // incoming copy.
   void AbortMove(uint32_t shard);
+  // Whether a shard of this table is being moved away (restores refuse to run meanwhile: their
+  // rewrites would miss the copy).
+  bool moving() const { return moves_.load(std::memory_order_acquire) > 0; }
 
  private:
   Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
@@ -179,8 +182,9 @@ class Table {
   std::atomic<uint64_t> epoch_;
   std::unique_ptr<std::mutex[]> write_mu_;  // Per shard: orders logged writes with their log records.
   // Outgoing moves. `moves_` changes only under map_mu_ exclusive, so a write that saw 0 under
-  // the shared lock cannot race with a move starting.
-  int moves_ = 0;                                       // GUARDED_BY(map_mu_)
+  // the shared lock cannot race with a move starting; it rises also under the shard's write
+  // mutex, so a restore (which holds every write mutex, not the map lock) sees it.
+  std::atomic<int> moves_{0};
   std::unique_ptr<std::atomic<bool>[]> frozen_;         // Per shard.
   std::vector<bool> tracking_;                          // GUARDED_BY(map_mu_)
   mutable std::mutex dirty_mu_;

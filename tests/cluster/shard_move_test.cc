@@ -269,6 +269,21 @@ TEST_F(ShardMoveTest, ColdTierTablesMoveUnderLoad) {
   EXPECT_NE((*st)[2].find("\"cold_rows_written\""), std::string::npos) << "node 2 keeps shard 0 in a cold tier: " << (*st)[2];
 }
 
+// A restore rewrites rows without the move's tracking, so it waits for no move: it is refused
+// while one runs and works again after.
+TEST_F(ShardMoveTest, ARestoreIsRefusedWhileAShardOfTheTableMoves) {
+  ASSERT_TRUE(admin_->Checkpoint(0, "x").ok());
+  std::vector<uint8_t> p;
+  wire::Writer w(&p);
+  w.PutString("t");
+  w.Put<uint32_t>(0);
+  ASSERT_TRUE(admin_->AdminCall(0, wire::MsgType::kShardTrack, p).ok());
+  EXPECT_EQ(admin_->RestoreTable(0, "t", "x").status().code(), Code::kFailedPrecondition);
+  ASSERT_TRUE(admin_->AdminCall(0, wire::MsgType::kShardAbort, p).ok());
+  auto r = admin_->RestoreTable(0, "t", "x");
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+}
+
 TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
   cluster::ShardMover mover(admin_.get(), nullptr);
   std::atomic<bool> cancel{false};
