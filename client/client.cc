@@ -92,8 +92,12 @@ Status Client::LearnNodes() {
   return Status::OK();
 }
 
-void Client::Backoff(int attempt) const {
+void Client::Backoff(int attempt, bool server_answered) const {
   if (attempt == 0 || options_.retry_backoff.count() <= 0) return;
+  if (server_answered && attempt <= 6) {  // 1, 2, 4, ... 32 ms: the server is there and busy.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 << (attempt - 1)));
+    return;
+  }
   const auto wait = options_.retry_backoff * (1 << std::min(attempt - 1, 4));
   std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(wait, std::chrono::milliseconds(1000)));
 }
@@ -711,8 +715,9 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     add_parts(*m, all);
   }
   Status first;
+  bool answered = false;  // The last attempt's transient failures were answers of live servers.
   for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
-    client_->Backoff(attempt);
+    client_->Backoff(attempt, answered);
     // Send every unacknowledged part, then collect: servers apply their parts in parallel.
     std::vector<std::pair<size_t, StatusOr<uint64_t>>> sent;
     for (size_t i = 0; i < parts.size(); ++i) {
@@ -724,6 +729,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     const auto deadline = client_->Deadline();
     first = Status::OK();
     bool transient = false;
+    answered = true;
     std::vector<uint32_t> misrouted;  // Rows of parts refused for a stale shard map.
     for (auto& [i, id] : sent) {
       Status s = id.ok() ? client_->transport_->Wait(*id, deadline).status() : id.status();
@@ -739,6 +745,9 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
         continue;
       }
       transient |= Transient(s);
+      // A live connection means the server itself said "retry" (a shard frozen for a move, a
+      // fenced node): worth asking again soon. A dead one gets the full backoff.
+      answered &= client_->transport_->alive(client_->conns_[parts[i].server]);
       if (first.ok() || ((Transient(first) || first.IsStaleShardMap()) && !Transient(s))) {
         first = s.WithContext("push part for server " + client_->servers_[parts[i].server]);
       }

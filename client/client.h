@@ -247,8 +247,9 @@ class Client {
   StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload);
   // Replaces the connection to `server` if it failed.
   Status EnsureConnected(int server);
-  // Sleeps before attempt `attempt` (none before the first).
-  void Backoff(int attempt) const;
+  // Sleeps before attempt `attempt` (none before the first): retry_backoff doubling to 1 s, or,
+  // when the last failure was a live server's own "retry" answer, 1 ms doubling for 6 attempts.
+  void Backoff(int attempt, bool server_answered = false) const;
   // Sends `strings` to `server` as one `type` request; returns the JSON string it answers.
   StatusOr<std::string> AdminJson(int server, wire::MsgType type, const std::vector<std::string>& strings);
   Clock::time_point Deadline() const { return Clock::now() + options_.timeout; }
