@@ -37,6 +37,27 @@ Status ShardMover::Step(uint32_t node, wire::MsgType type, const std::string& na
 
 StatusOr<uint64_t> ShardMover::CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard,
                                          uint64_t cursor, uint32_t max_rows, bool dirty, uint64_t* rows) {
+  if (!relay_) {  // The source sends the rows to the destination itself.
+    std::vector<uint8_t> args;
+    wire::Writer w(&args);
+    w.PutString(client_->server_address(to));
+    w.Put<uint64_t>(cursor);
+    w.Put<uint32_t>(max_rows);
+    w.Put<uint8_t>(dirty ? 1 : 0);
+    std::vector<uint8_t> reply;
+    Status s = Step(from, wire::MsgType::kShardPush, name, shard, &reply, args);
+    if (s.ok()) {
+      wire::Reader rd(reply.data(), reply.size());
+      uint64_t next = 0;
+      uint32_t n = 0;
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&next));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
+      *rows += n;
+      return next;
+    }
+    if (s.code() != Code::kFailedPrecondition) return s;
+    relay_ = true;  // A source that cannot call its peers: relay through this process.
+  }
   std::vector<uint8_t> args;
   wire::Writer w(&args);
   w.Put<uint64_t>(cursor);

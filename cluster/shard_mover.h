@@ -4,8 +4,10 @@
 // One move of shard s of table T from node S to node D, while clients keep pushing and pulling:
 //   1. D: kShardPrepare   an empty copy of s that D does not serve yet.
 //   2. S: kShardTrack     S records every row written to s from now on.
-//   3. copy               the rows of s, range by range: S kShardRead -> D kShardWrite (each
-//                         image carries its row version; D keeps the newer one and logs it).
+//   3. copy               the rows of s, range by range: S sends them to D itself (kShardPush;
+//                         or, for a source that cannot reach D, S kShardRead -> this process ->
+//                         D kShardWrite). Each image carries its row version; D keeps the
+//                         newer one and logs it.
 //   4. S: kShardFreeze    S refuses writes to s (clients get Unavailable and retry) and waits
 //                         for writes in flight; the rows written since step 2 are listed.
 //   5. copy               those rows again (they are final now).
@@ -65,6 +67,10 @@ class ShardMover {
   // or nullptr for daemons without etcd (the map then lives on the daemons only).
   ShardMover(client::Client* client, ClusterState* state) : client_(client), state_(state) {}
 
+  // Rows pass through this process instead of going from the source to the destination
+  // directly (what happens anyway when a source cannot call its peers).
+  void set_relay(bool relay) { relay_ = relay; }
+
   // The table as the cluster records it: etcd's record with a cluster, else node 0's.
   StatusOr<wire::TableInfo> Table(const std::string& name);
 
@@ -90,6 +96,7 @@ class ShardMover {
 
   client::Client* client_;
   ClusterState* state_;
+  bool relay_ = false;  // Rows pass through this process (sources that cannot reach their peers).
 };
 
 }  // namespace engram::cluster

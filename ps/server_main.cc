@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <map>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include "ps/service.h"
 #include "cluster/cluster_state.h"
 #include "cluster/etcd_client.h"
+#include "client/transport.h"
 #include "cluster/membership.h"
 #include "ps/thread_pool.h"
 #include "ps/ucx_arena.h"
@@ -185,6 +187,33 @@ int main(int argc, char** argv) {
       return out;
     };
   }
+  // Calls to other daemons (shard moves stream rows source -> destination): one client-side
+  // transport, a connection per address, reconnected when it failed.
+  std::unique_ptr<client::Transport> peers;
+  std::mutex peers_mu;
+  std::map<std::string, int> peer_conns;  // GUARDED_BY(peers_mu)
+  opts.peer_call = [&](const std::string& address, wire::MsgType type,
+                       std::vector<uint8_t> payload) -> StatusOr<std::vector<uint8_t>> {
+    int conn = -1;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu);
+      if (!peers) {
+        ENGRAM_ASSIGN_OR_RETURN(peers, client::Transport::Create(false));
+      }
+      auto it = peer_conns.find(address);
+      if (it == peer_conns.end()) {
+        ENGRAM_ASSIGN_OR_RETURN(auto hp, ParseHostPort(address, /*allow_port_zero=*/false));
+        ENGRAM_ASSIGN_OR_RETURN(conn, peers->Connect(hp.host, hp.port));
+        peer_conns[address] = conn;
+      } else {
+        conn = it->second;
+        if (!peers->alive(conn)) ENGRAM_RETURN_IF_ERROR(peers->Reconnect(conn));
+      }
+    }
+    ENGRAM_ASSIGN_OR_RETURN(uint64_t id, peers->Send(conn, type, 0, std::move(payload)));
+    ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + std::chrono::seconds(60)));
+    return std::move(reply.payload);
+  };
   auto service_owner = std::make_unique<ps::Service>(opts);
   ps::Service& service = *service_owner;
   if (!FLAGS_data_dir.empty()) {

@@ -34,6 +34,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kAdoptMap: return "adopt_map";
     case wire::MsgType::kShardAbort: return "shard_abort";
     case wire::MsgType::kNodes: return "nodes";
+    case wire::MsgType::kShardPush: return "shard_push";
   }
   return "unknown";
 }
@@ -58,6 +59,7 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kAdoptMap:
     case wire::MsgType::kShardAbort:
     case wire::MsgType::kNodes:
+    case wire::MsgType::kShardPush:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
     default: return false;
@@ -133,6 +135,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kShardRead:
     case wire::MsgType::kShardWrite:
     case wire::MsgType::kShardFreeze:
+    case wire::MsgType::kShardPush:
     case wire::MsgType::kShardAbort: return MoveStep(static_cast<wire::MsgType>(h.type), r, out);
     case wire::MsgType::kNodes: {
       if (!options_.cluster_nodes) return Status::FailedPrecondition("this server is not part of an etcd cluster");
@@ -198,6 +201,23 @@ Status Service::FollowRecord(const wire::TableInfo& record, bool* created) {
   return Status::OK();
 }
 
+namespace {
+
+// Appends ShardImages (include/engram/wire.h).
+void PutImages(wire::Writer& w, const std::vector<RowImage>& images, size_t vb, size_t sb) {
+  w.Put<uint32_t>(static_cast<uint32_t>(images.size()));
+  w.Put<uint32_t>(static_cast<uint32_t>(vb));
+  w.Put<uint32_t>(static_cast<uint32_t>(sb));
+  for (const RowImage& im : images) {
+    w.Put<uint64_t>(im.row);
+    w.Put<uint64_t>(im.version);
+    w.PutBytes(im.value.data(), vb);
+    if (sb > 0) w.PutBytes(im.state.data(), sb);
+  }
+}
+
+}  // namespace
+
 Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_t>* out) {
   std::string name;
   uint32_t shard = 0;
@@ -228,15 +248,33 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
       std::vector<RowImage> images;
       ENGRAM_ASSIGN_OR_RETURN(uint64_t next, t->ReadOutgoing(shard, cursor, max_rows, dirty != 0, &images));
       w.Put<uint64_t>(next);
-      w.Put<uint32_t>(static_cast<uint32_t>(images.size()));
-      w.Put<uint32_t>(static_cast<uint32_t>(vb));
-      w.Put<uint32_t>(static_cast<uint32_t>(sb));
-      for (const RowImage& im : images) {
-        w.Put<uint64_t>(im.row);
-        w.Put<uint64_t>(im.version);
-        w.PutBytes(im.value.data(), vb);
-        if (sb > 0) w.PutBytes(im.state.data(), sb);
+      PutImages(w, images, vb, sb);
+      return Status::OK();
+    }
+    case wire::MsgType::kShardPush: {  // kShardRead, sent on to the destination by this node.
+      std::string to;
+      uint64_t cursor = 0;
+      uint32_t max_rows = 0;
+      uint8_t dirty = 0;
+      ENGRAM_RETURN_IF_ERROR(r.GetString(&to, 256));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&cursor));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&max_rows));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&dirty));
+      if (!options_.peer_call) return Status::FailedPrecondition("this server cannot call other servers");
+      max_rows = std::min<uint32_t>(max_rows, std::max<size_t>(1, (size_t{8} << 20) / (16 + vb + sb)));
+      std::vector<RowImage> images;
+      ENGRAM_ASSIGN_OR_RETURN(uint64_t next, t->ReadOutgoing(shard, cursor, max_rows, dirty != 0, &images));
+      if (!images.empty()) {
+        std::vector<uint8_t> p;
+        wire::Writer pw(&p);
+        pw.PutString(name);
+        pw.Put<uint32_t>(shard);
+        PutImages(pw, images, vb, sb);
+        ENGRAM_RETURN_IF_ERROR(options_.peer_call(to, wire::MsgType::kShardWrite, std::move(p)).status().WithContext(
+            "sending shard rows to " + to));
       }
+      w.Put<uint64_t>(next);
+      w.Put<uint32_t>(static_cast<uint32_t>(images.size()));
       return Status::OK();
     }
     case wire::MsgType::kShardWrite: {

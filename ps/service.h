@@ -47,6 +47,12 @@ struct ServiceOptions {
   // The cluster's live nodes (node id, data address), for clients that meet a node they do not
   // know (after add-node). Empty: kNodes answers FailedPrecondition (no cluster).
   std::function<StatusOr<std::vector<std::pair<uint32_t, std::string>>>()> cluster_nodes;
+  // Calls another daemon (by data address) and returns its reply payload: shard moves stream
+  // rows from the source straight to the destination. Empty: kShardPush answers
+  // FailedPrecondition and the move's driver relays the rows itself.
+  std::function<StatusOr<std::vector<uint8_t>>(const std::string& address, wire::MsgType type,
+                                               std::vector<uint8_t> payload)>
+      peer_call;
 };
 
 struct Reply {

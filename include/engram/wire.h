@@ -47,6 +47,9 @@ enum class MsgType : uint16_t {
   kAdoptMap = 19,      // TableInfo -> the server installs that (newer) shard map.
   kShardAbort = 20,    // -> end the move's state on this server (unfreeze, drop a copy).
   kNodes = 21,         // -> the cluster's live nodes: n u32, n x (node id u32, data address string).
+  kShardPush = 22,     // + destination address string, cursor u64, max_rows u32, dirty u8 -> (on the
+                       // source) kShardRead's images sent straight to the destination's
+                       // kShardWrite; replies next cursor u64, images sent u32.
 };
 
 struct Header {

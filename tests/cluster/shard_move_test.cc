@@ -214,9 +214,11 @@ TEST_F(ShardMoveTest, MovesUnderLoadLoseNoAcknowledgedPushAndServeNoStaleRow) {
   trainer.Check(t->get());
 }
 
+// Also the relay path: rows through the driver rather than source -> destination.
 TEST_F(ShardMoveTest, DrainAndRebalanceUnderLoad) {
   Trainer trainer(table_.get(), reader_.get());
   cluster::ShardMover mover(admin_.get(), nullptr);
+  mover.set_relay(true);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const auto drain = cluster::ShardMover::PlanDrain(Owners(), 2, {0, 1, 2});
   ASSERT_EQ(drain.size(), 2u);
