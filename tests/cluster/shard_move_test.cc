@@ -352,6 +352,16 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   EXPECT_EQ(Ctl("rebalance " + at + " --json").second, "{\"moves\":[]}\n") << "already balanced";
   EXPECT_NE(Ctl("move-shard " + at + " --table=t --shard=0").first, 0) << "--to is required";
   EXPECT_NE(Ctl("add-node " + at + " --node=7").first, 0) << "node 7 is not live";
+  // etcd unreachable: shard administration fails promptly with an error and changes nothing;
+  // once etcd is back it works again. Training is not affected meanwhile (the trainer checks).
+  etcd->Pause();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_NE(Ctl("move-shard " + at + " --timeout_ms=1000 --table=t --shard=0 --to=1 --json").first, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  etcd->Resume();
+  const auto back = Ctl("move-shard " + at + " --table=t --shard=0 --to=1 --json");
+  EXPECT_EQ(back.first, 0) << back.second;
+  EXPECT_EQ(Ctl("move-shard " + at + " --table=t --shard=0 --to=0 --json").first, 0);
 
   // A fourth daemon joins: it learns the table from etcd, takes its share, and the running
   // trainer and reader (which knew three servers) find it through the cluster.
