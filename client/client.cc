@@ -1,10 +1,12 @@
 // Client and TableHandle: routing, de-duplication, parallel per-server requests, retries.
 #include "client/client.h"
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <map>
 #include <cstring>
 #include <random>
@@ -59,9 +61,13 @@ Status Client::AddServer(size_t i, const std::string& address) {
   ENGRAM_RETURN_IF_ERROR(rd.Get(&node));
   uint32_t addr_len = 0;
   const uint8_t* addr = nullptr;
-  if (rd.Get(&addr_len).ok() && addr_len > 0 && rd.GetSpan(addr_len, &addr).ok() && options_.rpc_over_shared_memory) {
-    // Best effort: without shared-memory lanes (another host) requests stay on tcp.
-    (void)transport_->EnableSharedMemoryRpc(conn, std::vector<uint8_t>(addr, addr + addr_len));
+  if (rd.Get(&addr_len).ok() && (addr_len == 0 || rd.GetSpan(addr_len, &addr).ok())) {
+    if (addr_len > 0 && options_.rpc_over_shared_memory) {
+      // Best effort: without shared-memory lanes (another host) requests stay on tcp.
+      (void)transport_->EnableSharedMemoryRpc(conn, std::vector<uint8_t>(addr, addr + addr_len));
+    }
+    uint32_t pid = 0;
+    if (rd.Get(&pid).ok()) pids_[i] = pid;
   }
   if (node != i) {
     return Status::FailedPrecondition("server " + address + " says it is node " + std::to_string(node) +
@@ -108,9 +114,10 @@ Status Client::EnsureConnected(int server) {
 }
 
 StatusOr<ReplyMessage> Client::Call(int server, wire::MsgType type, uint64_t epoch,
-                                    const std::vector<uint8_t>& payload) {
+                                    const std::vector<uint8_t>& payload, int attempts) {
   Status last;
-  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
+  if (attempts <= 0) attempts = options_.max_attempts;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
     Backoff(attempt);
     last = EnsureConnected(server);
     if (!last.ok()) continue;
@@ -124,11 +131,13 @@ StatusOr<ReplyMessage> Client::Call(int server, wire::MsgType type, uint64_t epo
     if (r.ok() || !Transient(r.status())) return r;
     last = r.status();
   }
-  return last.WithContext("after " + std::to_string(options_.max_attempts) + " attempts");
+  return last.WithContext("after " + std::to_string(attempts) + " attempts");
 }
 
-Status Client::CreateTable(const TableSchema& schema, uint32_t num_shards) {
+Status Client::CreateTable(const TableSchema& schema, uint32_t num_shards, uint32_t replicas) {
   ENGRAM_RETURN_IF_ERROR(schema.Validate());
+  if (replicas < 1 || replicas > 2) return Status::InvalidArgument("replicas must be 1 or 2");
+  if (replicas == 2 && num_servers() < 2) return Status::InvalidArgument("2 replicas need at least 2 servers");
   std::vector<uint32_t> nodes(num_servers());
   for (size_t i = 0; i < nodes.size(); ++i) nodes[i] = static_cast<uint32_t>(i);
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Balanced(schema.num_rows, num_shards, nodes, 1));
@@ -136,6 +145,9 @@ Status Client::CreateTable(const TableSchema& schema, uint32_t num_shards) {
   info.schema = schema;
   info.epoch = map.epoch();
   info.owners = map.owners();
+  if (replicas == 2) {  // Each shard's backup: the next server after its owner.
+    for (uint32_t o : info.owners) info.backups.push_back((o + 1) % static_cast<uint32_t>(num_servers()));
+  }
   for (size_t i = 0; i < num_servers(); ++i) {
     info.node_id = static_cast<uint32_t>(i);
     std::vector<uint8_t> p;
@@ -192,8 +204,12 @@ StatusOr<std::vector<wire::TableInfo>> Client::ListTables() {
 StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name) {
   // Any server that answers will do (all hold every table's map): node 0 may be the one down.
   StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
-  for (size_t i = 0; i < num_servers(); ++i) {
-    got = Call(static_cast<int>(i), wire::MsgType::kDescribeTable, 0, NamePayload(name));
+  for (int round = 0; round < options_.max_attempts; ++round) {
+    Backoff(round);
+    for (size_t i = 0; i < num_servers(); ++i) {
+      got = Call(static_cast<int>(i), wire::MsgType::kDescribeTable, 0, NamePayload(name), /*attempts=*/1);
+      if (got.ok() || !Transient(got.status())) break;
+    }
     if (got.ok() || !Transient(got.status())) break;
   }
   ENGRAM_ASSIGN_OR_RETURN(auto r, std::move(got));
@@ -274,7 +290,9 @@ Status TableHandle::MapArenas() {
     std::vector<uint8_t> p;
     wire::Writer w(&p);
     w.PutString(info_.schema.name);
-    ENGRAM_ASSIGN_OR_RETURN(auto r, client_->Call(static_cast<int>(server), wire::MsgType::kRmaInfo, 0, p));
+    auto got = client_->Call(static_cast<int>(server), wire::MsgType::kRmaInfo, 0, p, /*attempts=*/1);
+    if (!got.ok()) continue;  // Down or busy: its shards are read by RPC until the next refresh.
+    auto& r = *got;
     wire::Reader rd(r.payload.data(), r.payload.size());
     uint32_t addr_len = 0, n = 0;
     const uint8_t* addr = nullptr;
@@ -296,7 +314,10 @@ Status TableHandle::MapArenas() {
       ENGRAM_RETURN_IF_ERROR(rd.Get(&base));
       ENGRAM_RETURN_IF_ERROR(rd.Get(&key_len));
       ENGRAM_RETURN_IF_ERROR(rd.GetSpan(key_len, &key));
-      const cluster::RowRange range = shard < m->num_shards() ? m->Range(shard) : cluster::RowRange{};
+      // Only the owner's copy, by this handle's map: a restarted node may still hold a shard
+      // that was failed over or moved while it was down.
+      if (shard >= m->num_shards() || m->Owner(shard) != server) continue;
+      const cluster::RowRange range = m->Range(shard);
       if (d.stride != (d.ways == 0 ? stride : cached_stride) || range.first != d.first_row ||
           range.count != d.num_rows || (d.ways != 0 && (d.sets == 0 || d.ways > 64))) {
         continue;  // Not ours to trust.
@@ -325,7 +346,20 @@ Status TableHandle::MapArenas() {
 }
 
 std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::CurrentDirect() {
+  // One-sided reads send nothing: poll so that a server that died is noticed (its connection's
+  // generation changes) instead of its last memory being read on and on.
+  client_->transport_->Poll();
   auto d = direct();
+  // A mapped arena outlives its (same-host) server process: check the process is there.
+  uint64_t probed = 0;  // Bit per server already checked (the first 64).
+  for (const Direct& x : *d) {
+    if (x.server < 0 || x.base == nullptr || (x.server < 64 && (probed >> x.server) & 1u)) continue;
+    if (x.server < 64) probed |= uint64_t{1} << x.server;
+    const uint32_t pid = client_->pids_[x.server];
+    if (pid != 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      client_->transport_->CloseOneSided(client_->conns_[x.server]);
+    }
+  }
   uint64_t checked = 0;  // Bit per server already found current (the first 64 servers).
   for (const Direct& x : *d) {
     if (x.server < 0 || (x.server < 64 && (checked >> x.server) & 1u)) continue;
@@ -647,6 +681,8 @@ Status TableHandle::Pull(std::span<const uint64_t> rows, uint8_t* out) {
     for (size_t i = 0; i < client_->num_servers(); ++i) {  // Replace connections that failed.
       client_->EnsureConnected(static_cast<int>(i)).IgnoreError();  // A failure shows in the retry.
     }
+    client_->Backoff(attempt + 1);
+    Refresh().IgnoreError();  // A failed server's shards may have moved to their backups.
   }
   return s;
 }
@@ -685,13 +721,15 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
   std::vector<Part> parts;
   // One part per server for the rows `idx` (all of them, or those a stale map misrouted), each
   // with a fresh sequence number.
-  auto add_parts = [&](const cluster::ShardMap& m, const std::vector<uint32_t>& idx) {
+  // `seq` 0: fresh sequence numbers (rows never applied anywhere); else that of the part they
+  // came from, so a server that already applied it (a promoted backup) answers, not applies.
+  auto add_parts = [&](const cluster::ShardMap& m, const std::vector<uint32_t>& idx, uint64_t seq = 0) {
     std::vector<uint64_t> subset(idx.size());
     for (size_t k = 0; k < idx.size(); ++k) subset[k] = unique[idx[k]];
     const auto by = ByServer(m, subset);
     for (size_t s = 0; s < by.size(); ++s) {
       if (by[s].empty()) continue;
-      Part part{static_cast<int>(s), client_->next_seq_++, {}, {}};
+      Part part{static_cast<int>(s), seq != 0 ? seq : client_->next_seq_++, {}, {}};
       for (uint32_t k : by[s]) part.idx.push_back(idx[k]);
       wire::Writer w(&part.payload);
       w.PutString(info_.schema.name);
@@ -731,6 +769,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     bool transient = false;
     answered = true;
     std::vector<uint32_t> misrouted;  // Rows of parts refused for a stale shard map.
+    std::vector<size_t> unreachable;  // Parts whose server's connection failed (maybe failed over).
     for (auto& [i, id] : sent) {
       Status s = id.ok() ? client_->transport_->Wait(*id, deadline).status() : id.status();
       if (s.ok()) {
@@ -747,7 +786,9 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       transient |= Transient(s);
       // A live connection means the server itself said "retry" (a shard frozen for a move, a
       // fenced node): worth asking again soon. A dead one gets the full backoff.
-      answered &= client_->transport_->alive(client_->conns_[parts[i].server]);
+      const bool alive = client_->transport_->alive(client_->conns_[parts[i].server]);
+      answered &= alive;
+      if (!alive && Transient(s)) unreachable.push_back(i);
       if (first.ok() || ((Transient(first) || first.IsStaleShardMap()) && !Transient(s))) {
         first = s.WithContext("push part for server " + client_->servers_[parts[i].server]);
       }
@@ -757,6 +798,22 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       m = map();
       add_parts(*m, misrouted);
       continue;
+    }
+    if (!unreachable.empty() && Refresh().ok()) {
+      // A dead server's shards may have been promoted on their backups: send those parts where
+      // the map now says, under their own sequence numbers (a backup that got a part from its
+      // primary before the crash answers it as a duplicate).
+      m = map();
+      for (size_t i : unreachable) {
+        const auto by = ByServer(*m, [&] {
+          std::vector<uint64_t> ids;
+          for (uint32_t k : parts[i].idx) ids.push_back(unique[k]);
+          return ids;
+        }());
+        if (!by[parts[i].server].empty() && by[parts[i].server].size() == parts[i].idx.size()) continue;  // Same server.
+        parts[i].done = true;
+        add_parts(*m, parts[i].idx, parts[i].seq);
+      }
     }
     if (first.ok() || !transient || !Transient(first)) return first;
   }

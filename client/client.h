@@ -207,9 +207,11 @@ class Client {
     return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load()};
   }
 
-  // Creates a table with `num_shards` virtual shards dealt round-robin over the servers.
-  // If any server refuses, the table is dropped again from those that accepted.
-  Status CreateTable(const TableSchema& schema, uint32_t num_shards);
+  // Creates a table with `num_shards` virtual shards dealt round-robin over the servers; with
+  // `replicas` 2 each shard also has a backup on the next server (pushes and puts are applied
+  // there before they are acknowledged; servers need an etcd cluster to reach each other and to
+  // fail over). If any server refuses, the table is dropped again from those that accepted.
+  Status CreateTable(const TableSchema& schema, uint32_t num_shards, uint32_t replicas = 1);
   Status DropTable(const std::string& name);
   // Table infos as server 0 knows them, with touched rows summed over all servers.
   StatusOr<std::vector<wire::TableInfo>> ListTables();
@@ -234,7 +236,8 @@ class Client {
  private:
   friend class TableHandle;
   friend class PendingPull;
-  explicit Client(ClientOptions o) : options_(std::move(o)), servers_(kMaxServers), conns_(kMaxServers, -1) {}
+  explicit Client(ClientOptions o)
+      : options_(std::move(o)), servers_(kMaxServers), conns_(kMaxServers, -1), pids_(kMaxServers, 0) {}
   static constexpr size_t kMaxServers = 1024;
   // Connects to `address` as node `i` (checks its node id and protocol, enables shared-memory
   // requests when on this host). REQUIRES: i == num_servers(), under add_mu_ or before
@@ -244,7 +247,9 @@ class Client {
   // (their ids must continue the known ones). FailedPrecondition without a cluster.
   Status LearnNodes();
   // Sends to one server and waits, retrying transient failures (reconnecting if needed).
-  StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload);
+  // `attempts` 0: ClientOptions::max_attempts.
+  StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload,
+                              int attempts = 0);
   // Replaces the connection to `server` if it failed.
   Status EnsureConnected(int server);
   // Sleeps before attempt `attempt` (none before the first): retry_backoff doubling to 1 s, or,
@@ -263,6 +268,7 @@ class Client {
   // raised (release), so readers index them without a lock.
   std::vector<std::string> servers_;
   std::vector<int> conns_;  // Transport connection per server.
+  std::vector<uint32_t> pids_;  // Per server its process id (hello), for same-host liveness checks.
   std::atomic<size_t> num_servers_{0};
   std::mutex add_mu_;  // Serialises AddServer.
 };

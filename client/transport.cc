@@ -404,6 +404,16 @@ StatusOr<uint64_t> Transport::SendRaw(int conn, wire::Header header, std::vector
   return id;
 }
 
+void Transport::CloseOneSided(int conn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CloseRmaLocked(conns_[conn].get());
+}
+
+void Transport::Poll() {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (lock.owns_lock()) ProgressLocked();
+}
+
 void Transport::ProgressLocked() {
   for (int i = 0; i < 16 && ucp_worker_progress(ucx_->worker()) != 0; ++i) {
   }

@@ -43,6 +43,12 @@ class Transport {
   // Opens a connection to host:port and returns its index. UCX connects lazily; the caller
   // confirms with a request (Client does a hello).
   StatusOr<int> Connect(const std::string& host, uint16_t port);
+  // Closes the connection's one-sided access (its generation changes: regions opened under the
+  // old one are stale), e.g. because the server's process is gone.
+  void CloseOneSided(int conn);
+  // Progresses the worker once if no other thread is doing so: lets a connection failure be
+  // noticed (and its generation bumped) by a process that reads only one-sidedly.
+  void Poll();
   // Replaces a failed connection with a fresh one to the same address.
   Status Reconnect(int conn);
   bool alive(int conn) const;

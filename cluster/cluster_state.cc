@@ -70,6 +70,22 @@ StatusOr<uint64_t> ClusterState::SetOwners(const std::string& name, const std::v
   return next.epoch;
 }
 
+StatusOr<wire::TableInfo> ClusterState::SetMap(const std::string& name, const std::vector<uint32_t>& owners,
+                                               const std::vector<uint32_t>& backups, int64_t expected_mod_revision) {
+  ENGRAM_ASSIGN_OR_RETURN(auto current, GetTable(name));
+  if (!current.has_value()) return Status::NotFound("no table named '" + name + "' in cluster '" + cluster_ + "'");
+  if (current->mod_revision != expected_mod_revision) {
+    return Status::Aborted("table '" + name + "' changed since it was read; read it again");
+  }
+  wire::TableInfo next = current->info;
+  next.owners = owners;
+  next.backups = backups;
+  next.epoch = current->info.epoch + 1;
+  ENGRAM_ASSIGN_OR_RETURN(bool set, etcd_->PutIf(TableKey(name), Encode(next), expected_mod_revision));
+  if (!set) return Status::Aborted("table '" + name + "' changed concurrently; read it again");
+  return next;
+}
+
 Status ClusterState::DropTable(const std::string& name) {
   ENGRAM_ASSIGN_OR_RETURN(bool existed, etcd_->Delete(TableKey(name)));
   if (!existed) return Status::NotFound("no table named '" + name + "' in cluster '" + cluster_ + "'");

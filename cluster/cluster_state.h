@@ -42,6 +42,10 @@ class ClusterState {
   // came first (read again and retry); NotFound if the table is gone. Returns the new epoch.
   StatusOr<uint64_t> SetOwners(const std::string& name, const std::vector<uint32_t>& owners,
                                int64_t expected_mod_revision);
+  // SetOwners for owners and backups together (failover: a backup promoted, a dead backup
+  // dropped). Returns the new record.
+  StatusOr<wire::TableInfo> SetMap(const std::string& name, const std::vector<uint32_t>& owners,
+                                   const std::vector<uint32_t>& backups, int64_t expected_mod_revision);
   Status DropTable(const std::string& name);
 
   // Takes the leadership for `node_id` under `lease` if nobody holds it; returns whether this

@@ -48,6 +48,7 @@ Status Membership::Register() {
   }
   lease_ = lease;
   renewed_at_ns_ = sent;
+  registrations_.fetch_add(1);
   return Status::OK();
 }
 

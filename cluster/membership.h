@@ -49,6 +49,10 @@ class Membership {
   ~Membership();  // Stops renewing and revokes the lease: the node leaves at once.
 
   bool live() const;
+  // How many times the node id was registered (1 after Join; more after a lease expired and the
+  // node registered again). A node whose lease expired may have been failed over: it must catch
+  // up with the cluster's maps before it takes writes again.
+  uint64_t registrations() const { return registrations_.load(); }
   int64_t lease() const { return lease_.load(); }
   // Whether this node is the cluster's placement leader (ClusterState::TryLead, attempted at
   // every renewal while nobody leads). False whenever the node is not live.
@@ -72,6 +76,7 @@ class Membership {
   std::unique_ptr<EtcdClient> etcd_;
   std::atomic<int64_t> lease_{0};
   std::atomic<bool> leader_{false};
+  std::atomic<uint64_t> registrations_{0};
   // Steady-clock nanoseconds when the last successful renewal (or registration) was sent.
   std::atomic<int64_t> renewed_at_ns_{0};
   std::mutex mu_;

@@ -6,7 +6,8 @@
 
 namespace engram::cluster {
 
-StatusOr<ShardMap> ShardMap::Create(uint64_t num_rows, std::vector<uint32_t> owners, uint64_t epoch) {
+StatusOr<ShardMap> ShardMap::Create(uint64_t num_rows, std::vector<uint32_t> owners, uint64_t epoch,
+                                    std::vector<uint32_t> backups) {
   if (owners.empty()) return Status::InvalidArgument("a shard map needs at least one shard");
   if (num_rows == 0) return Status::InvalidArgument("a shard map needs at least one row");
   if (owners.size() > num_rows) {
@@ -21,7 +22,16 @@ StatusOr<ShardMap> ShardMap::Create(uint64_t num_rows, std::vector<uint32_t> own
                                    " rows leave the last shard empty for " + std::to_string(num_rows) +
                                    " rows; choose fewer shards");
   }
-  return ShardMap(num_rows, std::move(owners), per, epoch);
+  if (!backups.empty()) {
+    if (backups.size() != owners.size()) return Status::InvalidArgument("a backup entry per shard, or none");
+    for (size_t i = 0; i < owners.size(); ++i) {
+      if (backups[i] == owners[i]) return Status::InvalidArgument("shard " + std::to_string(i) + "'s backup is its owner");
+    }
+    if (std::all_of(backups.begin(), backups.end(), [](uint32_t b) { return b == kNoNode; })) backups.clear();
+  }
+  ShardMap m(num_rows, std::move(owners), per, epoch);
+  m.backups_ = std::move(backups);
+  return m;
 }
 
 StatusOr<ShardMap> ShardMap::Balanced(uint64_t num_rows, uint32_t num_shards, std::span<const uint32_t> nodes,

@@ -19,6 +19,9 @@
 
 namespace engram::cluster {
 
+// "No node": a shard without a backup.
+inline constexpr uint32_t kNoNode = UINT32_MAX;
+
 struct RowRange {
   uint64_t first = 0;
   uint64_t count = 0;
@@ -26,9 +29,11 @@ struct RowRange {
 
 class ShardMap {
  public:
-  // `owners[i]` is the node id owning shard i; owners.size() is the shard count.
-  // REQUIRES: 1 <= owners.size() <= num_rows.
-  static StatusOr<ShardMap> Create(uint64_t num_rows, std::vector<uint32_t> owners, uint64_t epoch);
+  // `owners[i]` is the node id owning shard i (its primary); owners.size() is the shard count.
+  // `backups[i]`, if given, is the node holding shard i's replica (kNoNode: none; never the
+  // owner). REQUIRES: 1 <= owners.size() <= num_rows.
+  static StatusOr<ShardMap> Create(uint64_t num_rows, std::vector<uint32_t> owners, uint64_t epoch,
+                                   std::vector<uint32_t> backups = {});
   // `num_shards` shards dealt round-robin over `nodes` (each node gets within one shard of the
   // same count, so bytes balance because shards are equal-sized).
   static StatusOr<ShardMap> Balanced(uint64_t num_rows, uint32_t num_shards, std::span<const uint32_t> nodes,
@@ -43,6 +48,9 @@ class ShardMap {
   RowRange Range(uint32_t shard) const;
   uint32_t Owner(uint32_t shard) const { return owners_[shard]; }
   const std::vector<uint32_t>& owners() const { return owners_; }
+  uint32_t Backup(uint32_t shard) const { return backups_.empty() ? kNoNode : backups_[shard]; }
+  // Empty when no shard has a backup.
+  const std::vector<uint32_t>& backups() const { return backups_; }
 
  private:
   ShardMap(uint64_t n, std::vector<uint32_t> owners, uint64_t rows_per_shard, uint64_t epoch)
@@ -51,6 +59,7 @@ class ShardMap {
 
   uint64_t num_rows_;
   std::vector<uint32_t> owners_;
+  std::vector<uint32_t> backups_;
   uint64_t rows_per_shard_;
   FastMod64 div_;
   uint64_t epoch_;

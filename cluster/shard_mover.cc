@@ -119,7 +119,7 @@ StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uin
   const uint32_t from = info.owners[shard];
   if (from == to) return Finish(info, to);
   MoveProgress pr{shard, from, to, 0, 0, 0, "copy"};
-  ENGRAM_ASSIGN_OR_RETURN(auto map, ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+  ENGRAM_ASSIGN_OR_RETURN(auto map, ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
   pr.shard_rows = map.Range(shard).count;
   auto report = [&](const char* phase) {
     pr.phase = phase;
@@ -157,10 +157,12 @@ StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uin
   wire::TableInfo next = info;
   next.owners[shard] = to;
   next.epoch = info.epoch + 1;
+  // A shard moved onto its own backup's node loses that backup (re-replication is not built).
+  if (!next.backups.empty() && next.backups[shard] == to) next.backups[shard] = kNoNode;
   if (state_ != nullptr) {
-    auto epoch = state_->SetOwners(name, next.owners, revision);
-    if (!epoch.ok()) return abort(epoch.status());
-    next.epoch = *epoch;
+    auto rec = state_->SetMap(name, next.owners, next.backups, revision);
+    if (!rec.ok()) return abort(rec.status());
+    next.epoch = rec->epoch;
   }
   report("flip");
   // 7. Adopt: the source first (no stale reads from it afterwards), then the destination, then

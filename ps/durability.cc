@@ -237,7 +237,7 @@ Status Durability::LoadCatalog(TableRegistry* registry, RecoveryStats* stats) {
     uint64_t incarnation = 0;
     ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info).WithContext(path));
     ENGRAM_RETURN_IF_ERROR(r.Get(&incarnation));
-    ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+    ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
     ENGRAM_RETURN_IF_ERROR(registry->CreateTable(info.schema, std::move(map), info.node_id, incarnation).status());
     stats->tables++;
   }
@@ -261,8 +261,10 @@ Status Durability::SaveCatalog(const TableRegistry& registry) {
   for (const auto& t : tables) {
     wire::TableInfo info;
     info.schema = t->schema();
-    info.epoch = t->shard_map().epoch();
-    info.owners = t->shard_map().owners();
+    const cluster::ShardMap map = t->shard_map();
+    info.epoch = map.epoch();
+    info.owners = map.owners();
+    info.backups = map.backups();
     info.node_id = t->node_id();
     wire::PutTableInfo(w, info);
     w.Put<uint64_t>(t->incarnation());
@@ -455,6 +457,9 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
   auto locks = table->LockWrites();
   if (table->moving()) {
     return Status::FailedPrecondition("a shard of table '" + name + "' is being moved; restore after the move");
+  }
+  if (!table->shard_map().backups().empty()) {
+    return Status::FailedPrecondition("table '" + name + "' is replicated; restoring replicated tables is not supported yet");
   }
   auto record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
   uint64_t lsn = 0;

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <fstream>
 #include <map>
+#include <set>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -108,6 +109,10 @@ int main(int argc, char** argv) {
   }
 
   auto pool = std::make_unique<ps::ThreadPool>(FLAGS_threads);
+  // Writes forwarded by primaries run on their own threads: a primary waits for its backup
+  // while holding a shard lock, and two nodes backing each other up must never wait on each
+  // other's busy pools.
+  auto repl_pool = std::make_unique<ps::ThreadPool>(2);
   // The listener starts before the service exists (the service's arenas are registered with the
   // transport's UCX context); the UCX thread holds any early request until it is published.
   std::atomic<ps::Service*> service_ready{nullptr};
@@ -131,7 +136,8 @@ int main(int argc, char** argv) {
       t->ReplyError(req.conn_id, req.header, Status::Unavailable("server is shutting down"));
       return;
     }
-    pool->Submit([run, r = std::move(req)] { run(r); });
+    ps::ThreadPool* target = req.header.type == static_cast<uint16_t>(wire::MsgType::kReplicate) ? repl_pool.get() : pool.get();
+    target->Submit([run, r = std::move(req)] { run(r); });
   };
   // A restarted daemon must get its port back at once, although connections of the previous
   // process may still sit in TIME_WAIT on it (UCX does not set SO_REUSEADDR by default).
@@ -160,14 +166,21 @@ int main(int argc, char** argv) {
   opts.remote = &remote;
   // Until this daemon holds its etcd lease (and whenever it may have lost it), writes are fenced.
   std::atomic<cluster::Membership*> membership{nullptr};
+  std::atomic<uint64_t> synced_registration{0};
   // etcd for answering kNodes (clients meeting a node they do not know yet); its own client,
   // called from the worker pool.
   std::mutex nodes_mu;
   std::unique_ptr<cluster::EtcdClient> nodes_etcd;
   if (!FLAGS_etcd.empty()) {
-    opts.write_allowed = [&membership] {
+    // Writes also wait until the follower has caught up with the cluster's maps since the last
+    // (re-)registration: a node whose lease expired may have been failed over meanwhile.
+    opts.write_allowed = [&membership, &synced_registration] {
       cluster::Membership* m = membership.load();
-      return m != nullptr && m->live();
+      return m != nullptr && m->live() && synced_registration.load() == m->registrations();
+    };
+    opts.read_allowed = [&membership, &synced_registration] {
+      cluster::Membership* m = membership.load();
+      return m != nullptr && synced_registration.load() == m->registrations();
     };
     opts.cluster_nodes = [&]() -> StatusOr<std::vector<std::pair<uint32_t, std::string>>> {
       std::lock_guard<std::mutex> lock(nodes_mu);
@@ -214,6 +227,60 @@ int main(int argc, char** argv) {
     ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + std::chrono::seconds(60)));
     return std::move(reply.payload);
   };
+  if (!FLAGS_etcd.empty()) {
+    opts.node_address = [&](uint32_t node) -> StatusOr<std::string> {
+      ENGRAM_ASSIGN_OR_RETURN(auto nodes, opts.cluster_nodes());
+      for (const auto& [id, addr] : nodes) {
+        if (id == node) return addr;
+      }
+      return Status::Unavailable("node " + std::to_string(node) + " holds no lease in cluster '" + FLAGS_cluster + "'");
+    };
+  }
+  // Sends a table's new record to every live node but this one (which adopts it itself).
+  auto broadcast = [&](const wire::TableInfo& info) {
+    auto nodes = opts.cluster_nodes();
+    if (!nodes.ok()) return;
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    wire::PutTableInfo(w, info);
+    for (const auto& [id, addr] : *nodes) {
+      if (id == FLAGS_node_id) continue;
+      auto r = opts.peer_call(addr, wire::MsgType::kAdoptMap, p);
+      if (!r.ok()) LOG(WARNING) << "node " << id << " did not adopt epoch " << info.epoch << " of '" << info.schema.name
+                                << "': " << r.status().ToString();
+    }
+  };
+  std::mutex drop_mu;
+  std::unique_ptr<cluster::EtcdClient> drop_etcd;
+  if (!FLAGS_etcd.empty()) {
+    opts.drop_backups = [&](const std::string& table, const std::vector<uint32_t>& shards) -> StatusOr<wire::TableInfo> {
+      std::lock_guard<std::mutex> lock(drop_mu);
+      if (!drop_etcd) {
+        cluster::EtcdClient::Options eo;
+        eo.endpoint = FLAGS_etcd;
+        eo.timeout = std::chrono::seconds(2);
+        ENGRAM_ASSIGN_OR_RETURN(drop_etcd, cluster::EtcdClient::Connect(eo));
+      }
+      cluster::ClusterState state(drop_etcd.get(), FLAGS_cluster);
+      for (int attempt = 0; attempt < 5; ++attempt) {
+        ENGRAM_ASSIGN_OR_RETURN(auto rec, state.GetTable(table));
+        if (!rec.has_value()) return Status::NotFound("table '" + table + "' is not in the cluster's records");
+        std::vector<uint32_t> backups = rec->info.backups;
+        backups.resize(rec->info.owners.size(), cluster::kNoNode);
+        for (uint32_t s : shards) backups[s] = cluster::kNoNode;
+        if (backups == rec->info.backups) return rec->info;  // Already dropped (by the leader).
+        auto next = state.SetMap(table, rec->info.owners, backups, rec->mod_revision);
+        if (next.ok()) {
+          LOG(WARNING) << "dropped unreachable backups of " << shards.size() << " shard(s) of '" << table << "' (epoch "
+                       << next->epoch << ")";
+          broadcast(*next);
+          return next;
+        }
+        if (next.status().code() != Code::kAborted) return next.status();
+      }
+      return Status::Unavailable("table '" + table + "' keeps changing; retry");
+    };
+  }
   auto service_owner = std::make_unique<ps::Service>(opts);
   ps::Service& service = *service_owner;
   if (!FLAGS_data_dir.empty()) {
@@ -338,10 +405,13 @@ int main(int argc, char** argv) {
         }
         auto tables = etcd ? cluster::ClusterState(etcd.get(), FLAGS_cluster).ListTables()
                            : StatusOr<std::vector<cluster::TableRecord>>(Status::Unavailable("etcd unreachable"));
+        cluster::Membership* m = membership.load();
         if (!tables.ok()) {
           report(tables.status().ToString());
           etcd.reset();
         } else {
+          const uint64_t reg = m ? m->registrations() : 0;
+          bool caught_up = true;
           for (const auto& rec : *tables) {
             bool created = false;
             if (Status st = service.FollowRecord(rec.info, &created); !st.ok()) {
@@ -349,6 +419,49 @@ int main(int argc, char** argv) {
             } else if (created) {
               LOG(INFO) << "table '" << rec.info.schema.name << "' created from the cluster's record (epoch "
                         << rec.info.epoch << ")";
+            }
+            // After a (re-)registration: adopt what the cluster decided while this node was
+            // away (its shards promoted elsewhere), before taking writes again.
+            if (reg != synced_registration.load() && service.TableEpoch(rec.info.schema.name) < rec.info.epoch) {
+              if (Status st = service.AdoptRecord(rec.info); !st.ok()) {
+                caught_up = false;
+                report("catching up with '" + rec.info.schema.name + "': " + st.ToString());
+              }
+            }
+          }
+          if (caught_up && m != nullptr) synced_registration = reg;
+          // The leader fails shards over: a primary without a lease is replaced by its backup, a
+          // backup without a lease is dropped. The new record goes to every live node.
+          if (m != nullptr && m->leader()) {
+            auto live = cluster::Membership::List(*etcd, FLAGS_cluster);
+            std::set<uint32_t> up;
+            if (live.ok()) {
+              for (const auto& n : *live) up.insert(n.node_id);
+            }
+            for (const auto& rec : live.ok() ? *tables : std::vector<cluster::TableRecord>{}) {
+              std::vector<uint32_t> owners = rec.info.owners, backups = rec.info.backups;
+              backups.resize(owners.size(), cluster::kNoNode);
+              bool changed = false;
+              for (size_t sh = 0; sh < owners.size(); ++sh) {
+                if (!up.count(owners[sh]) && backups[sh] != cluster::kNoNode && up.count(backups[sh])) {
+                  owners[sh] = backups[sh];
+                  backups[sh] = cluster::kNoNode;
+                  changed = true;
+                } else if (backups[sh] != cluster::kNoNode && !up.count(backups[sh])) {
+                  backups[sh] = cluster::kNoNode;
+                  changed = true;
+                }
+              }
+              if (!changed) continue;
+              auto next = cluster::ClusterState(etcd.get(), FLAGS_cluster).SetMap(rec.info.schema.name, owners, backups,
+                                                                                 rec.mod_revision);
+              if (!next.ok()) {
+                report("failing over '" + rec.info.schema.name + "': " + next.status().ToString());
+                continue;
+              }
+              LOG(WARNING) << "failover of '" << rec.info.schema.name << "': epoch " << next->epoch;
+              if (Status st = service.AdoptRecord(*next); !st.ok()) report("adopting failover: " + st.ToString());
+              broadcast(*next);
             }
           }
         }
@@ -385,6 +498,7 @@ int main(int argc, char** argv) {
   ckpt_cv.notify_all();
   if (checkpointer.joinable()) checkpointer.join();
   pool.reset();     // Finishes the requests already accepted; their replies still go out.
+  repl_pool.reset();
   (*server)->Stop();      // Then stops the data plane: no handler runs after this.
   service_owner.reset();  // Tables (and their registered arenas) go before the UCX context.
   server->reset();

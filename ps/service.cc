@@ -1,9 +1,13 @@
 // Service: request decoding, validation and execution.
 #include "ps/service.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
+#include <glog/logging.h>
 #include <nlohmann/json.hpp>
 
 #include "storage/optimizer.h"
@@ -35,6 +39,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kShardAbort: return "shard_abort";
     case wire::MsgType::kNodes: return "nodes";
     case wire::MsgType::kShardPush: return "shard_push";
+    case wire::MsgType::kReplicate: return "replicate";
   }
   return "unknown";
 }
@@ -60,6 +65,7 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kShardAbort:
     case wire::MsgType::kNodes:
     case wire::MsgType::kShardPush:
+    case wire::MsgType::kReplicate:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
     default: return false;
@@ -94,6 +100,9 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       const std::vector<uint8_t> addr = options_.remote ? options_.remote->WorkerAddress() : std::vector<uint8_t>{};
       w.Put<uint32_t>(static_cast<uint32_t>(addr.size()));
       if (!addr.empty()) std::memcpy(w.Reserve(addr.size()), addr.data(), addr.size());
+      // Same-host clients that map our arenas check this process is still there (a dead
+      // process's shared memory stays readable in their mappings).
+      w.Put<uint32_t>(static_cast<uint32_t>(::getpid()));
       return Status::OK();
     }
     case wire::MsgType::kCreateTable: return CreateTable(r);
@@ -137,6 +146,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kShardFreeze:
     case wire::MsgType::kShardPush:
     case wire::MsgType::kShardAbort: return MoveStep(static_cast<wire::MsgType>(h.type), r, out);
+    case wire::MsgType::kReplicate: return Replicate(r);
     case wire::MsgType::kNodes: {
       if (!options_.cluster_nodes) return Status::FailedPrecondition("this server is not part of an etcd cluster");
       ENGRAM_ASSIGN_OR_RETURN(auto nodes, options_.cluster_nodes());
@@ -150,11 +160,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kAdoptMap: {
       wire::TableInfo info;
       ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
-      ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(info.schema.name));
-      ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
-      ENGRAM_RETURN_IF_ERROR(t->AdoptMap(std::move(map)));
-      if (durability_) ENGRAM_RETURN_IF_ERROR(durability_->SaveCatalog(registry_));
-      return Status::OK();
+      return AdoptRecord(info);
     }
     case wire::MsgType::kCheckpoint: {
       std::string label;
@@ -193,7 +199,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
 Status Service::FollowRecord(const wire::TableInfo& record, bool* created) {
   *created = false;
   if (registry_.Get(record.schema.name).ok()) return Status::OK();
-  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(record.schema.num_rows, record.owners, record.epoch));
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(record.schema.num_rows, record.owners, record.epoch, record.backups));
   const uint64_t incarnation = durability_ ? durability_->NextIncarnation() : 0;
   ENGRAM_RETURN_IF_ERROR(registry_.CreateTable(record.schema, std::move(map), options_.node_id, incarnation).status());
   if (durability_) ENGRAM_RETURN_IF_ERROR(durability_->SaveCatalog(registry_));
@@ -318,6 +324,7 @@ wire::TableInfo Service::Info(const Table& t) const {
   const cluster::ShardMap map = t.shard_map();
   i.epoch = map.epoch();
   i.owners = map.owners();
+  i.backups = map.backups();
   i.node_id = t.node_id();
   const TableStats s = t.stats();
   i.touched_rows = s.touched_rows;
@@ -329,7 +336,7 @@ Status Service::CreateTable(wire::Reader& r) {
   wire::TableInfo info;
   ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
   ENGRAM_RETURN_IF_ERROR(info.schema.Validate());
-  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
   const uint64_t incarnation = durability_ ? durability_->NextIncarnation() : 0;
   ENGRAM_RETURN_IF_ERROR(registry_.CreateTable(info.schema, std::move(map), info.node_id, incarnation).status());
   if (durability_) {
@@ -384,6 +391,10 @@ Status Service::ReadRows(wire::Reader& r, std::vector<uint64_t>* rows) {
 }
 
 Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out) {
+  if (options_.read_allowed && !options_.read_allowed()) {
+    return Status::Unavailable("node " + std::to_string(options_.node_id) +
+                               " is catching up with the cluster's shard maps after rejoining; retry");
+  }
   ENGRAM_ASSIGN_OR_RETURN(auto t, TableFor(h, r));
   std::vector<uint64_t> rows;
   ENGRAM_RETURN_IF_ERROR(ReadRows(r, &rows));
@@ -447,22 +458,92 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   // Gradients sit 8-aligned in the payload (the Reader guarantees the offset, the receive
   // buffer comes from the allocator), so they are read in place.
   Status s = CheckBudget();
-  if (s.ok() && durability_) {
-    LogRecord record(RecordKind::kPush, *t, client, seq);
+  std::vector<uint32_t> unreached;  // Shards whose backup did not take the write.
+  if (s.ok() && (durability_ || t->replicated())) {
+    std::optional<LogRecord> record;
+    if (durability_) record.emplace(RecordKind::kPush, *t, client, seq);
     uint64_t lsn = 0;
-    WriteLog log{&record, [&] {
-                   ENGRAM_RETURN_IF_ERROR(LogWrite(&record, &lsn));
-                   dedup_.MarkLogged(client, seq);
-                   return Status::OK();
-                 }};
+    WriteLog log;
+    log.sink = record ? &*record : nullptr;
+    log.logged = [&]() -> Status {
+      if (!record) return Status::OK();
+      ENGRAM_RETURN_IF_ERROR(LogWrite(&*record, &lsn));
+      dedup_.MarkLogged(client, seq);
+      return Status::OK();
+    };
+    log.client = client;
+    log.seq = seq;
+    log.replicate = [&](const std::vector<uint32_t>& shards, uint32_t backup, std::vector<uint8_t> payload) {
+      if (Status st = SendReplica(backup, std::move(payload)); !st.ok()) {
+        LOG_FIRST_N(WARNING, 20) << "backup node " << backup << " of '" << t->schema().name
+                                 << "' did not take a push: " << st.ToString();
+        unreached.insert(unreached.end(), shards.begin(), shards.end());
+      }
+      return Status::OK();  // Applied here; the backup is dealt with below, outside the locks.
+    };
     s = t->Push(rows, reinterpret_cast<const float*>(g), &log, h.epoch);
-    if (s.ok()) s = durability_->Sync(lsn);  // Acknowledge only what a crash cannot take back.
+    if (s.ok() && record) s = durability_->Sync(lsn);  // Acknowledge only what a crash cannot take back.
   } else if (s.ok()) {
     s = t->Push(rows, reinterpret_cast<const float*>(g), nullptr, h.epoch);
   }
+  // A push is acknowledged only once every backup of its shards has it, or has been removed
+  // from the map (so it can never be promoted with the push missing).
+  if (s.ok() && !unreached.empty()) s = DropBackups(*t, unreached);
   dedup_.Finish(client, seq, s);
   if (s.ok()) counters_.rows_pushed += rows.size();
   return s;
+}
+
+uint64_t Service::TableEpoch(const std::string& name) const {
+  auto t = registry_.Get(name);
+  return t.ok() ? (*t)->epoch() : 0;
+}
+
+Status Service::AdoptRecord(const wire::TableInfo& info) {
+  ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(info.schema.name));
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
+  ENGRAM_RETURN_IF_ERROR(t->AdoptMap(std::move(map)));
+  if (durability_) ENGRAM_RETURN_IF_ERROR(durability_->SaveCatalog(registry_));
+  return Status::OK();
+}
+
+Status Service::SendReplica(uint32_t node, std::vector<uint8_t> payload) {
+  if (!options_.node_address || !options_.peer_call) return Status::FailedPrecondition("this server cannot reach its peers");
+  ENGRAM_ASSIGN_OR_RETURN(std::string addr, options_.node_address(node));
+  return options_.peer_call(addr, wire::MsgType::kReplicate, std::move(payload)).status();
+}
+
+Status Service::DropBackups(Table& t, const std::vector<uint32_t>& shards) {
+  if (!options_.drop_backups) return Status::Unavailable("a backup is unreachable and this server cannot change the map");
+  ENGRAM_ASSIGN_OR_RETURN(wire::TableInfo next, options_.drop_backups(t.schema().name, shards));
+  return AdoptRecord(next);
+}
+
+Status Service::Replicate(wire::Reader& r) {
+  std::string name;
+  uint64_t client = 0, seq = 0;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&client));
+  ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
+  ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
+  const bool push = client != 0 || seq != 0;
+  std::optional<LogRecord> record;
+  if (durability_) record.emplace(push ? RecordKind::kPush : RecordKind::kPut, *t, client, seq);
+  ENGRAM_RETURN_IF_ERROR(t->ApplyReplica(r, record ? &*record : nullptr));
+  if (record && record->rows() > 0) {
+    uint64_t lsn = 0;
+    ENGRAM_RETURN_IF_ERROR(LogWrite(&*record, &lsn));
+    ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
+  }
+  if (push) {
+    // After a promotion, the trainer's retry of this push is answered, not applied again.
+    Status prior;
+    if (dedup_.Begin(client, seq, &prior) == PushDedup::Verdict::kApply) {
+      dedup_.MarkLogged(client, seq);
+      dedup_.Finish(client, seq, Status::OK());
+    }
+  }
+  return Status::OK();
 }
 
 Status Service::Put(const wire::Header& h, wire::Reader& r) {
@@ -476,12 +557,21 @@ Status Service::Put(const wire::Header& h, wire::Reader& r) {
   if (r.remaining() != 0) return Status::InvalidArgument("put values must be " + std::to_string(vb) + " bytes per row");
   ENGRAM_RETURN_IF_ERROR(CheckWritable());
   ENGRAM_RETURN_IF_ERROR(CheckBudget());
-  if (durability_) {
-    LogRecord record(RecordKind::kPut, *t);
+  if (durability_ || t->replicated()) {
+    std::optional<LogRecord> record;
+    if (durability_) record.emplace(RecordKind::kPut, *t);
     uint64_t lsn = 0;
-    WriteLog log{&record, [&] { return LogWrite(&record, &lsn); }};
+    std::vector<uint32_t> unreached;
+    WriteLog log;
+    log.sink = record ? &*record : nullptr;
+    log.logged = [&]() -> Status { return record ? LogWrite(&*record, &lsn) : Status::OK(); };
+    log.replicate = [&](const std::vector<uint32_t>& shards, uint32_t backup, std::vector<uint8_t> payload) {
+      if (!SendReplica(backup, std::move(payload)).ok()) unreached.insert(unreached.end(), shards.begin(), shards.end());
+      return Status::OK();
+    };
     ENGRAM_RETURN_IF_ERROR(t->Put(rows, v, &log, h.epoch));
-    ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
+    if (record) ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
+    if (!unreached.empty()) ENGRAM_RETURN_IF_ERROR(DropBackups(*t, unreached));
   } else {
     ENGRAM_RETURN_IF_ERROR(t->Put(rows, v, nullptr, h.epoch));
   }

@@ -44,6 +44,9 @@ struct ServiceOptions {
   // Fencing: pushes and puts are refused (Unavailable) while this returns false, e.g. while the
   // node's etcd lease may have expired. Empty: always allowed.
   std::function<bool()> write_allowed;
+  // Pulls are refused (Unavailable) while this returns false: a node that rejoined after its
+  // lease expired, until it caught up with the cluster's maps. Empty: always allowed.
+  std::function<bool()> read_allowed;
   // The cluster's live nodes (node id, data address), for clients that meet a node they do not
   // know (after add-node). Empty: kNodes answers FailedPrecondition (no cluster).
   std::function<StatusOr<std::vector<std::pair<uint32_t, std::string>>>()> cluster_nodes;
@@ -53,6 +56,11 @@ struct ServiceOptions {
   std::function<StatusOr<std::vector<uint8_t>>(const std::string& address, wire::MsgType type,
                                                std::vector<uint8_t> payload)>
       peer_call;
+  // Replication (with a cluster): a node's data address, and dropping unreachable backups of a
+  // table's shards from the cluster's record (compare-and-swap; returns the new record, which
+  // every live node must then adopt).
+  std::function<StatusOr<std::string>(uint32_t node)> node_address;
+  std::function<StatusOr<wire::TableInfo>(const std::string& table, const std::vector<uint32_t>& shards)> drop_backups;
 };
 
 struct Reply {
@@ -73,6 +81,11 @@ class Service {
   // by a move's driver (cluster/shard_mover.h), never from the record alone: a node must not
   // give a shard away unless its new owner holds a copy.
   Status FollowRecord(const wire::TableInfo& record, bool* created);
+  // Installs a table's newer map (kAdoptMap; the failover leader on itself) and saves the
+  // catalog.
+  Status AdoptRecord(const wire::TableInfo& info);
+  // A table's shard-map epoch here (0: no such table).
+  uint64_t TableEpoch(const std::string& name) const;
   // Writes a checkpoint now (also what kCheckpoint requests run). FailedPrecondition without
   // durability.
   StatusOr<CheckpointStats> Checkpoint(const std::string& label = "");
@@ -105,6 +118,12 @@ class Service {
   Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
   Status Push(const wire::Header& h, wire::Reader& r);
   Status Put(const wire::Header& h, wire::Reader& r);
+  // Replication: sends a kReplicate payload to `node`; applies one received from a primary;
+  // drops unreachable backups (then adopts the new map) so an acknowledged write is never
+  // missing from a backup that could be promoted.
+  Status SendReplica(uint32_t node, std::vector<uint8_t> payload);
+  Status Replicate(wire::Reader& r);
+  Status DropBackups(Table& t, const std::vector<uint32_t>& shards);
   // One step of a live shard move (the kShard* requests).
   Status MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_t>* out);
   Status RmaInfo(wire::Reader& r, std::vector<uint8_t>* out);

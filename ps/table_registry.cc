@@ -11,6 +11,50 @@
 #include "storage/row_cache.h"
 
 namespace engram::ps {
+namespace {
+
+// Appends what one write did to one shard, as one block of a kReplicate payload
+// (include/engram/wire.h), to `payload`, and passes every row on to the log's sink.
+class ReplicaRecord final : public storage::RowImageSink {
+ public:
+  ReplicaRecord(std::vector<uint8_t>* payload, uint32_t shard, uint8_t kind, uint32_t dim, size_t vb, size_t sb,
+                storage::RowImageSink* next)
+      : payload_(payload), w_(payload), dim_(dim), vb_(vb), sb_(sb), next_(next) {
+    w_.Put<uint32_t>(shard);
+    w_.Put<uint8_t>(kind);
+    count_at_ = payload_->size();
+    w_.Put<uint32_t>(0);
+  }
+  ~ReplicaRecord() override { std::memcpy(payload_->data() + count_at_, &n_, 4); }
+  void Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) override {
+    w_.Put<uint64_t>(row);
+    w_.Put<uint64_t>(version);
+    w_.PutBytes(value, vb_);
+    if (sb_ > 0) w_.PutBytes(state, sb_);
+    ++n_;
+    if (next_) next_->Add(row, version, value, state);
+  }
+  void AddGradient(uint64_t row, uint64_t version, const float* grad) override {
+    w_.Put<uint64_t>(row);
+    w_.Put<uint64_t>(version);
+    w_.PutBytes(grad, size_t{dim_} * sizeof(float));
+    ++n_;
+    if (next_) next_->AddGradient(row, version, grad);
+  }
+
+ private:
+  std::vector<uint8_t>* payload_;
+  wire::Writer w_;
+  size_t count_at_ = 0;
+  uint32_t n_ = 0;
+  uint32_t dim_;
+  size_t vb_, sb_;
+  storage::RowImageSink* next_;
+};
+
+constexpr uint8_t kReplicaGradients = 1, kReplicaImages = 2;
+
+}  // namespace
 
 StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluster::ShardMap map, uint32_t node_id,
                                                const storage::ShardOptions& options, uint64_t incarnation,
@@ -44,14 +88,18 @@ StatusOr<std::shared_ptr<Table>> Table::Create(const TableSchema& schema, cluste
     ENGRAM_ASSIGN_OR_RETURN(cold, OpenColdStore(schema, cold_dir, incarnation));
     so.cold = cold.get();
   }
-  std::vector<std::shared_ptr<storage::Shard>> shards(map.num_shards());
+  std::vector<std::shared_ptr<storage::Shard>> shards(map.num_shards()), replicas(map.num_shards());
   for (uint32_t i = 0; i < map.num_shards(); ++i) {
-    if (map.Owner(i) != node_id) continue;
     const cluster::RowRange r = map.Range(i);
-    ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, so));
+    if (map.Owner(i) == node_id) {
+      ENGRAM_ASSIGN_OR_RETURN(shards[i], storage::Shard::Create(schema, r.first, r.count, so));
+    } else if (map.Backup(i) == node_id) {  // Replicas live in DRAM (a cold tier is per table's own shards).
+      storage::ShardOptions ro = options;
+      ENGRAM_ASSIGN_OR_RETURN(replicas[i], storage::Shard::Create(schema, r.first, r.count, ro));
+    }
   }
-  return std::shared_ptr<Table>(
-      new Table(schema, std::move(map), node_id, so, cold_dir, std::move(cold), std::move(shards), incarnation));
+  return std::shared_ptr<Table>(new Table(schema, std::move(map), node_id, so, cold_dir, std::move(cold),
+                                          std::move(shards), std::move(replicas), incarnation));
 }
 
 StatusOr<std::unique_ptr<storage::ColdStore>> Table::OpenColdStore(const TableSchema& schema, const std::string& cold_dir,
@@ -66,12 +114,15 @@ StatusOr<std::unique_ptr<storage::ColdStore>> Table::OpenColdStore(const TableSc
 
 Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
              std::string cold_dir, std::unique_ptr<storage::ColdStore> cold,
-             std::vector<std::shared_ptr<storage::Shard>> shards, uint64_t incarnation)
+             std::vector<std::shared_ptr<storage::Shard>> shards, std::vector<std::shared_ptr<storage::Shard>> replicas,
+             uint64_t incarnation)
     : schema_(std::move(schema)), node_id_(node_id), num_shards_(map.num_shards()), shard_options_(options),
-      cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)), incoming_(num_shards_),
+      cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)),
+      incoming_(num_shards_), replicas_(std::move(replicas)),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
       tracking_(num_shards_, false), dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
   for (uint32_t i = 0; i < num_shards_; ++i) frozen_[i].store(false);
+  replicated_.store(!map_.backups().empty());
 }
 
 cluster::ShardMap Table::shard_map() const {
@@ -90,6 +141,7 @@ std::vector<std::shared_ptr<const storage::Shard>> Table::CheckpointShards() con
   for (uint32_t i = 0; i < num_shards_; ++i) {
     if (shards_[i]) out.push_back(shards_[i]);
     if (incoming_[i]) out.push_back(incoming_[i]);
+    if (replicas_[i]) out.push_back(replicas_[i]);
   }
   return out;
 }
@@ -223,7 +275,8 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads, const Wri
   // Fast path: the whole batch in one local shard needs no regrouping or copying (the shard
   // validates the whole batch before applying any row). Not while moves run: those need the
   // shard's write lock and its frozen check.
-  if (storage::Shard* shard = moves_ == 0 ? SingleLocalShard(rows) : nullptr) {
+  const bool replicated = log != nullptr && log->replicate && !map_.backups().empty();
+  if (storage::Shard* shard = moves_ == 0 && !replicated ? SingleLocalShard(rows) : nullptr) {
     storage::ApplyScratch scratch;
     if (log == nullptr) return shard->ApplyGradients(rows, grads, &scratch);
     std::lock_guard<std::mutex> lock(write_mu_[map_.ShardOf(rows[0])]);
@@ -243,6 +296,7 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads, const Wri
   std::vector<uint64_t> ids;
   std::vector<float> g;
   storage::ApplyScratch scratch;
+  ReplicaPayloads replicas;
   std::vector<std::unique_lock<std::mutex>> locks;
   if (log != nullptr || moves_ > 0) locks = LockShards(by_shard);
   ENGRAM_RETURN_IF_ERROR(CheckFrozenAndTrack(rows, by_shard));
@@ -255,9 +309,42 @@ Status Table::Push(std::span<const uint64_t> rows, const float* grads, const Wri
       ids[k] = rows[idx[k]];
       std::memcpy(g.data() + k * dim, grads + size_t{idx[k]} * dim, sizeof(float) * dim);
     }
-    ENGRAM_RETURN_IF_ERROR(shards_[s]->ApplyGradients(ids, g.data(), &scratch, sink));
+    if (replicated && map_.Backup(s) != cluster::kNoNode) {
+      ReplicaRecord rec(replicas.Block(*this, *log, map_.Backup(s), s), s, kReplicaGradients, dim, 0, 0, sink);
+      ENGRAM_RETURN_IF_ERROR(shards_[s]->ApplyGradients(ids, g.data(), &scratch, &rec));
+    } else {
+      ENGRAM_RETURN_IF_ERROR(shards_[s]->ApplyGradients(ids, g.data(), &scratch, sink));
+    }
   }
-  return log != nullptr ? log->logged() : Status::OK();
+  if (log == nullptr) return Status::OK();
+  ENGRAM_RETURN_IF_ERROR(log->logged());
+  return Replicate(*log, replicas);
+}
+
+std::vector<uint8_t>* Table::ReplicaPayloads::Block(const Table& t, const WriteLog& log, uint32_t node,
+                                                    uint32_t shard) {
+  Payload& p = by_node[node];
+  if (p.bytes.empty()) {  // Header: table, client, seq, block count (patched in Replicate).
+    wire::Writer w(&p.bytes);
+    w.PutString(t.schema_.name);
+    w.Put<uint64_t>(log.client);
+    w.Put<uint64_t>(log.seq);
+    p.count_at = p.bytes.size();
+    w.Put<uint32_t>(0);
+  }
+  p.shards.push_back(shard);
+  return &p.bytes;
+}
+
+Status Table::Replicate(const WriteLog& log, ReplicaPayloads& payloads) const {
+  // One message per backup node with every shard it backs up: a backup applies a write's rows
+  // all or none, so after a failover its record of the push id is exact for the rows it holds.
+  for (auto& [node, p] : payloads.by_node) {
+    const uint32_t blocks = static_cast<uint32_t>(p.shards.size());
+    std::memcpy(p.bytes.data() + p.count_at, &blocks, 4);
+    ENGRAM_RETURN_IF_ERROR(log.replicate(p.shards, node, std::move(p.bytes)));
+  }
+  return Status::OK();
 }
 
 Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const WriteLog* log, uint64_t epoch) {
@@ -268,6 +355,7 @@ Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const W
   const size_t vb = schema_.value_bytes();
   std::vector<uint64_t> ids;
   std::vector<uint8_t> v;
+  ReplicaPayloads replicas;
   std::vector<std::unique_lock<std::mutex>> locks;
   if (log != nullptr || moves_ > 0) locks = LockShards(by_shard);
   ENGRAM_RETURN_IF_ERROR(CheckFrozenAndTrack(rows, by_shard));
@@ -280,9 +368,17 @@ Status Table::Put(std::span<const uint64_t> rows, const uint8_t* values, const W
       ids[k] = rows[idx[k]];
       std::memcpy(v.data() + k * vb, values + size_t{idx[k]} * vb, vb);
     }
-    ENGRAM_RETURN_IF_ERROR(shards_[s]->Put(ids, v.data(), log ? log->sink : nullptr));
+    if (log != nullptr && log->replicate && map_.Backup(s) != cluster::kNoNode) {
+      ReplicaRecord rec(replicas.Block(*this, *log, map_.Backup(s), s), s, kReplicaImages, schema_.dim, vb,
+                        shards_[s]->state_bytes(), log->sink);
+      ENGRAM_RETURN_IF_ERROR(shards_[s]->Put(ids, v.data(), &rec));
+    } else {
+      ENGRAM_RETURN_IF_ERROR(shards_[s]->Put(ids, v.data(), log ? log->sink : nullptr));
+    }
   }
-  return log != nullptr ? log->logged() : Status::OK();
+  if (log == nullptr) return Status::OK();
+  ENGRAM_RETURN_IF_ERROR(log->logged());
+  return Replicate(*log, replicas);
 }
 
 Status Table::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink) {
@@ -297,17 +393,81 @@ Status Table::Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, 
 Status Table::ReplayGradient(uint64_t row, uint64_t version, const float* grad) {
   std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
-  const uint32_t s = map_.ShardOf(row);
-  if (!shards_[s]) return Status::OK();
-  return shards_[s]->ReplayGradient(row, version, grad);
+  storage::Shard* h = Holder(row);
+  return h ? h->ReplayGradient(row, version, grad) : Status::OK();
 }
 
 Status Table::Restore(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
   std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   if (row >= schema_.num_rows) return Status::OutOfRange("logged row " + std::to_string(row) + " is outside the table");
+  storage::Shard* h = Holder(row);
+  return h ? h->Restore(row, version, value, state) : Status::OK();
+}
+
+storage::Shard* Table::Holder(uint64_t row) const {
   const uint32_t s = map_.ShardOf(row);
-  if (!shards_[s]) return Status::OK();
-  return shards_[s]->Restore(row, version, value, state);
+  if (shards_[s]) return shards_[s].get();
+  return replicas_[s].get();
+}
+
+Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink) {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
+  uint32_t blocks = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&blocks));
+  if (blocks == 0 || blocks > num_shards_) return Status::InvalidArgument("malformed frame: replica block count");
+  struct Entry {
+    uint64_t row, version;
+    const uint8_t *a, *b;
+  };
+  struct Block {
+    uint32_t shard;
+    uint8_t kind;
+    std::vector<Entry> rows;
+  };
+  std::vector<Block> parsed(blocks);
+  const size_t vb = schema_.value_bytes(), gb = size_t{schema_.dim} * sizeof(float);
+  std::vector<std::vector<uint32_t>> by_shard(num_shards_);  // For LockShards: shards with rows.
+  for (Block& blk : parsed) {  // Everything is checked before any row changes.
+    uint32_t n = 0;
+    ENGRAM_RETURN_IF_ERROR(r.Get(&blk.shard));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&blk.kind));
+    ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+    if (blk.shard >= num_shards_ || !replicas_[blk.shard]) {
+      return Status::FailedPrecondition("this node holds no replica of shard " + std::to_string(blk.shard) + " of '" +
+                                        schema_.name + "'");
+    }
+    if (!by_shard[blk.shard].empty()) return Status::InvalidArgument("a replica message names a shard twice");
+    by_shard[blk.shard].push_back(0);
+    if (blk.kind != kReplicaGradients && blk.kind != kReplicaImages) return Status::InvalidArgument("unknown replica record kind");
+    if (n > r.remaining() / 16) return Status::InvalidArgument("malformed frame: replica row count");
+    const size_t sb = replicas_[blk.shard]->state_bytes();
+    blk.rows.resize(n);
+    for (Entry& e : blk.rows) {
+      e.b = nullptr;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&e.row));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&e.version));
+      ENGRAM_RETURN_IF_ERROR(r.GetSpan(blk.kind == kReplicaGradients ? gb : vb, &e.a));
+      if (blk.kind == kReplicaImages && sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &e.b));
+      if (e.row >= schema_.num_rows || map_.ShardOf(e.row) != blk.shard) {
+        return Status::InvalidArgument("replica row outside its shard");
+      }
+    }
+  }
+  if (r.remaining() != 0) return Status::InvalidArgument("malformed frame: trailing bytes after replica rows");
+  auto locks = LockShards(by_shard);  // The same order as the primary's writes, shard by shard.
+  for (const Block& blk : parsed) {
+    storage::Shard& rep = *replicas_[blk.shard];
+    for (const Entry& e : blk.rows) {
+      if (blk.kind == kReplicaGradients) {
+        ENGRAM_RETURN_IF_ERROR(rep.ReplayGradient(e.row, e.version, reinterpret_cast<const float*>(e.a)));
+        if (sink) sink->AddGradient(e.row, e.version, reinterpret_cast<const float*>(e.a));
+      } else {
+        ENGRAM_RETURN_IF_ERROR(rep.Restore(e.row, e.version, e.a, e.b));
+        if (sink) sink->Add(e.row, e.version, e.a, e.b);
+      }
+    }
+  }
+  return Status::OK();
 }
 
 Status Table::PrepareIncoming(uint32_t shard) {
@@ -433,22 +593,29 @@ Status Table::AdoptMap(cluster::ShardMap map) {
                                       "; refusing map epoch " + std::to_string(map.epoch()));
   }
   for (uint32_t s = 0; s < num_shards_; ++s) {  // Checks first: nothing changes on failure.
-    if (map.Owner(s) == node_id_ && !shards_[s] && !incoming_[s]) {
+    if (map.Owner(s) == node_id_ && !shards_[s] && !incoming_[s] && !replicas_[s]) {
       return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
                                         "' gives this node shard " + std::to_string(s) +
                                         ", but no copy of it was moved here (run the move again)");
+    }
+    if (map.Backup(s) == node_id_ && !replicas_[s]) {
+      return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
+                                        "' makes this node shard " + std::to_string(s) +
+                                        "'s backup, but it holds no replica (re-replication is not built yet)");
     }
   }
   auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
   for (uint32_t s = 0; s < num_shards_; ++s) {
     const bool mine = map.Owner(s) == node_id_;
     if (mine && !shards_[s]) {
-      shards_[s] = std::move(incoming_[s]);
+      // A moved copy, or this node's replica promoted (its primary's lease expired).
+      shards_[s] = incoming_[s] ? std::move(incoming_[s]) : std::move(replicas_[s]);
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
     }
     incoming_[s].reset();
+    if (map.Backup(s) != node_id_) replicas_[s].reset();
     if (map.Owner(s) != map_.Owner(s) || !mine) {
       if (tracking_[s]) --moves_;
       tracking_[s] = false;
@@ -457,6 +624,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
   }
   map_ = std::move(map);
   epoch_.store(map_.epoch(), std::memory_order_release);
+  replicated_.store(!map_.backups().empty(), std::memory_order_release);
   return Status::OK();
 }
 

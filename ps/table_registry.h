@@ -24,6 +24,7 @@
 #include "cluster/shard_map.h"
 #include "engram/status.h"
 #include "engram/table.h"
+#include "engram/wire.h"
 #include "storage/shard.h"
 
 namespace engram::ps {
@@ -44,6 +45,12 @@ struct TableStats {
 struct WriteLog {
   storage::RowImageSink* sink = nullptr;
   std::function<Status()> logged;
+  // Replication: called after `logged`, still under the write locks, once per touched shard
+  // that has a backup, with the kReplicate payload of what this write did to that shard (so a
+  // backup receives each shard's writes in apply order). An error fails the write, whose rows
+  // stay applied (and logged) here. `client`/`seq` identify the push to the backup.
+  std::function<Status(const std::vector<uint32_t>& shards, uint32_t backup, std::vector<uint8_t> payload)> replicate;
+  uint64_t client = 0, seq = 0;
 };
 
 // A shared mutex under which an exclusive locker cannot starve: while it waits, new shared
@@ -87,6 +94,8 @@ class Table {
   // The current shard map (a copy: moves replace it).
   cluster::ShardMap shard_map() const;
   uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  // Whether some shard of the table has a backup (writes then go through WriteLog::replicate).
+  bool replicated() const { return replicated_.load(std::memory_order_acquire); }
   uint32_t num_shards() const { return num_shards_; }
   uint32_t node_id() const { return node_id_; }
   TableStats stats() const;
@@ -120,6 +129,12 @@ class Table {
   // The table was dropped: its cold tier's files go when the last reference does.
   void MarkDropped();
 
+  // A backup applying its primary's kReplicate payload (after the table name, client and seq were
+  // read): every block's rows, in order, on this node's replicas, each reported to `sink`; all
+  // blocks are checked first. FailedPrecondition if this node holds no replica of a shard;
+  // DataLoss on a gap.
+  Status ApplyReplica(wire::Reader& r, storage::RowImageSink* sink);
+
   // Live shard moves (ps/service.h documents the protocol). On the node a shard moves to:
   // PrepareIncoming creates an empty, unserved copy; WriteIncoming fills it with images (newer
   // versions win), reporting each to `sink` (the write-ahead log).
@@ -150,7 +165,24 @@ class Table {
  private:
   Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
         std::string cold_dir, std::unique_ptr<storage::ColdStore> cold,
-        std::vector<std::shared_ptr<storage::Shard>> shards, uint64_t incarnation);
+        std::vector<std::shared_ptr<storage::Shard>> shards, std::vector<std::shared_ptr<storage::Shard>> replicas,
+        uint64_t incarnation);
+  // REQUIRES: map_mu_ held. The shard or replica holding `row` here, or nullptr.
+  storage::Shard* Holder(uint64_t row) const;
+  // A write's kReplicate payloads, one per backup node.
+  struct ReplicaPayloads {
+    struct Payload {
+      std::vector<uint8_t> bytes;
+      size_t count_at = 0;
+      std::vector<uint32_t> shards;
+    };
+    std::map<uint32_t, Payload> by_node;
+    // The payload for `node`, with its header written on first use and `shard` noted.
+    std::vector<uint8_t>* Block(const Table& t, const WriteLog& log, uint32_t node, uint32_t shard);
+  };
+  // REQUIRES: map_mu_ held and the write locks of the touched shards. Sends each backup node its
+  // payload.
+  Status Replicate(const WriteLog& log, ReplicaPayloads& payloads) const;
   static StatusOr<std::unique_ptr<storage::ColdStore>> OpenColdStore(const TableSchema& schema,
                                                                      const std::string& cold_dir, uint64_t incarnation);
   // Locks the write mutexes of the shards in `by_shard` that have rows, in ascending order.
@@ -179,7 +211,9 @@ class Table {
   cluster::ShardMap map_;                                   // GUARDED_BY(map_mu_)
   std::vector<std::shared_ptr<storage::Shard>> shards_;    // GUARDED_BY(map_mu_); null if not local.
   std::vector<std::shared_ptr<storage::Shard>> incoming_;  // GUARDED_BY(map_mu_)
+  std::vector<std::shared_ptr<storage::Shard>> replicas_;  // GUARDED_BY(map_mu_): shards this node backs up.
   std::atomic<uint64_t> epoch_;
+  std::atomic<bool> replicated_{false};
   std::unique_ptr<std::mutex[]> write_mu_;  // Per shard: orders logged writes with their log records.
   // Outgoing moves. `moves_` changes only under map_mu_ exclusive, so a write that saw 0 under
   // the shared lock cannot race with a move starting; it rises also under the shard's write

@@ -26,6 +26,7 @@ struct CtlFlags {
   double lr = 0.01, init_scale = 0.02;
   uint64_t seed = 0;
   uint64_t dram_bytes = 0;
+  int replicas = 0;  // 0: 2 with --etcd and >= 2 nodes, else 1.
   int64_t shard = -1, node = -1, to = -1;  // move-shard, drain-node, add-node.
 };
 

@@ -24,6 +24,7 @@ DEFINE_double(lr, 0.01, "learning rate");
 DEFINE_string(init, "normal", "initial values: zeros, normal or uniform");
 DEFINE_double(init_scale, 0.02, "normal: sigma; uniform: a in [-a, a)");
 DEFINE_uint64(seed, 0, "initialisation seed");
+DEFINE_int32(replicas, 0, "create-table: copies of every shard (1 or 2; 0: 2 with --etcd and at least 2 nodes, else 1)");
 DEFINE_int64(shard, -1, "move-shard: the virtual shard to move");
 DEFINE_int64(to, -1, "move-shard: the destination node id");
 DEFINE_int64(node, -1, "drain-node, add-node: the node id");
@@ -47,7 +48,7 @@ constexpr const char* kUsage =
     "with --etcd, create-table and drop-table also keep the table's record in etcd):\n"
     "  create-table --name=N --rows=R --dim=D [--dtype=f32|bf16|f16|fp8_e4m3_ue8m0|bytes]\n"
     "               [--optimizer=sgd|adagrad|adam|none] [--lr=X] [--init=zeros|normal|uniform] [--seed=S]\n"
-    "               [--dram_bytes=B]\n"
+    "               [--dram_bytes=B] [--replicas=1|2]\n"
     "               [--shards=S]\n"
     "  create-table --name=N --spec=SPEC.json   one table per Engram layer: N_layer<L>\n"
     "  drop-table --name=N | list | describe --table=N | stats\n"
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
   f.init_scale = FLAGS_init_scale;
   f.seed = FLAGS_seed;
   f.dram_bytes = FLAGS_dram_bytes;
+  f.replicas = FLAGS_replicas;
   f.shard = FLAGS_shard;
   f.to = FLAGS_to;
   f.node = FLAGS_node;

@@ -184,7 +184,9 @@ int RunTableCommand(const std::string& cmd, const CtlFlags& f) {
       uint32_t shards = f.shards;
       // The default shard count shrinks for tiny tables so that every shard holds rows.
       while (!f.shards_given && shards > 1 && (shards - 1) * ((s.num_rows + shards - 1) / shards) >= s.num_rows) --shards;
-      if (Status st = cl.CreateTable(s, shards); !st.ok()) return Fail(cmd, st);
+      const uint32_t replicas = f.replicas > 0 ? static_cast<uint32_t>(f.replicas)
+                                                : (!f.etcd.empty() && cl.num_servers() >= 2 ? 2u : 1u);
+      if (Status st = cl.CreateTable(s, shards, replicas); !st.ok()) return Fail(cmd, st);
       if (!f.etcd.empty()) {
         // The cluster's agreed record of the table (schema, epoch, shard owners).
         auto info = cl.DescribeTable(s.name);

@@ -50,6 +50,10 @@ enum class MsgType : uint16_t {
   kShardPush = 22,     // + destination address string, cursor u64, max_rows u32, dirty u8 -> (on the
                        // source) kShardRead's images sent straight to the destination's
                        // kShardWrite; replies next cursor u64, images sent u32.
+  kReplicate = 23,     // table, client u64, seq u64 (0, 0: a put), blocks u32, then per block:
+                       // shard u32, kind u8 (1 gradients, 2 images), n u32, n x (row u64,
+                       // version u64, dim f32 | value + state): a primary's applied write, for
+                       // the backup node of those shards to apply in the same order.
 };
 
 struct Header {
@@ -202,7 +206,8 @@ inline Status GetSchema(Reader& r, TableSchema* s) {
 struct TableInfo {
   TableSchema schema;
   uint64_t epoch = 0;
-  std::vector<uint32_t> owners;  // Node id per virtual shard.
+  std::vector<uint32_t> owners;  // Node id per virtual shard (its primary).
+  std::vector<uint32_t> backups;  // Per shard the node with its replica (UINT32_MAX: none); empty: none.
   uint32_t node_id = 0;          // The node that answered / is addressed.
   uint64_t touched_rows = 0;     // Replies only: rows materialised on that node.
   uint64_t bytes_per_row = 0;
@@ -216,6 +221,8 @@ inline void PutTableInfo(Writer& w, const TableInfo& t) {
   w.Put<uint32_t>(t.node_id);
   w.Put<uint64_t>(t.touched_rows);
   w.Put<uint64_t>(t.bytes_per_row);
+  w.Put<uint32_t>(static_cast<uint32_t>(t.backups.size()));
+  for (uint32_t b : t.backups) w.Put<uint32_t>(b);
 }
 
 inline Status GetTableInfo(Reader& r, TableInfo* t) {
@@ -229,6 +236,11 @@ inline Status GetTableInfo(Reader& r, TableInfo* t) {
   ENGRAM_RETURN_IF_ERROR(r.Get(&t->node_id));
   ENGRAM_RETURN_IF_ERROR(r.Get(&t->touched_rows));
   ENGRAM_RETURN_IF_ERROR(r.Get(&t->bytes_per_row));
+  uint32_t nb = 0;
+  ENGRAM_RETURN_IF_ERROR(r.Get(&nb));
+  if (nb != 0 && nb != n) return Status::InvalidArgument("malformed frame: backup count");
+  t->backups.resize(nb);
+  for (auto& b : t->backups) ENGRAM_RETURN_IF_ERROR(r.Get(&b));
   return Status::OK();
 }
 

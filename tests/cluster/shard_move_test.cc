@@ -379,16 +379,60 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   trainer.Check();
 }
 
-// Without replication (not built yet) a killed daemon's shards wait for its restart (systemd's
+// Failover: tables made by engramctl with --etcd have a backup per shard; when a daemon dies,
+// the leader promotes the backups of its shards once its lease expires. The trainer (and a
+// one-sided reader) see retries, not errors, and no acknowledged push is lost. Then the dead
+// daemon comes back: it catches up with the maps (its old shards stay with their new owners)
+// before it serves anything.
+TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
+  auto etcd = testing::EtcdProcess::Start();
+  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=f1", "--lease_ttl_s=2"};
+  std::vector<std::unique_ptr<ServerProcess>> servers;
+  for (uint32_t n = 0; n < 3; ++n) servers.push_back(ServerProcess::Start(n, flags));
+  const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=f1";
+  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6").first, 0);
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = etcd->endpoint();
+  auto ec = cluster::EtcdClient::Connect(eo);
+  ASSERT_TRUE(ec.ok());
+  cluster::ClusterState state(ec->get(), "f1");
+  auto rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->info.backups, (std::vector<uint32_t>{1, 2, 0, 1, 2, 0})) << "engramctl --etcd makes 2 replicas";
+  auto trainer_client = Connect(servers, 400);
+  auto reader_client = Connect(servers, 400);
+  auto t = trainer_client->OpenTable("t");
+  auto r = reader_client->OpenTable("t");
+  ASSERT_TRUE(t.ok() && r.ok());
+  Trainer trainer(t->get(), r->get());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  const int before = trainer.pushes();
+  servers[1]->Kill9();
+  // The lease (2 s) expires, the leader promotes; training goes on meanwhile with retries.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  EXPECT_GT(trainer.pushes(), before + 20) << "training continued on the promoted backups";
+  rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 1u), 0) << "node 1's shards were promoted";
+  EXPECT_EQ((*rec)->info.owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
+  servers[1]->Restart();  // Back, catches up: serves nothing it lost.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  trainer.Stop();
+  EXPECT_EQ(trainer.failures(), 0);
+  EXPECT_EQ(trainer.stale_reads(), 0);
+  trainer.Check();
+}
+
+// A killed daemon whose shards have no backup (--replicas=1) waits for its restart (systemd's
 // Restart= in cluster/systemd/): the trainer sees retries, not errors, and with --data_dir no
-// acknowledged push is lost, here with a cluster of three under etcd.
+// acknowledged push is lost.
 TEST(ClusterKillTest, AKilledDaemonsShardsComeBackWithItsRestartAndLoseNoAcknowledgedPush) {
   auto etcd = testing::EtcdProcess::Start();
   const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=k1", "--lease_ttl_s=2"};
   std::vector<std::unique_ptr<ServerProcess>> servers;
   for (uint32_t n = 0; n < 3; ++n) servers.push_back(ServerProcess::Start(n, flags));
   const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=k1";
-  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6").first, 0);
+  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6 --replicas=1").first, 0);
   auto trainer_client = Connect(servers, 400);
   auto t = trainer_client->OpenTable("t");
   ASSERT_TRUE(t.ok());
