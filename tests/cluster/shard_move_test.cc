@@ -64,6 +64,8 @@ class Trainer {
   int pushes() const { return pushes_; }
   int failures() const { return failures_; }
   int stale_reads() const { return stale_reads_; }
+  // The longest wait of one push (retries included), in milliseconds.
+  double max_push_ms() const { return max_push_ms_; }
   // Every row's final value is its number of applied pushes (read through `via`, default the
   // trainer's own handle).
   void Check(client::TableHandle* via = nullptr) {
@@ -90,7 +92,10 @@ class Trainer {
         const uint64_t r = rng() % kRows;
         if (std::find(rows.begin(), rows.end(), r) == rows.end()) rows.push_back(r);
       }
+      const auto t0 = std::chrono::steady_clock::now();
       const Status st = table_->Push(rows, g.data());
+      max_push_ms_ = std::max(max_push_ms_.load(),
+                              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       for (uint64_t r : rows) (st.ok() ? acked_ : uncertain_)[r]++;
       if (st.ok()) {
         for (uint64_t r : rows) published_[r].store(acked_[r], std::memory_order_release);
@@ -132,6 +137,7 @@ class Trainer {
   std::unique_ptr<std::atomic<int>[]> published_;
   std::thread reader_;
   std::atomic<int> reads_{0};
+  std::atomic<double> max_push_ms_{0};
   std::atomic<bool> stop_{false};
   std::atomic<int> pushes_{0}, failures_{0}, stale_reads_{0};
   std::thread thread_;
@@ -415,6 +421,8 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   ASSERT_TRUE(rec.ok() && rec->has_value());
   EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 1u), 0) << "node 1's shards were promoted";
   EXPECT_EQ((*rec)->info.owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
+  ::testing::Test::RecordProperty("longest_push_ms_through_failover", static_cast<int>(trainer.max_push_ms()));
+  std::printf("longest push through the failover: %.0f ms\n", trainer.max_push_ms());
   servers[1]->Restart();  // Back, catches up: serves nothing it lost.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   trainer.Stop();
