@@ -49,8 +49,17 @@ int RunStatus(const std::string& etcd, const std::string& cluster_name, bool jso
       per_node[std::to_string(o)]++;
       healthy &= live.count(o) > 0;
     }
+    std::map<std::string, int> backups_per_node;
+    int with_backup = 0;
+    for (uint32_t b : t.info.backups) {
+      if (b == UINT32_MAX) continue;
+      backups_per_node[std::to_string(b)]++;
+      ++with_backup;
+    }
     out["tables"].push_back({{"name", t.info.schema.name}, {"epoch", t.info.epoch}, {"shards", t.info.owners.size()},
-                             {"owners", t.info.owners}, {"shards_per_node", per_node}, {"healthy", healthy}});
+                             {"owners", t.info.owners}, {"backups", t.info.backups}, {"shards_per_node", per_node},
+                             {"backups_per_node", backups_per_node}, {"shards_with_backup", with_backup},
+                             {"healthy", healthy}});
   }
   for (const auto& n : *nodes) {
     out["nodes"].push_back({{"node", n.node_id}, {"data", n.data_address}, {"admin", n.admin_address},
@@ -69,6 +78,8 @@ int RunStatus(const std::string& etcd, const std::string& cluster_name, bool jso
       std::cout << "  table " << t["name"].get<std::string>() << "  epoch " << t["epoch"] << "  " << t["shards"]
                 << " shards" << (t["healthy"].get<bool>() ? "" : "  UNHEALTHY: shards on a node without a lease") << "\n   ";
       for (const auto& [node, n] : t["shards_per_node"].items()) std::cout << " node " << node << ": " << n;
+      std::cout << "\n    " << t["shards_with_backup"] << " of " << t["shards"] << " shards have a backup;";
+      for (const auto& [node, n] : t["backups_per_node"].items()) std::cout << " node " << node << ": " << n;
       std::cout << "\n";
     }
   }
