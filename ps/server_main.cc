@@ -75,6 +75,16 @@ StatusOr<uint64_t> ParseBytes(const std::string& s) {
   }
 }
 
+// Connects *etcd to --etcd if it is not connected yet (short deadlines: callers retry).
+Status ConnectEtcdOnce(std::unique_ptr<cluster::EtcdClient>* etcd) {
+  if (*etcd) return Status::OK();
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = FLAGS_etcd;
+  eo.timeout = std::chrono::seconds(2);
+  ENGRAM_ASSIGN_OR_RETURN(*etcd, cluster::EtcdClient::Connect(eo));
+  return Status::OK();
+}
+
 int Die(const Status& s) {
   LOG(ERROR) << s.ToString();
   std::fprintf(stderr, "engram-server: %s\n", s.ToString().c_str());
@@ -184,12 +194,7 @@ int main(int argc, char** argv) {
     };
     opts.cluster_nodes = [&]() -> StatusOr<std::vector<std::pair<uint32_t, std::string>>> {
       std::lock_guard<std::mutex> lock(nodes_mu);
-      if (!nodes_etcd) {
-        cluster::EtcdClient::Options eo;
-        eo.endpoint = FLAGS_etcd;
-        eo.timeout = std::chrono::seconds(2);
-        ENGRAM_ASSIGN_OR_RETURN(nodes_etcd, cluster::EtcdClient::Connect(eo));
-      }
+      ENGRAM_RETURN_IF_ERROR(ConnectEtcdOnce(&nodes_etcd));
       auto list = cluster::Membership::List(*nodes_etcd, FLAGS_cluster);
       if (!list.ok()) {
         nodes_etcd.reset();  // Reconnect next time.
@@ -255,12 +260,7 @@ int main(int argc, char** argv) {
   if (!FLAGS_etcd.empty()) {
     opts.drop_backups = [&](const std::string& table, const std::vector<uint32_t>& shards) -> StatusOr<wire::TableInfo> {
       std::lock_guard<std::mutex> lock(drop_mu);
-      if (!drop_etcd) {
-        cluster::EtcdClient::Options eo;
-        eo.endpoint = FLAGS_etcd;
-        eo.timeout = std::chrono::seconds(2);
-        ENGRAM_ASSIGN_OR_RETURN(drop_etcd, cluster::EtcdClient::Connect(eo));
-      }
+      ENGRAM_RETURN_IF_ERROR(ConnectEtcdOnce(&drop_etcd));
       cluster::ClusterState state(drop_etcd.get(), FLAGS_cluster);
       for (int attempt = 0; attempt < 5; ++attempt) {
         ENGRAM_ASSIGN_OR_RETURN(auto rec, state.GetTable(table));

@@ -315,15 +315,33 @@ TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
 using testing::RunCtl;
 constexpr auto& Ctl = RunCtl;
 
+// etcd and three daemons of cluster `name` on 127.0.0.1, and a table "t" made by engramctl.
+struct EtcdCluster {
+  std::unique_ptr<testing::EtcdProcess> etcd;
+  std::vector<std::string> flags;
+  std::vector<std::unique_ptr<ServerProcess>> servers;
+  std::string at;  // engramctl's --etcd and --cluster flags.
+};
+EtcdCluster StartCluster(const std::string& name, int lease_ttl_s, const std::string& create_flags = "") {
+  EtcdCluster c;
+  c.etcd = testing::EtcdProcess::Start();
+  c.flags = {"--etcd=" + c.etcd->endpoint(), "--cluster=" + name, "--lease_ttl_s=" + std::to_string(lease_ttl_s)};
+  for (uint32_t n = 0; n < 3; ++n) c.servers.push_back(ServerProcess::Start(n, c.flags));
+  c.at = "--etcd=" + c.etcd->endpoint() + " --cluster=" + name;
+  const auto made = Ctl("create-table " + c.at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6 " +
+                        create_flags);
+  EXPECT_EQ(made.first, 0) << made.second;
+  return c;
+}
+
 // The same through engramctl against an etcd cluster: the table's record in etcd follows every
 // move (compare-and-swap, rising epochs) and `status` shows where the shards are.
 TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
-  auto etcd = testing::EtcdProcess::Start();
-  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=m1", "--lease_ttl_s=3"};
-  std::vector<std::unique_ptr<ServerProcess>> servers;
-  for (uint32_t n = 0; n < 3; ++n) servers.push_back(ServerProcess::Start(n, flags));
-  const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=m1";
-  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6").first, 0);
+  EtcdCluster cluster = StartCluster("m1", 3);
+  auto& etcd = cluster.etcd;
+  auto& servers = cluster.servers;
+  const auto& flags = cluster.flags;
+  const std::string& at = cluster.at;
   auto trainer_client = Connect(servers, 200);
   auto reader_client = Connect(servers, 200);
   auto t = trainer_client->OpenTable("t");
@@ -391,12 +409,10 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
 // daemon comes back: it catches up with the maps (its old shards stay with their new owners)
 // before it serves anything.
 TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
-  auto etcd = testing::EtcdProcess::Start();
-  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=f1", "--lease_ttl_s=2"};
-  std::vector<std::unique_ptr<ServerProcess>> servers;
-  for (uint32_t n = 0; n < 3; ++n) servers.push_back(ServerProcess::Start(n, flags));
-  const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=f1";
-  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6").first, 0);
+  EtcdCluster cluster = StartCluster("f1", 2);
+  auto& etcd = cluster.etcd;
+  auto& servers = cluster.servers;
+  const std::string& at = cluster.at;
   cluster::EtcdClient::Options eo;
   eo.endpoint = etcd->endpoint();
   auto ec = cluster::EtcdClient::Connect(eo);
@@ -439,12 +455,8 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
 // Restart= in cluster/systemd/): the trainer sees retries, not errors, and with --data_dir no
 // acknowledged push is lost.
 TEST(ClusterKillTest, AKilledDaemonsShardsComeBackWithItsRestartAndLoseNoAcknowledgedPush) {
-  auto etcd = testing::EtcdProcess::Start();
-  const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=k1", "--lease_ttl_s=2"};
-  std::vector<std::unique_ptr<ServerProcess>> servers;
-  for (uint32_t n = 0; n < 3; ++n) servers.push_back(ServerProcess::Start(n, flags));
-  const std::string at = "--etcd=" + etcd->endpoint() + " --cluster=k1";
-  ASSERT_EQ(Ctl("create-table " + at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6 --replicas=1").first, 0);
+  EtcdCluster cluster = StartCluster("k1", 2, "--replicas=1");
+  auto& servers = cluster.servers;
   auto trainer_client = Connect(servers, 400);
   auto t = trainer_client->OpenTable("t");
   ASSERT_TRUE(t.ok());
