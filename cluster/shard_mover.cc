@@ -17,12 +17,28 @@ std::vector<uint8_t> ShardPayload(const std::string& name, uint32_t shard) {
 
 }  // namespace
 
+ShardMover::ShardMover(client::Client* client, ClusterState* state) : client_(client), state_(state) {
+  calls_.call = [client](uint32_t node, wire::MsgType type, const std::vector<uint8_t>& p) {
+    return client->AdminCall(static_cast<int>(node), type, p);
+  };
+  calls_.address = [client](uint32_t node) -> StatusOr<std::string> {
+    if (node >= client->num_servers()) return Status::InvalidArgument("no node " + std::to_string(node));
+    return client->server_address(node);
+  };
+  calls_.nodes = [client] {
+    std::vector<uint32_t> n(client->num_servers());
+    for (uint32_t i = 0; i < n.size(); ++i) n[i] = i;
+    return n;
+  };
+}
+
 StatusOr<wire::TableInfo> ShardMover::Table(const std::string& name) {
   if (state_ != nullptr) {
     ENGRAM_ASSIGN_OR_RETURN(auto rec, state_->GetTable(name));
     if (!rec.has_value()) return Status::NotFound("no table named '" + name + "' in the cluster's etcd records");
     return rec->info;
   }
+  if (client_ == nullptr) return Status::FailedPrecondition("a mover without a client needs the cluster's etcd state");
   return client_->DescribeTable(name);
 }
 
@@ -30,7 +46,7 @@ Status ShardMover::Step(uint32_t node, wire::MsgType type, const std::string& na
                         std::vector<uint8_t>* reply, const std::vector<uint8_t>& extra) {
   std::vector<uint8_t> p = ShardPayload(name, shard);
   p.insert(p.end(), extra.begin(), extra.end());
-  ENGRAM_ASSIGN_OR_RETURN(auto r, client_->AdminCall(static_cast<int>(node), type, p));
+  ENGRAM_ASSIGN_OR_RETURN(auto r, calls_.call(node, type, p));
   if (reply != nullptr) *reply = std::move(r);
   return Status::OK();
 }
@@ -40,7 +56,8 @@ StatusOr<uint64_t> ShardMover::CopyChunk(uint32_t from, uint32_t to, const std::
   if (!relay_) {  // The source sends the rows to the destination itself.
     std::vector<uint8_t> args;
     wire::Writer w(&args);
-    w.PutString(client_->server_address(to));
+    ENGRAM_ASSIGN_OR_RETURN(std::string to_address, calls_.address(to));
+    w.PutString(to_address);
     w.Put<uint64_t>(cursor);
     w.Put<uint32_t>(max_rows);
     w.Put<uint8_t>(dirty ? 1 : 0);
@@ -93,13 +110,24 @@ StatusOr<uint64_t> ShardMover::CopyChunk(uint32_t from, uint32_t to, const std::
       ow.PutBytes(value, vb);
       if (sb > 0) ow.PutBytes(state, sb);
     }
-    ENGRAM_RETURN_IF_ERROR(client_->AdminCall(static_cast<int>(to), wire::MsgType::kShardWrite, out).status());
+    ENGRAM_RETURN_IF_ERROR(calls_.call(to, wire::MsgType::kShardWrite, out).status());
   }
   *rows += n;
   return next;
 }
 
 StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options) {
+  return MoveImpl(name, shard, to, options, /*as_backup=*/false);
+}
+
+StatusOr<uint64_t> ShardMover::AddBackup(const std::string& name, uint32_t shard, uint32_t to,
+                                         const MoveOptions& options) {
+  if (state_ == nullptr) return Status::FailedPrecondition("backups need the cluster's etcd state");
+  return MoveImpl(name, shard, to, options, /*as_backup=*/true);
+}
+
+StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options,
+                                        bool as_backup) {
   // The etcd record's revision, for the compare-and-swap of step 6.
   int64_t revision = 0;
   wire::TableInfo info;
@@ -109,15 +137,25 @@ StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uin
     info = rec->info;
     revision = rec->mod_revision;
   } else {
-    ENGRAM_ASSIGN_OR_RETURN(info, client_->DescribeTable(name));
+    ENGRAM_ASSIGN_OR_RETURN(info, Table(name));
   }
   if (shard >= info.owners.size()) {
     return Status::InvalidArgument("table '" + name + "' has " + std::to_string(info.owners.size()) + " shards; no shard " +
                                    std::to_string(shard));
   }
-  if (to >= client_->num_servers()) return Status::InvalidArgument("no node " + std::to_string(to));
+  {
+    const auto nodes = calls_.nodes();
+    if (std::find(nodes.begin(), nodes.end(), to) == nodes.end()) return Status::InvalidArgument("no node " + std::to_string(to));
+  }
   const uint32_t from = info.owners[shard];
-  if (from == to) return Finish(info, to);
+  if (as_backup) {
+    if (from == to) return Status::InvalidArgument("a shard's backup cannot be its owner");
+    if (!info.backups.empty() && info.backups[shard] != kNoNode) {
+      return Status::FailedPrecondition("shard " + std::to_string(shard) + " of '" + name + "' has a backup already");
+    }
+  } else if (from == to) {
+    return Finish(info, to);
+  }
   MoveProgress pr{shard, from, to, 0, 0, 0, "copy"};
   ENGRAM_ASSIGN_OR_RETURN(auto map, ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
   pr.shard_rows = map.Range(shard).count;
@@ -154,29 +192,52 @@ StatusOr<uint64_t> ShardMover::Move(const std::string& name, uint32_t shard, uin
   report("delta");
   if (cancelled()) return abort(Status::Aborted("interrupted"));
   // 6. The new map, agreed in etcd first when there is a cluster.
-  wire::TableInfo next = info;
-  next.owners[shard] = to;
-  next.epoch = info.epoch + 1;
-  // A shard moved onto its own backup's node loses that backup (re-replication is not built).
-  if (!next.backups.empty() && next.backups[shard] == to) next.backups[shard] = kNoNode;
+  auto changed = [&](wire::TableInfo base) {
+    base.epoch += 1;
+    if (as_backup) {
+      base.backups.resize(base.owners.size(), kNoNode);
+      base.backups[shard] = to;
+    } else {
+      base.owners[shard] = to;
+      // A shard moved onto its own backup's node loses that backup.
+      if (!base.backups.empty() && base.backups[shard] == to) base.backups[shard] = kNoNode;
+    }
+    return base;
+  };
+  wire::TableInfo next = changed(info);
   if (state_ != nullptr) {
-    auto rec = state_->SetMap(name, next.owners, next.backups, revision);
+    // Other changes to the record (the leader re-replicating another shard) may come first:
+    // the copy stays valid while this shard is frozen and still where it was, so apply this
+    // change to the newer record.
+    StatusOr<wire::TableInfo> rec = state_->SetMap(name, next.owners, next.backups, revision);
+    for (int attempt = 0; attempt < 5 && rec.status().code() == Code::kAborted; ++attempt) {
+      auto now = state_->GetTable(name);
+      if (!now.ok() || !now->has_value()) break;
+      const wire::TableInfo& cur = (*now)->info;
+      const bool same_place = cur.owners.size() == info.owners.size() && cur.owners[shard] == from &&
+                              (!as_backup || cur.backups.empty() || cur.backups[shard] == kNoNode);
+      if (!same_place) break;
+      next = changed(cur);
+      rec = state_->SetMap(name, next.owners, next.backups, (*now)->mod_revision);
+    }
     if (!rec.ok()) return abort(rec.status());
-    next.epoch = rec->epoch;
+    next = *rec;
   }
   report("flip");
-  // 7. Adopt: the source first (no stale reads from it afterwards), then the destination, then
-  // the rest. From here on the move stands; errors are reported, not undone.
+  // 7. Adopt: for a move the source first (no stale reads from it afterwards), then the
+  // destination; for a new backup the backup first (its copy becomes the replica), then the
+  // primary (which unfreezes and forwards to it from then on). Then the rest. From here on the
+  // change stands; errors are reported, not undone.
   std::vector<uint8_t> p;
   wire::Writer w(&p);
   wire::PutTableInfo(w, next);
-  std::vector<uint32_t> order = {from, to};
-  for (uint32_t n = 0; n < client_->num_servers(); ++n) {
+  std::vector<uint32_t> order = as_backup ? std::vector<uint32_t>{to, from} : std::vector<uint32_t>{from, to};
+  for (uint32_t n : calls_.nodes()) {
     if (n != from && n != to) order.push_back(n);
   }
   Status first;
   for (uint32_t n : order) {
-    auto r = client_->AdminCall(static_cast<int>(n), wire::MsgType::kAdoptMap, p);
+    auto r = calls_.call(n, wire::MsgType::kAdoptMap, p);
     if (!r.ok() && first.ok()) first = r.status().WithContext("node " + std::to_string(n) + " did not adopt epoch " +
                                                                std::to_string(next.epoch) + " (run the move again)");
   }
@@ -192,11 +253,11 @@ StatusOr<uint64_t> ShardMover::Finish(const wire::TableInfo& info, uint32_t to) 
   std::vector<uint8_t> p;
   wire::Writer w(&p);
   wire::PutTableInfo(w, info);
-  ENGRAM_RETURN_IF_ERROR(client_->AdminCall(static_cast<int>(to), wire::MsgType::kAdoptMap, p).status().WithContext(
+  ENGRAM_RETURN_IF_ERROR(calls_.call(to, wire::MsgType::kAdoptMap, p).status().WithContext(
       "node " + std::to_string(to) + " cannot take the map that gives it the shard"));
-  for (uint32_t n = 0; n < client_->num_servers(); ++n) {
+  for (uint32_t n : calls_.nodes()) {
     if (n == to) continue;
-    ENGRAM_RETURN_IF_ERROR(client_->AdminCall(static_cast<int>(n), wire::MsgType::kAdoptMap, p).status().WithContext(
+    ENGRAM_RETURN_IF_ERROR(calls_.call(n, wire::MsgType::kAdoptMap, p).status().WithContext(
         "node " + std::to_string(n)));
   }
   return info.epoch;

@@ -61,11 +61,22 @@ struct ShardMove {
   uint32_t shard = 0, to = 0;
 };
 
+// How a mover reaches the nodes: a client's connections (engramctl, tests), or a daemon's
+// peer calls (the failover leader re-replicating).
+struct NodeCalls {
+  std::function<StatusOr<std::vector<uint8_t>>(uint32_t node, wire::MsgType type, const std::vector<uint8_t>& payload)>
+      call;
+  std::function<StatusOr<std::string>(uint32_t node)> address;  // Its data address (kShardPush).
+  std::function<std::vector<uint32_t>()> nodes;                 // Every node a new map goes to.
+};
+
 class ShardMover {
  public:
   // `client` connects to every node (position = node id). `state`: the cluster's etcd state,
   // or nullptr for daemons without etcd (the map then lives on the daemons only).
-  ShardMover(client::Client* client, ClusterState* state) : client_(client), state_(state) {}
+  ShardMover(client::Client* client, ClusterState* state);
+  // For daemons: REQUIRES state != nullptr.
+  ShardMover(NodeCalls calls, ClusterState* state) : calls_(std::move(calls)), state_(state) {}
 
   // Rows pass through this process instead of going from the source to the destination
   // directly (what happens anyway when a source cannot call its peers).
@@ -79,6 +90,11 @@ class ShardMover {
   // `to` first, which refuses unless it holds the shard). Returns the table's epoch.
   StatusOr<uint64_t> Move(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options = {});
 
+  // Gives shard `shard` of table `name` a backup on node `to` (re-replication after a failover):
+  // the same copy as a move (the primary keeps serving; writes freeze only for the last rows),
+  // then the record's backup becomes `to` (etcd required) and the primary forwards to it.
+  StatusOr<uint64_t> AddBackup(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options = {});
+
   // Plans: every shard on `node` to the other live nodes (least loaded first), or shards from
   // the most to the least loaded nodes among `nodes` until no node holds more than one shard
   // above the average. Load is counted in shards (a table's shards are the same size).
@@ -90,11 +106,15 @@ class ShardMover {
   Status Step(uint32_t node, wire::MsgType type, const std::string& name, uint32_t shard,
               std::vector<uint8_t>* reply = nullptr, const std::vector<uint8_t>& extra = {});
   StatusOr<uint64_t> Finish(const wire::TableInfo& info, uint32_t to);
+  StatusOr<uint64_t> MoveImpl(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options,
+                              bool as_backup);
   // Copies one kShardRead reply's images to `to`; returns the reply's next cursor.
   StatusOr<uint64_t> CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t cursor,
                                uint32_t max_rows, bool dirty, uint64_t* rows);
 
-  client::Client* client_;
+
+  client::Client* client_ = nullptr;
+  NodeCalls calls_;
   ClusterState* state_;
   bool relay_ = false;  // Rows pass through this process (sources that cannot reach their peers).
 };

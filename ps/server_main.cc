@@ -25,6 +25,7 @@
 #include "cluster/etcd_client.h"
 #include "client/transport.h"
 #include "cluster/membership.h"
+#include "cluster/shard_mover.h"
 #include "ps/thread_pool.h"
 #include "ps/ucx_arena.h"
 #include "ps/ucx_server.h"
@@ -462,6 +463,46 @@ int main(int argc, char** argv) {
               LOG(WARNING) << "failover of '" << rec.info.schema.name << "': epoch " << next->epoch;
               if (Status st = service.AdoptRecord(*next); !st.ok()) report("adopting failover: " + st.ToString());
               broadcast(*next);
+            }
+            // Re-replication: one shard per pass gets a backup again on the live node holding
+            // the fewest (a copy like a move; the primary keeps serving).
+            if (live.ok() && up.size() >= 2) {
+              cluster::ClusterState state(etcd.get(), FLAGS_cluster);
+              auto fresh = state.ListTables();
+              bool started = false;
+              for (const auto& rec : fresh.ok() ? *fresh : std::vector<cluster::TableRecord>{}) {
+                if (started || rec.info.backups.empty()) continue;  // Not a replicated table.
+                std::map<uint32_t, int> load;
+                for (uint32_t n : up) load[n] = 0;
+                for (uint32_t b : rec.info.backups) {
+                  if (load.count(b)) ++load[b];
+                }
+                for (uint32_t sh = 0; sh < rec.info.owners.size() && !started; ++sh) {
+                  if (rec.info.backups[sh] != cluster::kNoNode || !up.count(rec.info.owners[sh])) continue;
+                  uint32_t to = cluster::kNoNode;
+                  for (const auto& [n, c] : load) {
+                    if (n != rec.info.owners[sh] && (to == cluster::kNoNode || c < load[to])) to = n;
+                  }
+                  if (to == cluster::kNoNode) continue;
+                  started = true;
+                  cluster::NodeCalls calls;
+                  calls.address = [&](uint32_t node) { return opts.node_address(node); };
+                  calls.call = [&](uint32_t node, wire::MsgType type, const std::vector<uint8_t>& p) -> StatusOr<std::vector<uint8_t>> {
+                    ENGRAM_ASSIGN_OR_RETURN(std::string addr, opts.node_address(node));
+                    return opts.peer_call(addr, type, p);
+                  };
+                  calls.nodes = [&] { return std::vector<uint32_t>(up.begin(), up.end()); };
+                  cluster::ShardMover mover(std::move(calls), &state);
+                  auto e = mover.AddBackup(rec.info.schema.name, sh, to);
+                  if (e.ok()) {
+                    LOG(WARNING) << "re-replicated shard " << sh << " of '" << rec.info.schema.name << "' to node " << to
+                                 << " (epoch " << *e << ")";
+                  } else {
+                    report("re-replicating shard " + std::to_string(sh) + " of '" + rec.info.schema.name +
+                           "': " + e.status().ToString());
+                  }
+                }
+              }
             }
           }
         }

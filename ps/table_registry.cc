@@ -598,10 +598,10 @@ Status Table::AdoptMap(cluster::ShardMap map) {
                                         "' gives this node shard " + std::to_string(s) +
                                         ", but no copy of it was moved here (run the move again)");
     }
-    if (map.Backup(s) == node_id_ && !replicas_[s]) {
+    if (map.Backup(s) == node_id_ && !replicas_[s] && !incoming_[s]) {
       return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
                                         "' makes this node shard " + std::to_string(s) +
-                                        "'s backup, but it holds no replica (re-replication is not built yet)");
+                                        "'s backup, but no copy of it was made here");
     }
   }
   auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
@@ -614,9 +614,10 @@ Status Table::AdoptMap(cluster::ShardMap map) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
     }
+    if (map.Backup(s) == node_id_ && !replicas_[s]) replicas_[s] = std::move(incoming_[s]);  // A new backup.
     incoming_[s].reset();
     if (map.Backup(s) != node_id_) replicas_[s].reset();
-    if (map.Owner(s) != map_.Owner(s) || !mine) {
+    if (map.Owner(s) != map_.Owner(s) || map.Backup(s) != map_.Backup(s) || !mine) {
       if (tracking_[s]) --moves_;
       tracking_[s] = false;
       frozen_[s].store(false, std::memory_order_release);

@@ -383,7 +383,11 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   EXPECT_NE(Ctl("move-shard " + at + " --timeout_ms=1000 --table=t --shard=0 --to=1 --json").first, 0);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
   etcd->Resume();
-  const auto back = Ctl("move-shard " + at + " --table=t --shard=0 --to=1 --json");
+  // The daemons renew their leases (or register again and catch up) within a few seconds.
+  std::pair<int, std::string> back;
+  for (int i = 0; i < 40 && (back = Ctl("move-shard " + at + " --table=t --shard=0 --to=1 --json")).first != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
   EXPECT_EQ(back.first, 0) << back.second;
   EXPECT_EQ(Ctl("move-shard " + at + " --table=t --shard=0 --to=0 --json").first, 0);
 
@@ -404,10 +408,11 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
 }
 
 // Failover: tables made by engramctl with --etcd have a backup per shard; when a daemon dies,
-// the leader promotes the backups of its shards once its lease expires. The trainer (and a
-// one-sided reader) see retries, not errors, and no acknowledged push is lost. Then the dead
-// daemon comes back: it catches up with the maps (its old shards stay with their new owners)
-// before it serves anything.
+// the leader promotes the backups of its shards once its lease expires and then gives every
+// shard a backup again (re-replication). The trainer (and a one-sided reader) see retries, not
+// errors, and no acknowledged push is lost. The dead daemon comes back and catches up with the
+// maps before it serves anything; then the daemon that took over dies too, and the re-made
+// backups carry the table on.
 TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   EtcdCluster cluster = StartCluster("f1", 2);
   auto& etcd = cluster.etcd;
@@ -437,14 +442,32 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   ASSERT_TRUE(rec.ok() && rec->has_value());
   EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 1u), 0) << "node 1's shards were promoted";
   EXPECT_EQ((*rec)->info.owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
+  // Re-replication: the leader gives every shard a backup again on the surviving nodes.
+  auto all_backed = [&] {
+    auto r = state.GetTable("t");
+    if (!r.ok() || !r->has_value()) return false;
+    const auto& b = (*r)->info.backups;
+    return b.size() == 6 && std::count(b.begin(), b.end(), cluster::kNoNode) == 0;
+  };
+  const auto waited = std::chrono::steady_clock::now();
+  while (!all_backed() && std::chrono::steady_clock::now() - waited < std::chrono::seconds(20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(all_backed()) << Ctl("status " + at + " --json").second;
   const auto st = Ctl("status " + at + " --json");
-  ASSERT_EQ(st.first, 0);
-  const auto table = nlohmann::json::parse(st.second)["tables"][0];
-  EXPECT_EQ(table.value("shards_with_backup", -1), 2) << "shards 2 and 5 keep their backup on node 0; the others lost theirs with node 1: " << st.second;
+  EXPECT_EQ(nlohmann::json::parse(st.second)["tables"][0].value("shards_with_backup", -1), 6) << st.second;
   ::testing::Test::RecordProperty("longest_push_ms_through_failover", static_cast<int>(trainer.max_push_ms()));
   std::printf("longest push through the failover: %.0f ms\n", trainer.max_push_ms());
   servers[1]->Restart();  // Back, catches up: serves nothing it lost.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // A second failure, of the node that took over: the re-made backups carry the table on.
+  const int before2 = trainer.pushes();
+  servers[2]->Kill9();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5000));
+  EXPECT_GT(trainer.pushes(), before2 + 20) << "training continued after the second failure";
+  rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 2u), 0) << "node 2's shards were promoted";
   trainer.Stop();
   EXPECT_EQ(trainer.failures(), 0);
   EXPECT_EQ(trainer.stale_reads(), 0);
