@@ -474,6 +474,39 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   trainer.Check();
 }
 
+// An old primary cut off (frozen with SIGSTOP: no lease renewals, no answers) is failed over;
+// when it comes back it must not take a write for the shards it lost: it fences itself (its
+// lease is gone), registers again and catches up first. The trainer sees retries only and
+// nothing is lost. (No separate one-sided reader here: a frozen same-host process's mapped
+// memory is indistinguishable from a live one's until it resumes; see the README.)
+TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBack) {
+  EtcdCluster cluster = StartCluster("p1", 2);
+  auto& servers = cluster.servers;
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = cluster.etcd->endpoint();
+  auto ec = cluster::EtcdClient::Connect(eo);
+  ASSERT_TRUE(ec.ok());
+  cluster::ClusterState state(ec->get(), "p1");
+  auto trainer_client = Connect(servers, 400);
+  auto t = trainer_client->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  Trainer trainer(t->get());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  servers[1]->Pause();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5000));  // Lease gone, shards promoted.
+  auto rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 1u), 0);
+  const int before = trainer.pushes();
+  servers[1]->Resume();
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  EXPECT_GT(trainer.pushes(), before + 20);
+  trainer.Stop();
+  EXPECT_EQ(trainer.failures(), 0);
+  EXPECT_EQ(trainer.stale_reads(), 0);
+  trainer.Check();
+}
+
 // A killed daemon whose shards have no backup (--replicas=1) waits for its restart (systemd's
 // Restart= in cluster/systemd/): the trainer sees retries, not errors, and with --data_dir no
 // acknowledged push is lost.
