@@ -28,6 +28,13 @@ void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome) {
   it->second.outcome = outcome;
 }
 
+void PushDedup::Forget(uint64_t client, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& seen = clients_[client];
+  auto it = seen.find(seq);
+  if (it != seen.end() && !it->second.done) seen.erase(it);
+}
+
 void PushDedup::MarkLogged(uint64_t client, uint64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = clients_[client];

@@ -32,6 +32,9 @@ class PushDedup {
 
   Verdict Begin(uint64_t client, uint64_t seq, Status* outcome);
   void Finish(uint64_t client, uint64_t seq, const Status& outcome);
+  // The push begun was refused before it changed anything (stale shard map, a frozen shard):
+  // forget it, so that its retry is judged afresh.
+  void Forget(uint64_t client, uint64_t seq);
   // Durability: the push is applied and in the write-ahead log (called under the table's write
   // locks, right after the append), so a checkpoint taken from now on must remember it.
   void MarkLogged(uint64_t client, uint64_t seq);

@@ -429,7 +429,12 @@ Status Service::CheckBudget() const {
 }
 
 Status Service::Push(const wire::Header& h, wire::Reader& r) {
-  ENGRAM_ASSIGN_OR_RETURN(auto t, TableFor(h, r));
+  // The epoch is checked after the exactly-once table: a retransmission of a push this node
+  // applied before its map changed (a move, a failover) must get its outcome, not
+  // StaleShardMap (the client would send the rows elsewhere and they would apply twice).
+  std::string name;
+  ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
+  ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
   uint64_t client = 0, seq = 0;
   ENGRAM_RETURN_IF_ERROR(r.Get(&client));
   ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
@@ -454,6 +459,11 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
     case PushDedup::Verdict::kTooOld:
       return Status::Aborted("push " + std::to_string(seq) + " is older than the retransmission window; not applied");
     case PushDedup::Verdict::kApply: break;
+  }
+  if (h.epoch != 0 && h.epoch != t->epoch()) {
+    dedup_.Forget(client, seq);
+    return Status::StaleShardMap(t->epoch(), "table '" + name + "' is at shard-map epoch " + std::to_string(t->epoch()) +
+                                                 ", request used " + std::to_string(h.epoch));
   }
   // Gradients sit 8-aligned in the payload (the Reader guarantees the offset, the receive
   // buffer comes from the allocator), so they are read in place.
@@ -488,8 +498,13 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   }
   // A push is acknowledged only once every backup of its shards has it, or has been removed
   // from the map (so it can never be promoted with the push missing).
+  const bool applied = s.ok();
   if (s.ok() && !unreached.empty()) s = DropBackups(*t, unreached);
-  dedup_.Finish(client, seq, s);
+  if (!applied && (s.IsStaleShardMap() || s.IsUnavailable())) {
+    dedup_.Forget(client, seq);  // Refused before any row changed (stale map, frozen shard): retry afresh.
+  } else {
+    dedup_.Finish(client, seq, s);
+  }
   if (s.ok()) counters_.rows_pushed += rows.size();
   return s;
 }
