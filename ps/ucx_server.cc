@@ -127,7 +127,8 @@ void UcxServer::OnEpError(void* arg, ucp_ep_h /*ep*/, ucs_status_t status) {
 void UcxServer::CloseConn(uint64_t id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  if (!it->second->borrowed) ucx::CloseEndpoint(ucx_->worker(), it->second->ep);
+  // Never spins: this is the UCX thread, and replies queued by the workers wait for it.
+  if (!it->second->borrowed) ucx::CloseEndpoint(ucx_->worker(), it->second->ep, std::chrono::milliseconds(0));
   by_ep_.erase(it->second->ep);
   conns_.erase(it);
   open_--;
@@ -267,6 +268,10 @@ void UcxServer::Run() {
   for (auto& [id, c] : conns_) ids.push_back(id);
   for (uint64_t id : ids) CloseConn(id);
   if (listener_) ucp_listener_destroy(listener_);
+  // Let the forced closes and the last sends finish, briefly: the worker is destroyed next.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (ucp_worker_progress(w) != 0 && std::chrono::steady_clock::now() < deadline) {
+  }
 }
 
 }  // namespace engram::ps

@@ -3,6 +3,7 @@
 #ifndef ENGRAM_UCX_UTIL_H_
 #define ENGRAM_UCX_UTIL_H_
 
+#include <chrono>
 #include <cstdlib>
 
 #include <ucp/api/ucp.h>
@@ -46,18 +47,24 @@ inline Status SetAmHandler(ucp_worker_h worker, unsigned id, ucp_am_recv_callbac
   return FromUcs(ucp_worker_set_am_recv_handler(worker, &hp), "set AM handler");
 }
 
-// Force-closes an endpoint, progressing `worker` until UCX is done with it. Blocks briefly
-// (a forced close does not wait for the peer). REQUIRES: the caller owns the worker now.
-inline void CloseEndpoint(ucp_worker_h worker, ucp_ep_h ep) {
+// Force-closes an endpoint. Progresses `worker` for at most `max_wait` while UCX finishes the
+// close, then hands the close request back to UCX, which completes it during later progress
+// (ucp_request_free on a request in flight is allowed). A forced close of an endpoint whose peer
+// died can stay in progress for a long time, so an I/O thread passes 0 and never spins here.
+// REQUIRES: the caller owns the worker now.
+inline void CloseEndpoint(ucp_worker_h worker, ucp_ep_h ep,
+                          std::chrono::milliseconds max_wait = std::chrono::milliseconds(200)) {
   if (ep == nullptr) return;
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
   p.flags = UCP_EP_CLOSE_FLAG_FORCE;
   void* r = ucp_ep_close_nbx(ep, &p);
-  if (UCS_PTR_IS_PTR(r)) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker);
-    ucp_request_free(r);
+  if (!UCS_PTR_IS_PTR(r)) return;
+  const auto deadline = std::chrono::steady_clock::now() + max_wait;
+  while (ucp_request_check_status(r) == UCS_INPROGRESS && std::chrono::steady_clock::now() < deadline) {
+    ucp_worker_progress(worker);
   }
+  ucp_request_free(r);
 }
 
 // A UCP context and one worker, destroyed in the right order. Not thread-safe by itself: the
