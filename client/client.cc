@@ -716,20 +716,26 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     uint64_t seq;
     std::vector<uint8_t> payload;
     std::vector<uint32_t> idx;  // Indexes into `unique` this part carries.
+    uint64_t epoch = 0;         // Of the map that routed it: sent with every attempt.
     bool done = false;          // Acknowledged, or replaced after a shard-map change.
+    // An attempt ended without a definite answer (timeout, lost connection, "retry"): the
+    // rows may have been applied somewhere under `seq`, so they keep it when rerouted.
+    bool ambiguous = false;
   };
   std::vector<Part> parts;
   // One part per server for the rows `idx` (all of them, or those a stale map misrouted), each
   // with a fresh sequence number.
   // `seq` 0: fresh sequence numbers (rows never applied anywhere); else that of the part they
   // came from, so a server that already applied it (a promoted backup) answers, not applies.
-  auto add_parts = [&](const cluster::ShardMap& m, const std::vector<uint32_t>& idx, uint64_t seq = 0) {
+  // `idx` by value: it may be a part's own, and `parts` grows here.
+  auto add_parts = [&](const cluster::ShardMap& m, std::vector<uint32_t> idx, uint64_t seq = 0) {
     std::vector<uint64_t> subset(idx.size());
     for (size_t k = 0; k < idx.size(); ++k) subset[k] = unique[idx[k]];
     const auto by = ByServer(m, subset);
     for (size_t s = 0; s < by.size(); ++s) {
       if (by[s].empty()) continue;
-      Part part{static_cast<int>(s), seq != 0 ? seq : client_->next_seq_++, {}, {}};
+      Part part{static_cast<int>(s), seq != 0 ? seq : client_->next_seq_++, {}, {}, m.epoch()};
+      part.ambiguous = seq != 0;
       for (uint32_t k : by[s]) part.idx.push_back(idx[k]);
       wire::Writer w(&part.payload);
       w.PutString(info_.schema.name);
@@ -761,14 +767,17 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
     for (size_t i = 0; i < parts.size(); ++i) {
       if (parts[i].done) continue;
       client_->EnsureConnected(parts[i].server).IgnoreError();  // A failure shows in the Send.
-      sent.emplace_back(i, client_->transport_->Send(client_->conns_[parts[i].server], wire::MsgType::kPush, m->epoch(),
-                                                     parts[i].payload));
+      // The part's own epoch, not the newest map's: a server the newer map no longer routes
+      // these rows to must answer StaleShardMap, not find rows it does not own.
+      sent.emplace_back(i, client_->transport_->Send(client_->conns_[parts[i].server], wire::MsgType::kPush,
+                                                     parts[i].epoch, parts[i].payload));
     }
     const auto deadline = client_->Deadline();
     first = Status::OK();
     bool transient = false;
     answered = true;
     std::vector<uint32_t> misrouted;  // Rows of parts refused for a stale shard map.
+    std::vector<size_t> misrouted_ambiguous;  // Such parts that an earlier attempt may have applied.
     std::vector<size_t> unreachable;  // Parts whose server's connection failed (maybe failed over).
     for (auto& [i, id] : sent) {
       Status s = id.ok() ? client_->transport_->Wait(*id, deadline).status() : id.status();
@@ -776,14 +785,19 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
         parts[i].done = true;
         continue;
       }
-      if (s.IsStaleShardMap()) {  // Refused before it was applied: route these rows again.
+      if (s.IsStaleShardMap()) {  // Refused before it was applied here: route these rows again.
         parts[i].done = true;
-        misrouted.insert(misrouted.end(), parts[i].idx.begin(), parts[i].idx.end());
+        if (parts[i].ambiguous) {
+          misrouted_ambiguous.push_back(i);
+        } else {
+          misrouted.insert(misrouted.end(), parts[i].idx.begin(), parts[i].idx.end());
+        }
         transient = true;
         if (first.ok()) first = s;
         continue;
       }
       transient |= Transient(s);
+      parts[i].ambiguous |= Transient(s);
       // A live connection means the server itself said "retry" (a shard frozen for a move, a
       // fenced node): worth asking again soon. A dead one gets the full backoff.
       const bool alive = client_->transport_->alive(client_->conns_[parts[i].server]);
@@ -793,10 +807,11 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
         first = s.WithContext("push part for server " + client_->servers_[parts[i].server]);
       }
     }
-    if (!misrouted.empty() && (first.IsStaleShardMap() || Transient(first))) {
+    if ((!misrouted.empty() || !misrouted_ambiguous.empty()) && (first.IsStaleShardMap() || Transient(first))) {
       ENGRAM_RETURN_IF_ERROR(Refresh());
       m = map();
-      add_parts(*m, misrouted);
+      if (!misrouted.empty()) add_parts(*m, misrouted);
+      for (size_t i : misrouted_ambiguous) add_parts(*m, parts[i].idx, parts[i].seq);
       continue;
     }
     if (!unreachable.empty() && Refresh().ok()) {

@@ -266,6 +266,9 @@ int main(int argc, char** argv) {
       for (int attempt = 0; attempt < 5; ++attempt) {
         ENGRAM_ASSIGN_OR_RETURN(auto rec, state.GetTable(table));
         if (!rec.has_value()) return Status::NotFound("table '" + table + "' is not in the cluster's records");
+        for (uint32_t s : shards) {  // Failed over meanwhile: the caller must not drop the new owner's backup.
+          if (s >= rec->info.owners.size() || rec->info.owners[s] != FLAGS_node_id) return rec->info;
+        }
         std::vector<uint32_t> backups = rec->info.backups;
         backups.resize(rec->info.owners.size(), cluster::kNoNode);
         for (uint32_t s : shards) backups[s] = cluster::kNoNode;

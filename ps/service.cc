@@ -499,9 +499,16 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   // A push is acknowledged only once every backup of its shards has it, or has been removed
   // from the map (so it can never be promoted with the push missing).
   const bool applied = s.ok();
-  if (s.ok() && !unreached.empty()) s = DropBackups(*t, unreached);
-  if (!applied && (s.IsStaleShardMap() || s.IsUnavailable())) {
-    dedup_.Forget(client, seq);  // Refused before any row changed (stale map, frozen shard): retry afresh.
+  bool lost_shard = false;  // Applied here, but the shard was failed over meanwhile.
+  if (s.ok() && !unreached.empty()) {
+    s = DropBackups(*t, unreached);
+    const cluster::ShardMap now = t->shard_map();
+    for (uint32_t sh : unreached) lost_shard |= s.IsUnavailable() && now.Owner(sh) != options_.node_id;
+  }
+  if ((!applied && (s.IsStaleShardMap() || s.IsUnavailable())) || lost_shard) {
+    // Refused before any row changed (stale map, frozen shard), or applied on a copy this node
+    // no longer owns (a retry is refused here as stale now): the retry is decided afresh.
+    dedup_.Forget(client, seq);
   } else {
     dedup_.Finish(client, seq, s);
   }
@@ -531,7 +538,18 @@ Status Service::SendReplica(uint32_t node, std::vector<uint8_t> payload) {
 Status Service::DropBackups(Table& t, const std::vector<uint32_t>& shards) {
   if (!options_.drop_backups) return Status::Unavailable("a backup is unreachable and this server cannot change the map");
   ENGRAM_ASSIGN_OR_RETURN(wire::TableInfo next, options_.drop_backups(t.schema().name, shards));
-  return AdoptRecord(next);
+  ENGRAM_RETURN_IF_ERROR(AdoptRecord(next));
+  for (uint32_t s : shards) {
+    if (s < next.owners.size() && next.owners[s] == options_.node_id) continue;
+    // This node applied the write while it was being failed over (it was frozen, or cut off):
+    // the shard's new owner decides the write's fate. The client's retry of the same sequence
+    // number goes there (this node now answers StaleShardMap), and the new owner answers it as
+    // a duplicate if the replica reached it, or applies it.
+    return Status::Unavailable("shard " + std::to_string(s) + " of '" + t.schema().name + "' was failed over to node " +
+                               std::to_string(s < next.owners.size() ? next.owners[s] : cluster::kNoNode) +
+                               " while this node applied the write; retry");
+  }
+  return Status::OK();
 }
 
 Status Service::Replicate(wire::Reader& r) {

@@ -58,7 +58,8 @@ struct ServiceOptions {
       peer_call;
   // Replication (with a cluster): a node's data address, and dropping unreachable backups of a
   // table's shards from the cluster's record (compare-and-swap; returns the new record, which
-  // every live node must then adopt).
+  // every live node must then adopt). When the record no longer makes this node the owner of one
+  // of `shards` (it was failed over meanwhile), nothing is changed and the record is returned.
   std::function<StatusOr<std::string>(uint32_t node)> node_address;
   std::function<StatusOr<wire::TableInfo>(const std::string& table, const std::vector<uint32_t>& shards)> drop_backups;
 };
