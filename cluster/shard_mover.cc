@@ -2,7 +2,10 @@
 #include "cluster/shard_mover.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
+#include <random>
+#include <thread>
 
 namespace engram::cluster {
 namespace {
@@ -49,6 +52,20 @@ Status ShardMover::Step(uint32_t node, wire::MsgType type, const std::string& na
   ENGRAM_ASSIGN_OR_RETURN(auto r, calls_.call(node, type, p));
   if (reply != nullptr) *reply = std::move(r);
   return Status::OK();
+}
+
+Status ShardMover::OpStep(uint32_t node, wire::MsgType type, const std::string& name, uint32_t shard, uint64_t op,
+                          const MoveOptions& options, std::vector<uint8_t>* reply) {
+  std::vector<uint8_t> id;
+  wire::Writer(&id).Put<uint64_t>(op);
+  const auto deadline = std::chrono::steady_clock::now() + options.busy_wait;
+  for (;;) {
+    Status s = Step(node, type, name, shard, reply, id);
+    const bool busy = s.IsUnavailable() && s.message().find("busy:") != std::string::npos;
+    if (!busy || std::chrono::steady_clock::now() >= deadline) return s;
+    if (options.cancel != nullptr && options.cancel->load()) return Status::Aborted("interrupted");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 StatusOr<uint64_t> ShardMover::CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard,
@@ -163,15 +180,26 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
     pr.phase = phase;
     if (options.progress) options.progress(pr);
   };
+  // This operation's id: its steps are refused while another operation holds the shard, and its
+  // abort ends only its own state there.
+  const uint64_t op = [] {
+    std::random_device rd;
+    std::mt19937_64 g((uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+    uint64_t v = 0;
+    while (v == 0) v = g();
+    return v;
+  }();
+  MoveOptions once = options;  // Abort steps never wait for another operation.
+  once.busy_wait = std::chrono::milliseconds(0);
   auto abort = [&](Status why) {
-    Step(from, wire::MsgType::kShardAbort, name, shard).IgnoreError();
-    Step(to, wire::MsgType::kShardAbort, name, shard).IgnoreError();
+    OpStep(from, wire::MsgType::kShardAbort, name, shard, op, once).IgnoreError();
+    OpStep(to, wire::MsgType::kShardAbort, name, shard, op, once).IgnoreError();
     return why.WithContext("moving shard " + std::to_string(shard) + " of '" + name + "' from node " +
                            std::to_string(from) + " to node " + std::to_string(to) + " (aborted; nothing changed)");
   };
   auto cancelled = [&] { return options.cancel != nullptr && options.cancel->load(); };
-  if (Status s = Step(to, wire::MsgType::kShardPrepare, name, shard); !s.ok()) return abort(s);
-  if (Status s = Step(from, wire::MsgType::kShardTrack, name, shard); !s.ok()) return abort(s);
+  if (Status s = OpStep(to, wire::MsgType::kShardPrepare, name, shard, op, options); !s.ok()) return abort(s);
+  if (Status s = OpStep(from, wire::MsgType::kShardTrack, name, shard, op, options); !s.ok()) return abort(s);
   for (uint64_t cursor = 0; cursor != UINT64_MAX;) {  // 3. Bulk copy while writes continue.
     if (cancelled()) return abort(Status::Aborted("interrupted"));
     auto next = CopyChunk(from, to, name, shard, cursor, options.chunk_rows, false, &pr.rows_copied);
@@ -182,7 +210,7 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
   }
   if (cancelled()) return abort(Status::Aborted("interrupted"));
   std::vector<uint8_t> frozen;  // 4. Freeze; 5. the rows written during the copy.
-  if (Status s = Step(from, wire::MsgType::kShardFreeze, name, shard, &frozen); !s.ok()) return abort(s);
+  if (Status s = OpStep(from, wire::MsgType::kShardFreeze, name, shard, op, once, &frozen); !s.ok()) return abort(s);
   report("freeze");
   for (uint64_t cursor = 0; cursor != UINT64_MAX;) {
     auto next = CopyChunk(from, to, name, shard, cursor, options.chunk_rows, true, &pr.rows_copied);

@@ -31,6 +31,7 @@
 #define ENGRAM_CLUSTER_SHARD_MOVER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -54,6 +55,9 @@ struct MoveOptions {
   uint32_t chunk_rows = 16384;  // Row range per kShardRead.
   std::function<void(const MoveProgress&)> progress;  // Called after each chunk and phase.
   const std::atomic<bool>* cancel = nullptr;          // Set: the move aborts before its flip.
+  // How long to wait while another operation (a move, the leader's re-replication) holds the
+  // shard on its source or destination, before giving up with Unavailable.
+  std::chrono::milliseconds busy_wait{30000};
 };
 
 // A move of one shard: (shard, destination node).
@@ -105,6 +109,9 @@ class ShardMover {
  private:
   Status Step(uint32_t node, wire::MsgType type, const std::string& name, uint32_t shard,
               std::vector<uint8_t>* reply = nullptr, const std::vector<uint8_t>& extra = {});
+  // A step that names operation `op`, retried while another operation holds the shard there.
+  Status OpStep(uint32_t node, wire::MsgType type, const std::string& name, uint32_t shard, uint64_t op,
+                const MoveOptions& options, std::vector<uint8_t>* reply = nullptr);
   StatusOr<uint64_t> Finish(const wire::TableInfo& info, uint32_t to);
   StatusOr<uint64_t> MoveImpl(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options,
                               bool as_backup);

@@ -496,7 +496,9 @@ int main(int argc, char** argv) {
                   };
                   calls.nodes = [&] { return std::vector<uint32_t>(up.begin(), up.end()); };
                   cluster::ShardMover mover(std::move(calls), &state);
-                  auto e = mover.AddBackup(rec.info.schema.name, sh, to);
+                  cluster::MoveOptions mo;
+                  mo.busy_wait = std::chrono::milliseconds(0);  // A shard held by a move: the next pass.
+                  auto e = mover.AddBackup(rec.info.schema.name, sh, to, mo);
                   if (e.ok()) {
                     LOG(WARNING) << "re-replicated shard " << sh << " of '" << rec.info.schema.name << "' to node " << to
                                  << " (epoch " << *e << ")";

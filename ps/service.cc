@@ -234,12 +234,18 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
   wire::Writer w(out);
   const size_t vb = t->schema().value_bytes();
   const size_t sb = IsTrainable(t->schema().dtype) ? storage::OptimizerStateBytes(t->schema().optimizer, t->schema().dim) : 0;
+  uint64_t op = 0;  // The steps that start, freeze or end an operation name it.
+  if (type == wire::MsgType::kShardPrepare || type == wire::MsgType::kShardTrack || type == wire::MsgType::kShardAbort ||
+      type == wire::MsgType::kShardFreeze) {
+    ENGRAM_RETURN_IF_ERROR(r.Get(&op));
+    if (op == 0) return Status::InvalidArgument("a move step needs a nonzero operation id");
+  }
   switch (type) {
-    case wire::MsgType::kShardPrepare: return t->PrepareIncoming(shard);
-    case wire::MsgType::kShardTrack: return t->TrackOutgoing(shard);
-    case wire::MsgType::kShardAbort: t->AbortMove(shard); return Status::OK();
+    case wire::MsgType::kShardPrepare: return t->PrepareIncoming(shard, op);
+    case wire::MsgType::kShardTrack: return t->TrackOutgoing(shard, op);
+    case wire::MsgType::kShardAbort: t->AbortMove(shard, op); return Status::OK();
     case wire::MsgType::kShardFreeze: {
-      ENGRAM_ASSIGN_OR_RETURN(uint64_t n, t->FreezeOutgoing(shard));
+      ENGRAM_ASSIGN_OR_RETURN(uint64_t n, t->FreezeOutgoing(shard, op));
       w.Put<uint64_t>(n);
       return Status::OK();
     }

@@ -120,8 +120,14 @@ Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storag
       cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)),
       incoming_(num_shards_), replicas_(std::move(replicas)),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
-      tracking_(num_shards_, false), dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
-  for (uint32_t i = 0; i < num_shards_; ++i) frozen_[i].store(false);
+      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0),
+      out_seen_(new std::atomic<int64_t>[num_shards_]), in_seen_(new std::atomic<int64_t>[num_shards_]),
+      dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
+  for (uint32_t i = 0; i < num_shards_; ++i) {
+    frozen_[i].store(false);
+    out_seen_[i].store(0);
+    in_seen_[i].store(0);
+  }
   replicated_.store(!map_.backups().empty());
 }
 
@@ -470,11 +476,31 @@ Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink) {
   return Status::OK();
 }
 
-Status Table::PrepareIncoming(uint32_t shard) {
+namespace {
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+bool Table::Busy(uint64_t current, uint64_t op, const std::atomic<int64_t>& seen) const {
+  if (current == 0 || current == op) return false;
+  const int64_t idle_ms = NowMs() - seen.load(std::memory_order_relaxed);
+  return idle_ms < std::chrono::duration_cast<std::chrono::milliseconds>(kMoveIdleTakeover).count();
+}
+
+Status Table::PrepareIncoming(uint32_t shard, uint64_t op) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
   if (shard >= num_shards_) return Status::InvalidArgument("no shard " + std::to_string(shard));
+  if (op == 0) return Status::InvalidArgument("a move step needs a nonzero operation id");
   if (shards_[shard]) return Status::FailedPrecondition("shard " + std::to_string(shard) + " is already on this node");
   if (dropped_) return Status::NotFound("table '" + schema_.name + "' was dropped");
+  if (incoming_[shard] && Busy(in_op_[shard], op, in_seen_[shard])) {
+    return Status::Unavailable("busy: another operation is copying shard " + std::to_string(shard) + " of '" +
+                                      schema_.name + "' to this node; retry when it ends");
+  }
+  in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  if (incoming_[shard] && in_op_[shard] == op) return Status::OK();  // A retry of this step.
+  in_op_[shard] = op;
   const cluster::RowRange r = map_.Range(shard);
   storage::ShardOptions so = shard_options_;
   if (schema_.dram_bytes > 0) {
@@ -508,6 +534,7 @@ Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images,
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node");
   }
   storage::Shard& to = *incoming_[shard];
+  in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
   std::lock_guard<std::mutex> w(write_mu_[shard]);
   for (const RowImage& im : images) {
     if (im.value.size() != schema_.value_bytes() || im.state.size() != to.state_bytes()) {
@@ -519,26 +546,37 @@ Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images,
   return Status::OK();
 }
 
-Status Table::TrackOutgoing(uint32_t shard) {
+Status Table::TrackOutgoing(uint32_t shard, uint64_t op) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);  // Waits out every write in flight.
   if (shard >= num_shards_ || !shards_[shard]) {
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not on this node");
   }
-  if (tracking_[shard]) return Status::OK();
+  if (op == 0) return Status::InvalidArgument("a move step needs a nonzero operation id");
+  if (tracking_[shard] && Busy(out_op_[shard], op, out_seen_[shard])) {
+    return Status::Unavailable("busy: another operation is moving or copying shard " + std::to_string(shard) +
+                                      " of '" + schema_.name + "' from this node; retry when it ends");
+  }
+  out_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  if (tracking_[shard] && out_op_[shard] == op) return Status::OK();  // A retry of this step.
+  // A new operation, or one taking over from a driver that went idle (its state restarts: the
+  // shard is unfrozen and tracked afresh, and the new driver copies everything again).
   std::lock_guard<std::mutex> w(write_mu_[shard]);  // Waits out a restore in progress.
+  if (!tracking_[shard]) ++moves_;
   tracking_[shard] = true;
-  ++moves_;
+  out_op_[shard] = op;
+  frozen_[shard].store(false, std::memory_order_release);
   std::lock_guard<std::mutex> d(dirty_mu_);
   dirty_[shard].clear();
   frozen_rows_[shard].clear();
   return Status::OK();
 }
 
-StatusOr<uint64_t> Table::FreezeOutgoing(uint32_t shard) {
+StatusOr<uint64_t> Table::FreezeOutgoing(uint32_t shard, uint64_t op) {
   std::shared_lock<WriterPreferringSharedMutex> lock(map_mu_);
-  if (shard >= num_shards_ || !tracking_[shard]) {
-    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved from this node");
+  if (shard >= num_shards_ || !tracking_[shard] || out_op_[shard] != op) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved from this node by this operation");
   }
+  out_seen_[shard].store(NowMs(), std::memory_order_relaxed);
   frozen_[shard].store(true, std::memory_order_release);
   { std::lock_guard<std::mutex> w(write_mu_[shard]); }  // Writers check frozen under this lock.
   std::lock_guard<std::mutex> d(dirty_mu_);
@@ -609,17 +647,20 @@ Status Table::AdoptMap(cluster::ShardMap map) {
     const bool mine = map.Owner(s) == node_id_;
     if (mine && !shards_[s]) {
       // A moved copy, or this node's replica promoted (its primary's lease expired).
-      shards_[s] = incoming_[s] ? std::move(incoming_[s]) : std::move(replicas_[s]);
+      const bool promoted = map_.Backup(s) == node_id_ && replicas_[s];  // Not a copy a move is still making.
+      shards_[s] = promoted ? std::move(replicas_[s]) : std::move(incoming_[s]);
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
     }
     if (map.Backup(s) == node_id_ && !replicas_[s]) replicas_[s] = std::move(incoming_[s]);  // A new backup.
-    incoming_[s].reset();
+    // An incoming copy not installed by this map stays: another operation is still making it.
     if (map.Backup(s) != node_id_) replicas_[s].reset();
-    if (map.Owner(s) != map_.Owner(s) || map.Backup(s) != map_.Backup(s) || !mine) {
+    const bool new_backup = map.Backup(s) != map_.Backup(s) && map.Backup(s) != cluster::kNoNode;
+    if (!mine || new_backup) {  // The flips of a move and of a new backup end their operation.
       if (tracking_[s]) --moves_;
       tracking_[s] = false;
+      out_op_[s] = 0;
       frozen_[s].store(false, std::memory_order_release);
     }
   }
@@ -629,13 +670,19 @@ Status Table::AdoptMap(cluster::ShardMap map) {
   return Status::OK();
 }
 
-void Table::AbortMove(uint32_t shard) {
+void Table::AbortMove(uint32_t shard, uint64_t op) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
-  if (shard >= num_shards_) return;
-  incoming_[shard].reset();
-  if (tracking_[shard]) --moves_;
-  tracking_[shard] = false;
-  frozen_[shard].store(false, std::memory_order_release);
+  if (shard >= num_shards_ || op == 0) return;
+  if (in_op_[shard] == op) {
+    incoming_[shard].reset();
+    in_op_[shard] = 0;
+  }
+  if (tracking_[shard] && out_op_[shard] == op) {
+    --moves_;
+    tracking_[shard] = false;
+    out_op_[shard] = 0;
+    frozen_[shard].store(false, std::memory_order_release);
+  }
 }
 
 StatusOr<std::shared_ptr<Table>> TableRegistry::CreateTable(const TableSchema& schema, uint32_t num_shards) {

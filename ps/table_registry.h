@@ -10,6 +10,8 @@
 #ifndef ENGRAM_PS_TABLE_REGISTRY_H_
 #define ENGRAM_PS_TABLE_REGISTRY_H_
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -136,15 +138,22 @@ class Table {
   Status ApplyReplica(wire::Reader& r, storage::RowImageSink* sink);
 
   // Live shard moves (ps/service.h documents the protocol). On the node a shard moves to:
-  // PrepareIncoming creates an empty, unserved copy; WriteIncoming fills it with images (newer
-  // versions win), reporting each to `sink` (the write-ahead log).
-  Status PrepareIncoming(uint32_t shard);
+  // Each step names its operation (`op`, nonzero, chosen by the move's driver): one operation
+  // at a time per shard and direction. Another operation's steps get Unavailable ("busy: ...")
+  // until that one ends (adopted or aborted) or has been idle for kMoveIdleTakeover, after which
+  // its driver is presumed dead and a new operation takes its state over (so a driver that died
+  // after freezing does not leave the shard frozen for good).
+  static constexpr std::chrono::seconds kMoveIdleTakeover{30};
+  // PrepareIncoming creates an empty, unserved copy (OK again for the same op: a retry);
+  // WriteIncoming fills it with images (newer versions win), reporting each to `sink` (the
+  // write-ahead log).
+  Status PrepareIncoming(uint32_t shard, uint64_t op);
   Status WriteIncoming(uint32_t shard, const std::vector<RowImage>& images, storage::RowImageSink* sink);
   // On the node a shard moves from: TrackOutgoing starts recording the rows written to it;
   // FreezeOutgoing refuses its writes from now on (Unavailable: clients retry), waits for
   // writes in flight and returns how many rows were written since tracking began.
-  Status TrackOutgoing(uint32_t shard);
-  StatusOr<uint64_t> FreezeOutgoing(uint32_t shard);
+  Status TrackOutgoing(uint32_t shard, uint64_t op);
+  StatusOr<uint64_t> FreezeOutgoing(uint32_t shard, uint64_t op);
   // Images of an outgoing shard: with `dirty` false the touched rows in [cursor, cursor +
   // max_rows) of the shard's range; with `dirty` the frozen rows list from index cursor on, at
   // most max_rows. Returns the next cursor (UINT64_MAX: done).
@@ -152,12 +161,14 @@ class Table {
                                   std::vector<RowImage>* out) const;
   // Installs a newer map: shards this node gains come from PrepareIncoming (FailedPrecondition
   // if one has no copy here: nothing changes), shards it loses are retired (one-sided readers
-  // fall back to the server) and dropped; move state of changed shards ends. OK if this map is
-  // already installed; FailedPrecondition for an older epoch.
+  // fall back to the server) and dropped; the move state of a shard ends when it leaves this node
+  // or gains a new backup (the two kinds of flip), and an incoming copy ends when it is installed;
+  // a backup merely dropped from the map ends nothing (a move of that shard may be under way).
+  // OK if this map is already installed; FailedPrecondition for an older epoch.
   Status AdoptMap(cluster::ShardMap map);
-  // Ends a move that will not complete: unfreezes and stops tracking `shard`, drops an
-  // incoming copy.
-  void AbortMove(uint32_t shard);
+  // Ends operation `op` on `shard`, which will not complete: unfreezes and stops tracking it if
+  // `op` tracks it, drops the incoming copy if `op` made it. Another operation's state stays.
+  void AbortMove(uint32_t shard, uint64_t op);
   // Whether a shard of this table is being moved away (restores refuse to run meanwhile: their
   // rewrites would miss the copy).
   bool moving() const { return moves_.load(std::memory_order_acquire) > 0; }
@@ -221,6 +232,11 @@ class Table {
   std::atomic<int> moves_{0};
   std::unique_ptr<std::atomic<bool>[]> frozen_;         // Per shard.
   std::vector<bool> tracking_;                          // GUARDED_BY(map_mu_)
+  // The operation that tracks a shard (outgoing) or made its incoming copy, and when it last
+  // took a step (steady-clock ms, for kMoveIdleTakeover).
+  std::vector<uint64_t> out_op_, in_op_;                // GUARDED_BY(map_mu_)
+  std::unique_ptr<std::atomic<int64_t>[]> out_seen_, in_seen_;
+  bool Busy(uint64_t current, uint64_t op, const std::atomic<int64_t>& seen) const;
   mutable std::mutex dirty_mu_;
   std::vector<std::unordered_set<uint64_t>> dirty_;     // GUARDED_BY(dirty_mu_)
   std::vector<std::vector<uint64_t>> frozen_rows_;      // GUARDED_BY(dirty_mu_)

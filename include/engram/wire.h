@@ -38,14 +38,16 @@ enum class MsgType : uint16_t {
   kCheckpoint = 11,  // [label] -> JSON of the checkpoint written (every table of the server).
   kRestore = 12,     // table, label -> JSON: the table rolled back to that checkpoint in place.
   kDropCheckpoint = 13,  // label -> JSON: the checkpoints with that label are no longer kept.
-  // Live shard moves (cluster/shard_mover.h drives them; each takes table name, shard u32):
+  // Live shard moves (cluster/shard_mover.h drives them; each takes table name, shard u32;
+  // Prepare, Track, Freeze and Abort then the operation's id u64, nonzero: one operation at a
+  // time per shard and node, see ps/table_registry.h):
   kShardPrepare = 14,  // -> (on the destination) an empty, unserved copy of the shard.
   kShardTrack = 15,    // -> (on the source) record the rows written to the shard from now on.
   kShardRead = 16,     // + cursor u64, max_rows u32, dirty u8 -> next cursor u64 + ShardImages.
   kShardWrite = 17,    // + ShardImages -> (destination) rows installed, logged.
   kShardFreeze = 18,   // -> (source) writes refused from now on; u64 rows written since tracking.
   kAdoptMap = 19,      // TableInfo -> the server installs that (newer) shard map.
-  kShardAbort = 20,    // -> end the move's state on this server (unfreeze, drop a copy).
+  kShardAbort = 20,    // -> end the operation's state on this server (unfreeze, drop its copy).
   kNodes = 21,         // -> the cluster's live nodes: n u32, n x (node id u32, data address string).
   kShardPush = 22,     // + destination address string, cursor u64, max_rows u32, dirty u8 -> (on the
                        // source) kShardRead's images sent straight to the destination's

@@ -95,5 +95,66 @@ TEST(TableRegistryTest, ADroppedTableStaysValidForHoldersOfIt) {
   EXPECT_TRUE(held->Pull(std::vector<uint64_t>{3}, reinterpret_cast<uint8_t*>(out.data())).ok());
 }
 
+// Move state belongs to one operation at a time per shard: a second operation (the leader's
+// re-replication racing an engramctl move) is told "busy" and cannot unfreeze, untrack or drop
+// what the first one holds.
+TEST(TableMoveTest, ASecondOperationIsBusyAndItsAbortLeavesTheFirstOnesState) {
+  auto map = cluster::ShardMap::Create(100, {0, 1}, 1);
+  ASSERT_TRUE(map.ok());
+  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/0, {});
+  ASSERT_TRUE(t.ok());
+  Table& table = **t;
+  ASSERT_TRUE(table.TrackOutgoing(0, /*op=*/7).ok());
+  EXPECT_TRUE(table.TrackOutgoing(0, 7).ok());  // A retry of the same step.
+  const Status busy = table.TrackOutgoing(0, 8);
+  EXPECT_TRUE(busy.IsUnavailable()) << busy.ToString();
+  EXPECT_NE(busy.message().find("busy:"), std::string::npos);
+  EXPECT_FALSE(table.FreezeOutgoing(0, 8).ok());
+  ASSERT_TRUE(table.FreezeOutgoing(0, 7).ok());
+  table.AbortMove(0, 8);  // Not its operation: the shard stays frozen.
+  const std::vector<float> g(4, 1.0f);
+  EXPECT_TRUE(table.Push(std::vector<uint64_t>{1}, g.data()).IsUnavailable());
+  table.AbortMove(0, 7);
+  EXPECT_TRUE(table.Push(std::vector<uint64_t>{1}, g.data()).ok());
+  EXPECT_TRUE(table.TrackOutgoing(0, 8).ok());  // Free again.
+
+  // The same on the receiving side: an incoming copy is its operation's.
+  ASSERT_TRUE(table.PrepareIncoming(1, 7).ok());
+  EXPECT_TRUE(table.PrepareIncoming(1, 9).IsUnavailable());
+  table.AbortMove(1, 9);
+  RowImage im;
+  im.row = 60;
+  im.version = 4;
+  im.value.assign(16, 0);
+  const Status w = table.WriteIncoming(1, {im}, nullptr);
+  EXPECT_TRUE(w.ok()) << "operation 9's abort dropped operation 7's copy: " << w.ToString();
+}
+
+// A map change that does not install an incoming copy (another shard's flip) leaves it, and a
+// backup dropped from the map (its node died) does not end a move of that shard.
+TEST(TableMoveTest, OtherFlipsAndDroppedBackupsLeaveAMoveInProgress) {
+  auto map = cluster::ShardMap::Create(100, {1, 0}, 1, {0, 2});
+  ASSERT_TRUE(map.ok());
+  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/0, {});
+  ASSERT_TRUE(t.ok());
+  Table& table = **t;
+  ASSERT_TRUE(table.TrackOutgoing(1, 5).ok());   // Shard 1 moves away from this node...
+  ASSERT_TRUE(table.FreezeOutgoing(1, 5).ok());
+  auto next = cluster::ShardMap::Create(100, {1, 0}, 2, {0, cluster::kNoNode});  // ...when its backup dies.
+  ASSERT_TRUE(next.ok());
+  ASSERT_TRUE(table.AdoptMap(*next).ok());
+  const std::vector<float> g(4, 1.0f);
+  EXPECT_TRUE(table.Push(std::vector<uint64_t>{70}, g.data()).IsUnavailable()) << "the freeze was lifted mid-move";
+  EXPECT_TRUE(table.FreezeOutgoing(1, 5).ok()) << "the move's tracking ended";
+  // Shard 0 (this node backs it up) is promoted here: the replica is installed, and the
+  // move of shard 1 still holds.
+  auto promoted = cluster::ShardMap::Create(100, {0, 0}, 3, {cluster::kNoNode, cluster::kNoNode});
+  ASSERT_TRUE(promoted.ok());
+  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  std::vector<float> out(4);
+  EXPECT_TRUE(table.Pull(std::vector<uint64_t>{10}, reinterpret_cast<uint8_t*>(out.data())).ok());
+  EXPECT_TRUE(table.Push(std::vector<uint64_t>{70}, g.data()).IsUnavailable());
+}
+
 }  // namespace
 }  // namespace engram::ps
