@@ -364,7 +364,9 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   cluster::ClusterState state(ec->get(), "m1");
   auto rec = state.GetTable("t");
   ASSERT_TRUE(rec.ok() && rec->has_value());
-  EXPECT_EQ((*rec)->info.epoch, 3u);
+  // Two flips; the leader may have added more by now, re-replicating a shard moved onto its own
+  // backup's node (which loses that backup).
+  EXPECT_GE((*rec)->info.epoch, 3u);
   EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 2u), 0);
   const auto st = Ctl("status " + at + " --json");
   ASSERT_EQ(st.first, 0);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -277,6 +278,121 @@ TEST_F(RawFrameTest, EachMalformedInputGetsItsErrorAndTheDaemonSurvives) {
   bad.version = wire::kProtocolVersion;
   bad.payload_len = 50;  // Header and frame disagree.
   EXPECT_TRUE(CallRaw(bad, {1, 2, 3}).IsInvalidArgument());
+  ExpectStillServing();
+}
+
+// The cluster's messages (moves, map changes, replication) get the same care: each malformed
+// one is refused with its own error, changes nothing and the daemon keeps serving.
+TEST_F(RawFrameTest, EachMalformedClusterFrameGetsItsErrorAndTheDaemonSurvives) {
+  struct Case {
+    const char* what;
+    wire::MsgType type;
+    std::vector<uint8_t> payload;
+    Code want;
+  };
+  // Table name, shard, then whatever `more` writes.
+  auto shard_frame = [](const std::string& table, uint32_t shard, const std::function<void(wire::Writer&)>& more) {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    w.PutString(table);
+    w.Put<uint32_t>(shard);
+    if (more) more(w);
+    return p;
+  };
+  auto op = [](uint64_t id) { return [id](wire::Writer& w) { w.Put<uint64_t>(id); }; };
+  std::vector<Case> cases;
+  for (wire::MsgType type : {wire::MsgType::kShardPrepare, wire::MsgType::kShardTrack, wire::MsgType::kShardFreeze,
+                             wire::MsgType::kShardAbort}) {
+    cases.push_back({"move step without an operation id", type, shard_frame("t", 0, nullptr), Code::kInvalidArgument});
+    cases.push_back({"move step with operation id 0", type, shard_frame("t", 0, op(0)), Code::kInvalidArgument});
+    cases.push_back({"move step on an unknown table", type, shard_frame("nope", 0, op(1)), Code::kNotFound});
+    cases.push_back({"move step on shard 7 of 1", type, shard_frame("t", 7, op(1)), Code::kInvalidArgument});
+  }
+  cases.push_back({"freeze of a shard no operation tracks", wire::MsgType::kShardFreeze, shard_frame("t", 0, op(5)),
+                   Code::kFailedPrecondition});
+  cases.push_back({"prepare of a shard this node holds", wire::MsgType::kShardPrepare, shard_frame("t", 0, op(5)),
+                   Code::kFailedPrecondition});
+  cases.push_back({"truncated shard read", wire::MsgType::kShardRead,
+                   shard_frame("t", 0, [](wire::Writer& w) { w.Put<uint64_t>(0); }), Code::kInvalidArgument});
+  cases.push_back({"truncated shard push", wire::MsgType::kShardPush,
+                   shard_frame("t", 0, [](wire::Writer& w) { w.PutString("127.0.0.1:1"); }), Code::kInvalidArgument});
+  cases.push_back({"shard images of the wrong row size", wire::MsgType::kShardWrite,
+                   shard_frame("t", 0, [](wire::Writer& w) {
+                     w.Put<uint32_t>(1);
+                     w.Put<uint32_t>(8);  // The table's rows are 16 bytes.
+                     w.Put<uint32_t>(0);
+                   }),
+                   Code::kInvalidArgument});
+  cases.push_back({"shard images claiming more rows than sent", wire::MsgType::kShardWrite,
+                   shard_frame("t", 0, [](wire::Writer& w) {
+                     w.Put<uint32_t>(1000);
+                     w.Put<uint32_t>(16);
+                     w.Put<uint32_t>(0);
+                   }),
+                   Code::kInvalidArgument});
+  cases.push_back({"shard images for a shard not moving here", wire::MsgType::kShardWrite,
+                   shard_frame("t", 0, [](wire::Writer& w) {
+                     w.Put<uint32_t>(1);
+                     w.Put<uint32_t>(16);
+                     w.Put<uint32_t>(0);
+                     w.Put<uint64_t>(1);
+                     w.Put<uint64_t>(2);
+                     const float v[4] = {9, 9, 9, 9};
+                     w.PutBytes(reinterpret_cast<const uint8_t*>(v), sizeof(v));
+                   }),
+                   Code::kFailedPrecondition});
+  cases.push_back({"a map that is not a table record", wire::MsgType::kAdoptMap, {1, 2, 3}, Code::kInvalidArgument});
+  {
+    wire::TableInfo info;
+    info.schema = Schema("t", OptimizerKind::kSgd, 100, 4);
+    info.schema.init.kind = InitKind::kZeros;
+    info.epoch = 1;  // Not newer than the table's.
+    info.owners = {1};
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    wire::PutTableInfo(w, info);
+    cases.push_back({"a map that is not newer and moves the shard away", wire::MsgType::kAdoptMap, p,
+                     Code::kFailedPrecondition});
+    info.epoch = 5;
+    info.owners = {0, 0};  // Another shape.
+    p.clear();
+    wire::PutTableInfo(w, info);
+    cases.push_back({"a map of another shape", wire::MsgType::kAdoptMap, p, Code::kInvalidArgument});
+  }
+  auto replica = [](const std::string& table, const std::function<void(wire::Writer&)>& blocks) {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    w.PutString(table);
+    w.Put<uint64_t>(3);  // client
+    w.Put<uint64_t>(4);  // seq
+    blocks(w);
+    return p;
+  };
+  cases.push_back({"a replica with no blocks", wire::MsgType::kReplicate, replica("t", [](wire::Writer& w) { w.Put<uint32_t>(0); }),
+                   Code::kInvalidArgument});
+  cases.push_back({"a replica of an unknown table", wire::MsgType::kReplicate,
+                   replica("nope", [](wire::Writer& w) { w.Put<uint32_t>(1); }), Code::kNotFound});
+  cases.push_back({"a replica for a shard this node does not back up", wire::MsgType::kReplicate,
+                   replica("t",
+                           [](wire::Writer& w) {
+                             w.Put<uint32_t>(1);
+                             w.Put<uint32_t>(0);
+                             w.Put<uint8_t>(1);
+                             w.Put<uint32_t>(0);
+                           }),
+                   Code::kFailedPrecondition});
+  cases.push_back({"a truncated replica", wire::MsgType::kReplicate, replica("t", [](wire::Writer& w) { w.Put<uint32_t>(1); }),
+                   Code::kInvalidArgument});
+  for (auto& c : cases) {
+    Status s = Call(c.type, c.payload);
+    EXPECT_EQ(s.code(), c.want) << c.what << ": " << s.ToString();
+    EXPECT_FALSE(s.message().empty()) << c.what;
+  }
+  EXPECT_EQ(Value(1), 0.0f);  // None of them changed a row...
+  std::vector<float> g(4, 1.0f);
+  auto t = client_->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE((*t)->Push(std::vector<uint64_t>{1}, g.data()).ok()) << "...or left the shard frozen";
   ExpectStillServing();
 }
 
