@@ -105,24 +105,52 @@ const float* PrefetchHandle::rows() const { return st_->rows.data(); }
 size_t PrefetchHandle::num_lookups() const { return st_->inverse.size(); }
 size_t PrefetchHandle::num_unique_rows() const { return st_->unique.size(); }
 
+StatusOr<std::map<int64_t, std::unique_ptr<TableHandle>>> OpenLayerTables(Client* client, const EngramHasher& hasher,
+                                                                          const std::string& table_prefix) {
+  const EngramSpec& spec = hasher.spec();
+  std::map<int64_t, std::unique_ptr<TableHandle>> tables;
+  for (int64_t layer : spec.layer_ids) {
+    const std::string name = table_prefix + "_layer" + std::to_string(layer);
+    ENGRAM_ASSIGN_OR_RETURN(auto t, client->OpenTable(name));
+    const TableSchema& s = t->schema();
+    if (s.num_rows != hasher.layer(layer)->table_rows || s.dim != static_cast<uint32_t>(spec.head_dim())) {
+      return Status::FailedPrecondition("table '" + name + "' has " + std::to_string(s.num_rows) + " rows x " +
+                                        std::to_string(s.dim) + ", the spec needs " +
+                                        std::to_string(hasher.layer(layer)->table_rows) + " x " +
+                                        std::to_string(spec.head_dim()));
+    }
+    if (s.dtype == DType::kBytes) return Status::FailedPrecondition("table '" + name + "' holds opaque bytes");
+    tables[layer] = std::move(t);
+  }
+  return tables;
+}
+
+StatusOr<RowIo> TableRowIo(Client* client, const EngramHasher& hasher, const std::string& table_prefix) {
+  ENGRAM_ASSIGN_OR_RETURN(auto opened, OpenLayerTables(client, hasher, table_prefix));
+  auto tables = std::make_shared<std::map<int64_t, std::unique_ptr<TableHandle>>>(std::move(opened));
+  auto table = [tables](int64_t layer) -> StatusOr<TableHandle*> {
+    auto it = tables->find(layer);
+    if (it == tables->end()) return Status::InvalidArgument("layer " + std::to_string(layer) + " has no Engram table");
+    return it->second.get();
+  };
+  RowIo io;
+  io.pull = [table](int64_t layer, std::span<const uint64_t> ids, uint8_t* out) -> Status {
+    ENGRAM_ASSIGN_OR_RETURN(TableHandle * t, table(layer));
+    return t->Pull(ids, out);
+  };
+  io.push = [table](int64_t layer, std::span<const uint64_t> ids, const float* grads) -> Status {
+    ENGRAM_ASSIGN_OR_RETURN(TableHandle * t, table(layer));
+    return t->Push(ids, grads);
+  };
+  return io;
+}
+
 StatusOr<std::unique_ptr<EngramPrefetcher>> EngramPrefetcher::Create(Client* client, const EngramSpec& spec,
                                                                      const std::string& table_prefix,
                                                                      const PrefetchOptions& options) {
   ENGRAM_ASSIGN_OR_RETURN(auto hasher, EngramHasher::Create(spec));
   auto p = std::unique_ptr<EngramPrefetcher>(new EngramPrefetcher(std::move(hasher), options));
-  for (int64_t layer : spec.layer_ids) {
-    const std::string name = table_prefix + "_layer" + std::to_string(layer);
-    ENGRAM_ASSIGN_OR_RETURN(auto t, client->OpenTable(name));
-    const TableSchema& s = t->schema();
-    if (s.num_rows != p->hasher_.layer(layer)->table_rows || s.dim != static_cast<uint32_t>(spec.head_dim())) {
-      return Status::FailedPrecondition("table '" + name + "' has " + std::to_string(s.num_rows) + " rows x " +
-                                        std::to_string(s.dim) + ", the spec needs " +
-                                        std::to_string(p->hasher_.layer(layer)->table_rows) + " x " +
-                                        std::to_string(spec.head_dim()));
-    }
-    if (s.dtype == DType::kBytes) return Status::FailedPrecondition("table '" + name + "' holds opaque bytes");
-    p->tables_[layer] = std::move(t);
-  }
+  ENGRAM_ASSIGN_OR_RETURN(p->tables_, OpenLayerTables(client, p->hasher_, table_prefix));
   if (options.background) p->thread_ = std::thread([q = p.get()] { q->Run(); });
   return p;
 }

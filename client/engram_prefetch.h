@@ -28,6 +28,7 @@
 
 #include "client/client.h"
 #include "client/engram_hash.h"
+#include "client/layer_prefetcher.h"
 
 namespace engram::client {
 
@@ -115,6 +116,14 @@ class EngramPrefetcher {
   bool stop_ = false;                                         // GUARDED_BY(mu_)
   std::thread thread_;
 };
+
+// Opens the table of every Engram layer of `hasher`'s spec, "<table_prefix>_layer<L>", and
+// checks its shape against the spec (FailedPrecondition when it differs).
+StatusOr<std::map<int64_t, std::unique_ptr<TableHandle>>> OpenLayerTables(Client* client, const EngramHasher& hasher,
+                                                                          const std::string& table_prefix);
+// The RowIo of a LayerPrefetcher over those tables (pulls and pushes through `client`, which
+// must outlive it).
+StatusOr<RowIo> TableRowIo(Client* client, const EngramHasher& hasher, const std::string& table_prefix);
 
 }  // namespace engram::client
 
