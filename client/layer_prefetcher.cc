@@ -205,8 +205,7 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<LayerPrefetcher>> CreateCpuLayerPrefetcher(const EngramHasher* hasher, RowIo io,
-                                                                    const LayerPrefetcherOptions& options) {
+Status ValidateLayerPrefetcher(const EngramHasher* hasher, const RowIo& io, const LayerPrefetcherOptions& options) {
   if (hasher == nullptr || !io.pull || !io.push) return Status::InvalidArgument("a hasher and both row functions are needed");
   if (options.dim == 0 || options.dtype == DType::kBytes) {
     return Status::InvalidArgument("the layer tables' dim and a numeric dtype are needed");
@@ -214,6 +213,12 @@ StatusOr<std::unique_ptr<LayerPrefetcher>> CreateCpuLayerPrefetcher(const Engram
   if (options.max_batch == 0 || options.max_seq == 0 || options.max_in_flight == 0) {
     return Status::InvalidArgument("max_batch, max_seq and max_in_flight must be positive");
   }
+  return Status::OK();
+}
+
+StatusOr<std::unique_ptr<LayerPrefetcher>> CreateCpuLayerPrefetcher(const EngramHasher* hasher, RowIo io,
+                                                                    const LayerPrefetcherOptions& options) {
+  ENGRAM_RETURN_IF_ERROR(ValidateLayerPrefetcher(hasher, io, options));
   return std::unique_ptr<LayerPrefetcher>(new CpuLayerPrefetcher(hasher, std::move(io), options));
 }
 

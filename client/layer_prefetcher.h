@@ -81,6 +81,10 @@ class LayerPrefetcher {
   virtual int lookups_per_token() const = 0;
 };
 
+// What both engines check at creation: InvalidArgument unless there is a hasher, both row
+// functions, a dim, a numeric dtype and positive sizes.
+Status ValidateLayerPrefetcher(const EngramHasher* hasher, const RowIo& io, const LayerPrefetcherOptions& options);
+
 // The CPU engine. `hasher` must outlive the prefetcher.
 StatusOr<std::unique_ptr<LayerPrefetcher>> CreateCpuLayerPrefetcher(const EngramHasher* hasher, RowIo io,
                                                                     const LayerPrefetcherOptions& options);
