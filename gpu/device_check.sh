@@ -37,19 +37,24 @@ build() {  # build SRC: one object per source, in parallel batches
   esac
 }
 srcs=(client/engram_hash.cc client/numpy_random.cc client/primes.cc client/engram_spec.cc client/dedup.cc
-      gpu/hash_upload.cc gpu/kernels.cu third_party/googletest/src/gtest-all.cc
-      third_party/googletest/src/gtest_main.cc tests/gpu/kernels_test.cc gpu/bench_kernels.cc)
+      client/layer_prefetcher.cc gpu/hash_upload.cc gpu/kernels.cu gpu/cuda_layer_prefetcher.cc
+      third_party/googletest/src/gtest-all.cc third_party/googletest/src/gtest_main.cc tests/gpu/kernels_test.cc
+      tests/gpu/layer_prefetcher_test.cc gpu/bench_kernels.cc gpu/bench_overlap.cc)
 pids=()
 for s in "${srcs[@]}"; do build "$s" & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p"; done
 lib=()
 for s in client/engram_hash.cc client/numpy_random.cc client/primes.cc client/engram_spec.cc client/dedup.cc \
-         gpu/hash_upload.cc gpu/kernels.cu; do lib+=("$out/$(echo "$s" | tr '/' '_').o"); done
+         client/layer_prefetcher.cc gpu/hash_upload.cc gpu/kernels.cu gpu/cuda_layer_prefetcher.cc; do
+  lib+=("$out/$(echo "$s" | tr '/' '_').o")
+done
 link=(-L"$CUDA/lib64" -lcudart -lpthread)
 "${cxx[@]}" "${lib[@]}" "$out/third_party_googletest_src_gtest-all.cc.o" "$out/third_party_googletest_src_gtest_main.cc.o" \
-  "$out/tests_gpu_kernels_test.cc.o" "${link[@]}" -o "$out/gpu_test"
+  "$out/tests_gpu_kernels_test.cc.o" "$out/tests_gpu_layer_prefetcher_test.cc.o" "${link[@]}" -o "$out/gpu_test"
 "${cxx[@]}" "${lib[@]}" "$out/gpu_bench_kernels.cc.o" "${link[@]}" -o "$out/engram-bench-gpu"
+"${cxx[@]}" "${lib[@]}" "$out/gpu_bench_overlap.cc.o" "${link[@]}" -lcublas -o "$out/engram-bench-overlap"
 echo "device_check: built in $(( $(date +%s) - t0 )) s" >&2
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$out/gpu_test" --gtest_brief=0
 "$out/engram-bench-gpu" | tee "$out/bench_gpu.json"
+"$out/engram-bench-overlap" | tee "$out/bench_overlap.json"

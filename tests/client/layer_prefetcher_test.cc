@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <random>
 
-#include "../testing/memory_row_io.h"
 #include "../testing/server_process.h"
 #include "client/engram_prefetch.h"
+#include "client/memory_tables.h"
 #include "engram/numeric.h"
 
 namespace engram::client {
@@ -40,7 +40,7 @@ INSTANTIATE_TEST_SUITE_P(Out, LayerPrefetcherTest, ::testing::Values(RowOut::kF3
 TEST_P(LayerPrefetcherTest, RowsLandInTokenLayoutAndGradientsComeBackSummedPerUniqueRow) {
   auto hasher = EngramHasher::Create(SmallSpec());
   ASSERT_TRUE(hasher.ok());
-  testing::MemoryTables tables(*hasher, DType::kFp8E4M3Ue8m0, 32, 7);
+  MemoryTables tables(*hasher, DType::kFp8E4M3Ue8m0, 32, 7);
   LayerPrefetcherOptions o;
   o.max_batch = 4;
   o.max_seq = 64;
@@ -103,7 +103,7 @@ TEST_P(LayerPrefetcherTest, RowsLandInTokenLayoutAndGradientsComeBackSummedPerUn
 TEST(LayerPrefetcherCpuTest, TicketsAreABoundedRingAndBadInputsAreRefused) {
   auto hasher = EngramHasher::Create(SmallSpec());
   ASSERT_TRUE(hasher.ok());
-  testing::MemoryTables tables(*hasher, DType::kF32, 32, 9);
+  MemoryTables tables(*hasher, DType::kF32, 32, 9);
   LayerPrefetcherOptions o;
   o.max_batch = 2;
   o.max_seq = 8;

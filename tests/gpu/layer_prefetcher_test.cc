@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "../testing/memory_row_io.h"
+#include "client/memory_tables.h"
 #include "gpu/kernels.h"
 
 namespace engram::gpu {
@@ -38,7 +38,7 @@ TEST_P(CudaLayerPrefetcherTest, MatchesTheCpuEngineBitForBit) {
   ASSERT_TRUE(hasher.ok());
   std::random_device rd;
   const uint64_t seed = (uint64_t{rd()} << 32) | rd();
-  testing::MemoryTables cpu_tables(*hasher, DType::kFp8E4M3Ue8m0, 64, seed), gpu_tables(*hasher, DType::kFp8E4M3Ue8m0, 64, seed);
+  client::MemoryTables cpu_tables(*hasher, DType::kFp8E4M3Ue8m0, 64, seed), gpu_tables(*hasher, DType::kFp8E4M3Ue8m0, 64, seed);
   client::LayerPrefetcherOptions o;
   o.max_batch = 4;
   o.max_seq = 512;
@@ -96,7 +96,7 @@ TEST_P(CudaLayerPrefetcherTest, MatchesTheCpuEngineBitForBit) {
 TEST(CudaLayerPrefetcherFactoryTest, FallsBackToTheCpuEngineWithoutADevice) {
   auto hasher = client::EngramHasher::Create(Spec());
   ASSERT_TRUE(hasher.ok());
-  testing::MemoryTables tables(*hasher, DType::kF32, 64, 1);
+  client::MemoryTables tables(*hasher, DType::kF32, 64, 1);
   client::LayerPrefetcherOptions o;
   o.max_batch = 1;
   o.max_seq = 8;

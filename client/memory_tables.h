@@ -1,24 +1,28 @@
-// An in-memory RowIo for LayerPrefetcher tests and benchmarks: every Engram layer's table as
-// rows of a given dtype, filled with fresh random values, and SGD (lr 1) pushes.
-#ifndef ENGRAM_TESTS_TESTING_MEMORY_ROW_IO_H_
-#define ENGRAM_TESTS_TESTING_MEMORY_ROW_IO_H_
+// MemoryTables: every Engram layer's table in this process's memory, as rows of a given dtype
+// filled with random N(0, 1) values, with SGD (lr 1) pushes: a LayerPrefetcher's RowIo for
+// tests, benchmarks (no servers: the GPU machine has none) and dry runs. Thread-safe.
+#ifndef ENGRAM_CLIENT_MEMORY_TABLES_H_
+#define ENGRAM_CLIENT_MEMORY_TABLES_H_
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "client/engram_hash.h"
 #include "client/layer_prefetcher.h"
 #include "engram/row_codec.h"
 
-namespace engram::testing {
+namespace engram::client {
 
 class MemoryTables {
  public:
-  MemoryTables(const client::EngramHasher& hasher, DType dtype, uint32_t dim, uint64_t seed)
+  MemoryTables(const EngramHasher& hasher, DType dtype, uint32_t dim, uint64_t seed)
       : dtype_(dtype), dim_(dim), vb_(ValueBytes(dtype, dim)) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> g(0.0f, 1.0f);
@@ -33,9 +37,12 @@ class MemoryTables {
       }
     }
   }
-  client::RowIo io() {
-    client::RowIo io;
+  // Each pull also sleeps this long (outside the lock): a stand-in for a network round trip.
+  void set_pull_delay(std::chrono::microseconds d) { pull_delay_us_.store(d.count()); }
+  RowIo io() {
+    RowIo io;
     io.pull = [this](int64_t layer, std::span<const uint64_t> ids, uint8_t* out) -> Status {
+      if (const int64_t us = pull_delay_us_.load(); us > 0) std::this_thread::sleep_for(std::chrono::microseconds(us));
       std::lock_guard<std::mutex> lock(mu_);
       auto it = tables_.find(layer);
       if (it == tables_.end()) return Status::NotFound("no table for layer " + std::to_string(layer));
@@ -73,6 +80,7 @@ class MemoryTables {
   }
 
  private:
+  std::atomic<int64_t> pull_delay_us_{0};
   const DType dtype_;
   const uint32_t dim_;
   const size_t vb_;
@@ -81,6 +89,6 @@ class MemoryTables {
   int pulls_ = 0, pushes_ = 0;                        // GUARDED_BY(mu_)
 };
 
-}  // namespace engram::testing
+}  // namespace engram::client
 
-#endif  // ENGRAM_TESTS_TESTING_MEMORY_ROW_IO_H_
+#endif  // ENGRAM_CLIENT_MEMORY_TABLES_H_
