@@ -30,7 +30,8 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
       s.summed.resize(n * o.dim);
     }
     decoded_.resize(o.dim);
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] { Run(&queue_); });
+    push_thread_ = std::thread([this] { Run(&push_queue_); });
   }
 
   ~CpuLayerPrefetcher() override {
@@ -40,6 +41,7 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
     }
     cv_.notify_all();
     thread_.join();
+    push_thread_.join();
   }
 
   StatusOr<int> Prefetch(int64_t layer, std::span<const int64_t> tokens, size_t batch, size_t seq) override {
@@ -94,7 +96,7 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
     s.pushing = true;
     s.push_done = std::promise<Status>();
     s.push = s.push_done.get_future().share();
-    queue_.push_back({ticket, true});
+    push_queue_.push_back({ticket, true});
     cv_.notify_all();
     return s.push;
   }
@@ -115,6 +117,9 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
     cv_.notify_all();
   }
 
+  size_t num_unique_rows(int ticket) const override {
+    return CheckTicket(ticket).ok() ? slots_[ticket].unique.size() : 0;
+  }
   bool on_device() const override { return false; }
   int lookups_per_token() const override { return k_; }
 
@@ -144,15 +149,15 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
     return Status::OK();
   }
 
-  void Run() {
+  void Run(std::deque<Job>* queue) {
     for (;;) {
       Job job;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = queue_.front();
-        queue_.pop_front();
+        cv_.wait(lock, [&] { return stop_ || !queue->empty(); });
+        if (queue->empty()) return;
+        job = queue->front();
+        queue->pop_front();
       }
       Slot& s = slots_[job.slot];
       if (job.push) {
@@ -194,13 +199,14 @@ class CpuLayerPrefetcher final : public LayerPrefetcher {
   std::vector<Slot> slots_;  // Fields of a slot in use belong to its caller or the worker, in turn.
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;  // GUARDED_BY(mu_)
-  bool stop_ = false;      // GUARDED_BY(mu_)
+  // Pulls and pushes have a thread each: a step's pulls never wait behind the last step's pushes.
+  std::deque<Job> queue_, push_queue_;  // GUARDED_BY(mu_)
+  bool stop_ = false;                   // GUARDED_BY(mu_)
   // Worker-thread only.
   HashScratch hash_scratch_;
   DedupScratch dedup_scratch_;
   std::vector<float> decoded_;
-  std::thread thread_;
+  std::thread thread_, push_thread_;
 };
 
 }  // namespace

@@ -12,7 +12,7 @@
 //    unique row ids copied to the host, the pull into a pinned staging buffer, the host-to-device
 //    copy and the gather+convert on the side stream, and an event the compute stream waits on.
 //    Backward: segment-sum on the GPU after the compute stream's gradients, device-to-host into
-//    pinned memory, and the push on the prefetcher's thread. The compute stream never blocks.
+//    pinned memory, and the push on the prefetcher's push thread. The compute stream never blocks.
 //  - CPU (CreateCpuLayerPrefetcher, here): the same steps on the host, on the prefetcher's own
 //    thread; "device" pointers are host pointers and streams are ignored. The demo and machines
 //    without a GPU use it. gpu::CreateLayerPrefetcher picks CUDA when a device is usable.
@@ -71,11 +71,13 @@ class LayerPrefetcher {
   virtual StatusOr<const void*> Acquire(int ticket, void* compute_stream) = 0;
   // Gradients for the ticket's rows in the same layout (f32; device memory, written by work
   // on `compute_stream`, with the CUDA engine): summed per unique row and pushed on the
-  // prefetcher's thread. The future says how the push went. `grads` may be overwritten once
+  // prefetcher's push thread. The future says how the push went. `grads` may be overwritten once
   // later work on `compute_stream` runs (the CPU engine: once this returns).
   virtual StatusOr<std::shared_future<Status>> PushGrads(int ticket, const float* grads, void* compute_stream) = 0;
   // Gives the ticket back (after its push, if any, was handed over: the push completes first).
   virtual void Release(int ticket) = 0;
+  // Distinct rows the ticket's lookups hit. REQUIRES: Acquire returned OK.
+  virtual size_t num_unique_rows(int ticket) const = 0;
   virtual bool on_device() const = 0;
   // Lookups per token (K) and the options.
   virtual int lookups_per_token() const = 0;

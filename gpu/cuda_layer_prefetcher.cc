@@ -1,5 +1,5 @@
 // The CUDA engine of LayerPrefetcher: a ring of tickets, each with its device and pinned host
-// buffers and events, two streams, and one worker thread for the pulls and pushes.
+// buffers and events, two streams, and two worker threads (pulls, pushes).
 #include "gpu/cuda_layer_prefetcher.h"
 
 #include <cuda_runtime.h>
@@ -74,6 +74,7 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
     }
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
+    if (push_thread_.joinable()) push_thread_.join();
     if (hash_stream_) cudaStreamSynchronize(hash_stream_);
     if (io_stream_) cudaStreamSynchronize(io_stream_);
     for (Slot& s : slots_) {
@@ -125,7 +126,8 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
         ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "cudaEventCreate"));
       }
     }
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] { Run(&queue_); });
+    push_thread_ = std::thread([this] { Run(&push_queue_); });
     return Status::OK();
   }
 
@@ -218,7 +220,7 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
     s.pushing = true;
     s.push_done = std::promise<Status>();
     s.push = s.push_done.get_future().share();
-    queue_.push_back({ticket, true});
+    push_queue_.push_back({ticket, true});
     cv_.notify_all();
     return s.push;
   }
@@ -241,6 +243,7 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
     cv_.notify_all();
   }
 
+  size_t num_unique_rows(int ticket) const override { return CheckTicket(ticket).ok() ? slots_[ticket].unique : 0; }
   bool on_device() const override { return true; }
   int lookups_per_token() const override { return k_; }
 
@@ -257,15 +260,15 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
     return Status::OK();
   }
 
-  void Run() {
+  void Run(std::deque<Job>* queue) {
     for (;;) {
       Job job;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = queue_.front();
-        queue_.pop_front();
+        cv_.wait(lock, [&] { return stop_ || !queue->empty(); });
+        if (queue->empty()) return;
+        job = queue->front();
+        queue->pop_front();
       }
       Slot& s = slots_[job.slot];
       if (job.push) {
@@ -310,9 +313,10 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
   cudaStream_t hash_stream_ = nullptr, io_stream_ = nullptr;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;  // GUARDED_BY(mu_)
-  bool stop_ = false;      // GUARDED_BY(mu_)
-  std::thread thread_;
+  // Pulls and pushes have a thread each: a step's pulls never wait behind the last step's pushes.
+  std::deque<Job> queue_, push_queue_;  // GUARDED_BY(mu_)
+  bool stop_ = false;                   // GUARDED_BY(mu_)
+  std::thread thread_, push_thread_;
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // engram-train-demo: a synthetic Engram training loop against engram-server daemons, with
-// layer-ahead prefetch.
+// layer-ahead prefetch through LayerPrefetcher (its CPU engine: the demo runs anywhere; a GPU
+// worker makes the same calls on gpu::CreateLayerPrefetcher with its compute stream).
 //
 // Each step draws Zipf-distributed token streams, and at the start of the step issues the pulls
 // for both Engram layers (1 and 15, as in the reference); the simulated Transformer layers
@@ -22,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/engram_prefetch.h"
+#include "client/layer_prefetcher.h"
 #include "engram/init.h"
 
 DEFINE_string(servers, "", "HOST:PORT[,HOST:PORT...] of the engram-server nodes");
@@ -81,31 +83,46 @@ int main(int argc, char** argv) {
   for (std::string s; std::getline(ss, s, ',');) opts.servers.push_back(s);
   auto cl = client::Client::Connect(opts);
   if (!cl.ok()) return Fail(cl.status());
-  auto pf = client::EngramPrefetcher::Create(cl->get(), *spec, FLAGS_table_prefix);
-  if (!pf.ok()) return Fail(pf.status());
-
+  auto hasher = client::EngramHasher::Create(*spec);
+  if (!hasher.ok()) return Fail(hasher.status());
+  auto io = client::TableRowIo(cl->get(), *hasher, FLAGS_table_prefix);
+  if (!io.ok()) return Fail(io.status());
   const size_t B = FLAGS_batch, T = FLAGS_seq, n = B * T;
   const size_t k = static_cast<size_t>(spec->lookups_per_token());
   const uint32_t dim = static_cast<uint32_t>(spec->head_dim());
+  client::LayerPrefetcherOptions po;
+  po.max_batch = B;
+  po.max_seq = T;
+  po.max_in_flight = 2 * spec->layer_ids.size();  // This step's tickets and the last step's (pushing).
+  po.dim = dim;
+  {
+    auto first = cl->get()->OpenTable(FLAGS_table_prefix + "_layer" + std::to_string(spec->layer_ids.at(0)));
+    if (!first.ok()) return Fail(first.status());
+    po.dtype = (*first)->schema().dtype;
+  }
+  auto pf = client::CreateCpuLayerPrefetcher(&*hasher, *io, po);
+  if (!pf.ok()) return Fail(pf.status());
   const InitConfig target_init{InitKind::kNormal, 0.1f, 777};
   ZipfSampler sampler(spec->compressed_vocab_size, FLAGS_zipf, FLAGS_seed);
   std::vector<int64_t> tokens(n);
-  std::vector<float> targets(n * dim), grads(n * k * dim), pred(dim);
+  std::vector<float> targets(n * dim), pred(dim);
+  // Each Engram layer's gradients, [B][T][K][dim].
+  std::vector<std::vector<float>> grads(spec->layer_ids.size(), std::vector<float>(n * k * dim));
   const auto compute = std::chrono::microseconds(FLAGS_layer_compute_us);
 
   double loss_first = 0, loss_last = 0, pull_rows = 0, push_rows = 0, push_s = 0;
   std::vector<double> waits_ms;
   std::vector<std::vector<double>> layer_waits_ms(spec->layer_ids.size());
-  std::vector<std::future<Status>> pushes;  // The previous step's, with --async_push.
+  std::vector<std::pair<int, std::shared_future<Status>>> pushes;  // The previous step's, with --async_push.
   const auto t_start = Clock::now();
   for (int step = 0; step < FLAGS_steps; ++step) {
     for (auto& t : tokens) t = sampler.Next();
     // Issue every Engram layer's pulls now: they travel while the layers before them compute.
-    std::vector<std::unique_ptr<client::PrefetchHandle>> handles;
+    std::vector<int> handles;
     for (int64_t layer : spec->layer_ids) {
       auto h = (*pf)->Prefetch(layer, tokens, B, T);
       if (!h.ok()) return Fail(h.status());
-      handles.push_back(std::move(h).value());
+      handles.push_back(*h);
     }
     for (size_t p = 0; p < n; ++p) {
       const int64_t prev = p % T == 0 ? spec->pad_id : tokens[p - 1];
@@ -115,15 +132,16 @@ int main(int argc, char** argv) {
     size_t next_engram = 0;
     for (int layer = 0; layer < FLAGS_layers; ++layer) {
       if (next_engram < handles.size() && layer == spec->layer_ids[next_engram]) {
-        auto& h = handles[next_engram++];
+        const int h = handles[next_engram++];
         const auto w0 = Clock::now();
-        if (Status s = h->Wait(); !s.ok()) return Fail(s);
+        auto acquired = (*pf)->Acquire(h, /*compute_stream=*/nullptr);
+        if (!acquired.ok()) return Fail(acquired.status());
         waits_ms.push_back(Seconds(Clock::now() - w0) * 1e3);
         layer_waits_ms[next_engram - 1].push_back(waits_ms.back());
-        pull_rows += h->num_unique_rows();
+        pull_rows += (*pf)->num_unique_rows(h);
         // The Engram module of this layer: forward and backward of the toy objective.
         const float inv_k = 1.0f / static_cast<float>(k);
-        const float* rows = h->rows();
+        const float* rows = static_cast<const float*>(*acquired);
         for (size_t p = 0; p < n; ++p) {
           std::fill(pred.begin(), pred.end(), 0.0f);
           for (size_t j = 0; j < k; ++j) {
@@ -133,7 +151,7 @@ int main(int argc, char** argv) {
           for (uint32_t c = 0; c < dim; ++c) {
             const float e = pred[c] - targets[p * dim + c];
             loss += 0.5 * e * e / static_cast<double>(n * handles.size());
-            for (size_t j = 0; j < k; ++j) grads[(p * k + j) * dim + c] = e * inv_k / static_cast<float>(n);
+            for (size_t j = 0; j < k; ++j) grads[next_engram - 1][(p * k + j) * dim + c] = e * inv_k / static_cast<float>(n);
           }
         }
       }
@@ -142,16 +160,19 @@ int main(int argc, char** argv) {
     // Backward done: one summed gradient per unique row, per Engram layer. The previous
     // step's pushes must have landed first (staleness stays at most one step).
     const auto p0 = Clock::now();
-    for (auto& f : pushes) {
+    for (auto& [h, f] : pushes) {
       if (Status s = f.get(); !s.ok()) return Fail(s);
+      (*pf)->Release(h);
     }
     pushes.clear();
-    for (auto& h : handles) {
-      push_rows += h->num_unique_rows();
-      if (FLAGS_async_push) {
-        pushes.push_back(h->PushGradsAsync(grads.data()));
-      } else if (Status s = h->PushGrads(grads.data()); !s.ok()) {
-        return Fail(s);
+    for (size_t i = 0; i < handles.size(); ++i) {
+      const int h = handles[i];
+      push_rows += (*pf)->num_unique_rows(h);
+      auto pushed = (*pf)->PushGrads(h, grads[i].data(), nullptr);  // Summed before it returns: grads is free.
+      if (!pushed.ok()) return Fail(pushed.status());
+      pushes.emplace_back(h, *pushed);
+      if (!FLAGS_async_push) {
+        if (Status s = pushes.back().second.get(); !s.ok()) return Fail(s);
       }
     }
     push_s += Seconds(Clock::now() - p0);
@@ -162,8 +183,9 @@ int main(int argc, char** argv) {
                    waits_ms.back());
     }
   }
-  for (auto& f : pushes) {  // The last step's pushes.
+  for (auto& [h, f] : pushes) {  // The last step's pushes.
     if (Status s = f.get(); !s.ok()) return Fail(s);
+    (*pf)->Release(h);
   }
   const double total_s = Seconds(Clock::now() - t_start);
   auto p50 = [](std::vector<double> v) {
