@@ -226,7 +226,7 @@ StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name
                                         (learned.ok() ? "" : " (" + learned.ToString() + ")"));
     }
   }
-  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch));
+  ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
   auto handle = std::unique_ptr<TableHandle>(new TableHandle(this, std::move(info), std::move(map)));
   if (options_.one_sided) ENGRAM_RETURN_IF_ERROR(handle->MapArenas());
   return handle;
@@ -553,12 +553,17 @@ std::vector<std::vector<uint32_t>> TableHandle::ByServer(const cluster::ShardMap
 }
 
 PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out) {
+  return StartPullImpl(rows, out, nullptr);
+}
+
+PendingPull TableHandle::StartPullImpl(std::span<const uint64_t> rows, uint8_t* out, const std::vector<bool>* failed) {
   PendingPull p;
   p.table = this;
   p.out = out;
   p.deadline = client_->Deadline();
   const auto m = map();
-  const auto direct = CurrentDirect();
+  // Around failed servers everything goes by RPC (their mapped arenas are not to be read).
+  const auto direct = failed != nullptr ? std::make_shared<const std::vector<Direct>>() : CurrentDirect();
   const size_t vb = info_.schema.value_bytes();
   // Rows in mapped shards are read here and now, straight into `out` (duplicates are simply
   // read twice: cheaper than sorting). The rest, and rows whose copies stayed torn, go by RPC.
@@ -607,30 +612,50 @@ PendingPull TableHandle::StartPull(std::span<const uint64_t> rows, uint8_t* out)
   for (size_t k = 0; k < p.inverse.size(); ++k) {
     if (p.dest[p.inverse[k]] == UINT32_MAX) p.dest[p.inverse[k]] = p.rpc_positions[k];
   }
-  const auto by = ByServer(*m, p.unique);
+  auto by = ByServer(*m, p.unique);
+  // Rows of failed servers go to their shards' backups, which hold every acknowledged write.
+  std::vector<std::vector<uint32_t>> by_backup(by.size());
+  if (failed != nullptr) {
+    for (size_t s = 0; s < by.size() && s < failed->size(); ++s) {
+      if (!(*failed)[s]) continue;
+      std::vector<uint32_t> stay;
+      for (uint32_t k : by[s]) {
+        const uint32_t b = m->Backup(m->ShardOf(p.unique[k]));
+        if (b < by.size() && b < failed->size() && !(*failed)[b]) {
+          by_backup[b].push_back(k);
+        } else {
+          stay.push_back(k);
+        }
+      }
+      by[s] = std::move(stay);
+    }
+  }
   // Large pulls go as several requests, all in flight together: the server gathers one part
   // while the previous part's reply streams and this client lays it out, instead of each step
   // waiting for the whole batch.
   const size_t part_rows = std::max<size_t>(256, (size_t{1} << 20) / std::max<size_t>(vb, 1));
-  for (size_t s = 0; s < by.size(); ++s) {
-    client_->rows_rpc_ += by[s].size();
-    for (size_t first = 0; first < by[s].size(); first += part_rows) {
-      const size_t n = std::min(part_rows, by[s].size() - first);
+  auto send = [&](size_t s, const std::vector<uint32_t>& idx, wire::MsgType type) {
+    client_->rows_rpc_ += idx.size();
+    for (size_t first = 0; first < idx.size(); first += part_rows) {
+      const size_t n = std::min(part_rows, idx.size() - first);
       std::vector<uint8_t> payload;
       wire::Writer w(&payload);
       w.PutString(info_.schema.name);
       w.Put<uint32_t>(static_cast<uint32_t>(n));
       uint64_t* ids = reinterpret_cast<uint64_t*>(w.Reserve(n * 8));
-      for (size_t k = 0; k < n; ++k) ids[k] = p.unique[by[s][first + k]];
-      auto id = client_->transport_->Send(client_->conns_[s], wire::MsgType::kPull, m->epoch(), std::move(payload));
-      if (!id.ok()) {
-        p.early = id.status();
-        break;  // Still wait for the parts already sent, so none is left dangling.
+      for (size_t k = 0; k < n; ++k) ids[k] = p.unique[idx[first + k]];
+      auto id = client_->transport_->Send(client_->conns_[s], type, m->epoch(), std::move(payload));
+      if (!id.ok()) {  // The parts already sent are still waited for, so none is left dangling.
+        if (p.early.ok()) p.early = id.status().WithContext("server " + client_->servers_[s]);
+        p.unanswered_.resize(client_->num_servers());
+        p.unanswered_[s] = true;
+        return;
       }
-      p.parts.push_back({static_cast<int>(s), *id,
-                         std::vector<uint32_t>(by[s].begin() + first, by[s].begin() + first + n)});
+      p.parts.push_back({static_cast<int>(s), *id, std::vector<uint32_t>(idx.begin() + first, idx.begin() + first + n)});
     }
-  }
+  };
+  for (size_t s = 0; s < by.size(); ++s) send(s, by[s], wire::MsgType::kPull);
+  for (size_t s = 0; s < by_backup.size(); ++s) send(s, by_backup[s], wire::MsgType::kPullAnyCopy);
   return p;
 }
 
@@ -644,6 +669,10 @@ Status PendingPull::Wait() {
     auto r = table->client_->transport_->Wait(part.request, deadline);
     if (!r.ok()) {
       if (first.ok()) first = r.status().WithContext("server " + table->client_->servers_[part.server]);
+      if (!table->client_->transport_->alive(table->client_->conns_[part.server]) || r.status().code() == Code::kDeadlineExceeded) {
+        unanswered_.resize(table->client_->num_servers());
+        unanswered_[part.server] = true;
+      }
       continue;
     }
     wire::Reader rd(r->payload.data(), r->payload.size());
@@ -670,7 +699,8 @@ Status PendingPull::Wait() {
 Status TableHandle::Pull(std::span<const uint64_t> rows, uint8_t* out) {
   Status s;
   for (int attempt = 0; attempt < client_->options_.max_attempts; ++attempt) {
-    s = StartPull(rows, out).Wait();
+    PendingPull pending = StartPull(rows, out);
+    s = pending.Wait();
     if (s.IsStaleShardMap()) {
       // A map changes on its servers one after another: back off so that the refresh finds it.
       client_->Backoff(attempt);
@@ -678,6 +708,14 @@ Status TableHandle::Pull(std::span<const uint64_t> rows, uint8_t* out) {
       continue;
     }
     if (!Transient(s)) return s;
+    // Servers whose connection failed: read their shards' rows from the backups at once,
+    // rather than wait for the failover (a lease's time) or the server's return.
+    if (const auto m = map(); !m->backups().empty() && !pending.unanswered().empty()) {
+      if (StartPullImpl(rows, out, &pending.unanswered()).Wait().ok()) {
+        client_->rows_from_backups_ += rows.size();
+        return Status::OK();
+      }
+    }
     for (size_t i = 0; i < client_->num_servers(); ++i) {  // Replace connections that failed.
       client_->EnsureConnected(static_cast<int>(i)).IgnoreError();  // A failure shows in the retry.
     }

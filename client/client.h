@@ -75,6 +75,7 @@ struct ClientStats {
   uint64_t rows_rma_get = 0;    // Of those, rows read with ucp_get_nbx (not a local mapping).
   uint64_t rows_rpc = 0;        // Unique rows read through pull requests.
   uint64_t torn_copies = 0;     // One-sided copies rejected as torn (and re-read).
+  uint64_t rows_from_backups = 0;  // Rows of pulls served around failed servers by backups.
 };
 
 class Client;
@@ -87,6 +88,9 @@ class PendingPull {
   PendingPull& operator=(PendingPull&&) = default;
   // Blocks until all parts arrived (or failed) and the values are in the caller's buffer.
   Status Wait();
+  // After Wait: per server, whether a part it was sent failed without an answer (a lost
+  // connection, a timeout). Empty if none did.
+  const std::vector<bool>& unanswered() const { return unanswered_; }
 
  private:
   friend class TableHandle;
@@ -109,6 +113,7 @@ class PendingPull {
   uint8_t* Landing(uint32_t u, size_t vb) { return out + size_t{dest[u]} * vb; }
   uint8_t* out = nullptr;
   Clock::time_point deadline;
+  std::vector<bool> unanswered_;
   bool done = false;
 };
 
@@ -182,6 +187,9 @@ class TableHandle {
                                    std::span<const uint64_t> rows, std::vector<uint32_t> positions, uint8_t* out,
                                    Clock::time_point deadline, std::vector<float>* init_scratch) const;
   Status Refresh();
+  // StartPull; with `failed` (per server), rows of failed servers' shards go to their backups
+  // (kPullAnyCopy) and nothing is read one-sidedly.
+  PendingPull StartPullImpl(std::span<const uint64_t> rows, uint8_t* out, const std::vector<bool>* failed);
   // Groups unique row positions by owning server.
   std::vector<std::vector<uint32_t>> ByServer(const cluster::ShardMap& map, std::span<const uint64_t> rows) const;
   Status PullOnce(std::span<const uint64_t> unique, uint8_t* unique_out);
@@ -204,7 +212,8 @@ class Client {
   const std::string& server_address(size_t i) const { return servers_[i]; }
   uint64_t client_id() const { return client_id_; }
   ClientStats stats() const {
-    return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load()};
+    return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load(),
+            rows_from_backups_.load()};
   }
 
   // Creates a table with `num_shards` virtual shards dealt round-robin over the servers; with
@@ -262,7 +271,7 @@ class Client {
   ClientOptions options_;
   uint64_t client_id_ = 0;
   std::atomic<uint64_t> next_seq_{1};
-  std::atomic<uint64_t> rows_one_sided_{0}, rows_rma_get_{0}, rows_rpc_{0}, torn_copies_{0};
+  std::atomic<uint64_t> rows_one_sided_{0}, rows_rma_get_{0}, rows_rpc_{0}, torn_copies_{0}, rows_from_backups_{0};
   std::unique_ptr<Transport> transport_;
   // Per node id, fixed capacity: entries below num_servers_ are written once before it is
   // raised (release), so readers index them without a lock.

@@ -40,6 +40,7 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kNodes: return "nodes";
     case wire::MsgType::kShardPush: return "shard_push";
     case wire::MsgType::kReplicate: return "replicate";
+    case wire::MsgType::kPullAnyCopy: return "pull_any_copy";
   }
   return "unknown";
 }
@@ -67,7 +68,8 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kShardPush:
     case wire::MsgType::kReplicate:
     case wire::MsgType::kCreateTable: return true;
-    case wire::MsgType::kPull: return payload_len > kSmallPullRows * sizeof(uint64_t);
+    case wire::MsgType::kPull:
+    case wire::MsgType::kPullAnyCopy: return payload_len > kSmallPullRows * sizeof(uint64_t);
     default: return false;
   }
 }
@@ -131,6 +133,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       return Status::OK();
     }
     case wire::MsgType::kPull: return Pull(h, r, out);
+    case wire::MsgType::kPullAnyCopy: return Pull(h, r, out, /*any_copy=*/true);
     case wire::MsgType::kPush: return Push(h, r);
     case wire::MsgType::kPut: return Put(h, r);
     case wire::MsgType::kStats: {
@@ -396,7 +399,7 @@ Status Service::ReadRows(wire::Reader& r, std::vector<uint64_t>* rows) {
   return Status::OK();
 }
 
-Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out) {
+Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy) {
   if (options_.read_allowed && !options_.read_allowed()) {
     return Status::Unavailable("node " + std::to_string(options_.node_id) +
                                " is catching up with the cluster's shard maps after rejoining; retry");
@@ -410,7 +413,7 @@ Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t
   w.Put<uint32_t>(static_cast<uint32_t>(rows.size()));
   w.Put<uint32_t>(static_cast<uint32_t>(vb));
   uint8_t* dst = w.Reserve(rows.size() * vb);  // Gather straight into the reply.
-  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst, h.epoch));
+  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst, h.epoch, any_copy));
   counters_.rows_pulled += rows.size();
   return Status::OK();
 }

@@ -116,7 +116,8 @@ class Service {
  private:
   Status Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
   Status CreateTable(wire::Reader& r);
-  Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
+  // `any_copy`: kPullAnyCopy (this node's backup copies serve too).
+  Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy = false);
   Status Push(const wire::Header& h, wire::Reader& r);
   Status Put(const wire::Header& h, wire::Reader& r);
   // Replication: sends a kReplicate payload to `node`; applies one received from a primary;

@@ -192,7 +192,7 @@ TableStats Table::stats() const {
   return s;
 }
 
-Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const {
+Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard, bool any_copy) const {
   by_shard->assign(map_.num_shards(), {});
   for (size_t i = 0; i < rows.size(); ++i) {
     if (rows[i] >= schema_.num_rows) {
@@ -201,7 +201,11 @@ Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint
                                 " rows");
     }
     const uint32_t s = map_.ShardOf(rows[i]);
-    if (!shards_[s]) {
+    if (any_copy && ReadCopy(s, true) == nullptr) {
+      return Status::Unavailable("node " + std::to_string(node_id_) + " holds no copy of shard " + std::to_string(s) +
+                                 " of '" + schema_.name + "'; retry");
+    }
+    if (!any_copy && !shards_[s]) {
       return Status::FailedPrecondition("row " + std::to_string(rows[i]) + " belongs to shard " + std::to_string(s) +
                                         ", which this node does not own");
     }
@@ -210,7 +214,7 @@ Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint
   return Status::OK();
 }
 
-Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch) const {
+Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch, bool any_copy) const {
   std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   ENGRAM_RETURN_IF_ERROR(CheckEpoch(epoch));
   const size_t vb = schema_.value_bytes();
@@ -218,7 +222,7 @@ Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch)
   // per node, and for small decode batches).
   if (const storage::Shard* shard = SingleLocalShard(rows)) return shard->Gather(rows, out);
   std::vector<std::vector<uint32_t>> by_shard;
-  ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard));
+  ENGRAM_RETURN_IF_ERROR(Route(rows, &by_shard, any_copy));
   std::vector<uint64_t> ids;
   std::vector<uint8_t> buf;
   for (uint32_t s = 0; s < by_shard.size(); ++s) {
@@ -227,7 +231,7 @@ Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch)
     ids.resize(idx.size());
     for (size_t k = 0; k < idx.size(); ++k) ids[k] = rows[idx[k]];
     buf.resize(idx.size() * vb);
-    ENGRAM_RETURN_IF_ERROR(shards_[s]->Gather(ids, buf.data()));
+    ENGRAM_RETURN_IF_ERROR(ReadCopy(s, any_copy)->Gather(ids, buf.data()));
     for (size_t k = 0; k < idx.size(); ++k) std::memcpy(out + size_t{idx[k]} * vb, buf.data() + k * vb, vb);
   }
   return Status::OK();

@@ -108,8 +108,11 @@ class Table {
 
   // Values at rest of `rows`, packed in request order. OutOfRange for a row outside the
   // table; FailedPrecondition for a row whose shard is not on this node; StaleShardMap when
-  // `epoch` (0: not checked) is not the table's.
-  Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */, uint64_t epoch = 0) const;
+  // `epoch` (0: not checked) is not the table's. With `any_copy`, this node's backup copy of a
+  // shard serves too (it holds every acknowledged write), and a shard of which this node has
+  // no copy is Unavailable (retry: the client's view of the map is moving).
+  Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */, uint64_t epoch = 0,
+              bool any_copy = false) const;
   // Gradients for `rows` (f32, dim each); duplicates summed; all-or-nothing validation.
   // Unavailable (retry) while a shard it touches is frozen for a move.
   Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */, const WriteLog* log = nullptr,
@@ -207,7 +210,11 @@ class Table {
   // The local shard holding every row of `rows`, or nullptr if they span shards (or are bad).
   storage::Shard* SingleLocalShard(std::span<const uint64_t> rows) const;
   // Groups row indexes by shard; fails on rows outside the table or on non-local shards.
-  Status Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard) const;
+  Status Route(std::span<const uint64_t> rows, std::vector<std::vector<uint32_t>>* by_shard, bool any_copy = false) const;
+  // The copy of shard `s` a read uses: this node's own, else (with `any_copy`) its backup copy.
+  const storage::Shard* ReadCopy(uint32_t s, bool any_copy) const {
+    return shards_[s] ? shards_[s].get() : any_copy ? replicas_[s].get() : nullptr;
+  }
 
   const TableSchema schema_;
   const uint32_t node_id_;

@@ -56,6 +56,9 @@ enum class MsgType : uint16_t {
                        // shard u32, kind u8 (1 gradients, 2 images), n u32, n x (row u64,
                        // version u64, dim f32 | value + state): a primary's applied write, for
                        // the backup node of those shards to apply in the same order.
+  kPullAnyCopy = 24,   // As kPull, but served from this node's backup copy of a shard too (a
+                       // client reading around a failed primary: a backup holds every
+                       // acknowledged write).
 };
 
 struct Header {
