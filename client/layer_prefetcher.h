@@ -87,6 +87,11 @@ class LayerPrefetcher {
 // functions, a dim, a numeric dtype and positive sizes.
 Status ValidateLayerPrefetcher(const EngramHasher* hasher, const RowIo& io, const LayerPrefetcherOptions& options);
 
+// What both engines' Prefetch checks: InvalidArgument for a layer without an Engram module or
+// tokens that are not [batch][seq] within the options' sizes.
+Status CheckPrefetch(const EngramHasher& hasher, const LayerPrefetcherOptions& options, int64_t layer,
+                     std::span<const int64_t> tokens, size_t batch, size_t seq);
+
 // The CPU engine. `hasher` must outlive the prefetcher.
 StatusOr<std::unique_ptr<LayerPrefetcher>> CreateCpuLayerPrefetcher(const EngramHasher* hasher, RowIo io,
                                                                     const LayerPrefetcherOptions& options);

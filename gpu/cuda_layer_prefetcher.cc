@@ -1,18 +1,15 @@
 // The CUDA engine of LayerPrefetcher: a ring of tickets, each with its device and pinned host
-// buffers and events, two streams, and two worker threads (pulls, pushes).
+// buffers and events, and two streams, on client::TicketRing (its pull and push threads).
 #include "gpu/cuda_layer_prefetcher.h"
 
 #include <cuda_runtime.h>
 
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <map>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "client/ticket_ring.h"
 #include "gpu/hash_upload.h"
 #include "gpu/kernels.h"
 
@@ -31,7 +28,7 @@ Status Cuda(cudaError_t e, const char* what) {
 }
 
 // One ticket's buffers and state. Device (d_) and pinned host (h_) buffers live as long as the
-// prefetcher; the fields below `in_use` belong to the ticket's caller or the worker, in turn.
+// prefetcher; the fields after the events belong to the ticket's caller or a worker, in turn.
 struct Slot {
   uint64_t* d_ids = nullptr;
   uint64_t* d_unique = nullptr;
@@ -51,30 +48,19 @@ struct Slot {
   float* h_summed = nullptr;
   cudaEvent_t ids_ready = nullptr, rows_ready = nullptr, grads_in = nullptr, grads_read = nullptr,
               grads_out = nullptr, released = nullptr;
-
-  bool in_use = false, ready = false, pushing = false, released_recorded = false;
-  Status status;
-  int64_t layer = 0;
-  size_t batch = 0, seq = 0;
   uint32_t unique = 0;
-  std::promise<Status> push_done;
-  std::shared_future<Status> push;
+  bool released_recorded = false;   // `released` marks the last use's end on its compute stream.
   cudaStream_t consumer = nullptr;  // The compute stream of the last Acquire or PushGrads.
 };
 
-class CudaLayerPrefetcher final : public client::LayerPrefetcher {
+class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client::TicketRing {
  public:
   CudaLayerPrefetcher(const client::EngramHasher* hasher, RowIo io, const LayerPrefetcherOptions& o)
-      : hasher_(hasher), io_(std::move(io)), o_(o), k_(hasher->lookups_per_token()), slots_(o.max_in_flight) {}
+      : TicketRing(o.max_in_flight), hasher_(hasher), io_(std::move(io)), o_(o), k_(hasher->lookups_per_token()),
+        slots_(o.max_in_flight) {}
 
   ~CudaLayerPrefetcher() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-    if (push_thread_.joinable()) push_thread_.join();
+    StopWorkers();
     if (hash_stream_) cudaStreamSynchronize(hash_stream_);
     if (io_stream_) cudaStreamSynchronize(io_stream_);
     for (Slot& s : slots_) {
@@ -126,67 +112,34 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
         ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "cudaEventCreate"));
       }
     }
-    thread_ = std::thread([this] { Run(&queue_); });
-    push_thread_ = std::thread([this] { Run(&push_queue_); });
+    StartWorkers();
     return Status::OK();
   }
 
   StatusOr<int> Prefetch(int64_t layer, std::span<const int64_t> tokens, size_t batch, size_t seq) override {
-    auto up = layers_.find(layer);
-    if (up == layers_.end()) return Status::InvalidArgument("layer " + std::to_string(layer) + " has no Engram module");
-    if (batch == 0 || seq == 0 || batch > o_.max_batch || seq > o_.max_seq || tokens.size() != batch * seq) {
-      return Status::InvalidArgument("tokens must be [batch][seq] with batch <= " + std::to_string(o_.max_batch) +
-                                     " and seq <= " + std::to_string(o_.max_seq));
-    }
-    int ticket = -1;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
-        for (size_t i = 0; i < slots_.size() && ticket < 0; ++i) {
-          if (!slots_[i].in_use) ticket = static_cast<int>(i);
-        }
-        return ticket >= 0;
-      });
-      slots_[ticket].in_use = true;
-    }
-    Slot& s = slots_[ticket];
-    s.ready = s.pushing = false;
+    ENGRAM_RETURN_IF_ERROR(client::CheckPrefetch(*hasher_, o_, layer, tokens, batch, seq));
+    const UploadedLayer& up = *layers_.at(layer);
+    const int t = Take({layer, batch, seq});
+    Slot& s = slots_[t];
     s.consumer = nullptr;
-    s.status = Status::OK();
-    s.layer = layer;
-    s.batch = batch;
-    s.seq = seq;
     const size_t n = batch * seq * static_cast<size_t>(k_);
     // The ticket's previous use finished with these buffers (Release waited for it).
     std::memcpy(s.h_tokens, tokens.data(), tokens.size() * sizeof(int64_t));
     Status st = Cuda(cudaMemcpyAsync(s.d_tokens, s.h_tokens, tokens.size() * 8, cudaMemcpyHostToDevice, hash_stream_),
                      "copying the tokens");
     if (st.ok()) st = Cuda(cudaMemsetAsync(s.d_bad, 0, sizeof(int), hash_stream_), "cudaMemsetAsync");
-    if (st.ok()) st = Cuda(LaunchHash(up->second->view(), s.d_tokens, nullptr, batch, seq, s.d_ids, s.d_bad, hash_stream_), "hashing");
+    if (st.ok()) st = Cuda(LaunchHash(up.view(), s.d_tokens, nullptr, batch, seq, s.d_ids, s.d_bad, hash_stream_), "hashing");
     if (st.ok()) st = Cuda(s.dedup.Run(s.d_ids, n, s.d_unique, s.d_inverse, s.d_count, hash_stream_), "de-duplicating");
     if (st.ok()) st = Cuda(cudaMemcpyAsync(s.h_count, s.d_count, 4, cudaMemcpyDeviceToHost, hash_stream_), "copying the count");
     if (st.ok()) st = Cuda(cudaMemcpyAsync(s.h_bad, s.d_bad, sizeof(int), cudaMemcpyDeviceToHost, hash_stream_), "cudaMemcpyAsync");
     if (st.ok()) st = Cuda(cudaEventRecord(s.ids_ready, hash_stream_), "cudaEventRecord");
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!st.ok()) {  // Nothing for the worker: the ticket is ready with its error.
-      s.status = st;
-      s.ready = true;
-      cv_.notify_all();
-      return ticket;
-    }
-    queue_.push_back({ticket, false});
-    cv_.notify_all();
-    return ticket;
+    Enqueue(t, st);  // With an error nothing is queued: the ticket is ready with it.
+    return t;
   }
 
   StatusOr<const void*> Acquire(int ticket, void* compute_stream) override {
-    ENGRAM_RETURN_IF_ERROR(CheckTicket(ticket));
+    ENGRAM_RETURN_IF_ERROR(WaitReady(ticket));
     Slot& s = slots_[ticket];
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return s.ready; });
-      ENGRAM_RETURN_IF_ERROR(s.status);
-    }
     auto compute = static_cast<cudaStream_t>(compute_stream);
     s.consumer = compute;
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(compute, s.rows_ready, 0), "cudaStreamWaitEvent"));
@@ -194,14 +147,8 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
   }
 
   StatusOr<std::shared_future<Status>> PushGrads(int ticket, const float* grads, void* compute_stream) override {
-    ENGRAM_RETURN_IF_ERROR(CheckTicket(ticket));
+    ENGRAM_RETURN_IF_ERROR(WaitReady(ticket, /*for_push=*/true));
     Slot& s = slots_[ticket];
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return s.ready; });
-      ENGRAM_RETURN_IF_ERROR(s.status);
-      if (s.pushing) return Status::FailedPrecondition("ticket " + std::to_string(ticket) + " pushed its gradients already");
-    }
     auto compute = static_cast<cudaStream_t>(compute_stream);
     s.consumer = compute;
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_in, compute), "cudaEventRecord"));
@@ -216,84 +163,39 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
                                                 cudaMemcpyDeviceToHost, io_stream_),
                                 "copying the gradients"));
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_out, io_stream_), "cudaEventRecord"));
-    std::lock_guard<std::mutex> lock(mu_);
-    s.pushing = true;
-    s.push_done = std::promise<Status>();
-    s.push = s.push_done.get_future().share();
-    push_queue_.push_back({ticket, true});
-    cv_.notify_all();
-    return s.push;
+    return EnqueuePush(ticket);
   }
 
-  void Release(int ticket) override {
-    if (!CheckTicket(ticket).ok()) return;
-    Slot& s = slots_[ticket];
-    std::shared_future<Status> push;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (!s.in_use) return;
-      cv_.wait(lock, [&] { return s.ready; });
-      if (s.pushing) push = s.push;
-    }
-    if (push.valid()) push.wait();
-    // The next use's gather must not overwrite rows compute may still be reading.
-    s.released_recorded = s.status.ok() && cudaEventRecord(s.released, s.consumer) == cudaSuccess;
-    std::lock_guard<std::mutex> lock(mu_);
-    s.in_use = false;
-    cv_.notify_all();
-  }
+  void Release(int ticket) override { ReleaseTicket(ticket); }
 
   size_t num_unique_rows(int ticket) const override { return CheckTicket(ticket).ok() ? slots_[ticket].unique : 0; }
   bool on_device() const override { return true; }
   int lookups_per_token() const override { return k_; }
 
  private:
-  struct Job {
-    int slot;
-    bool push;
-  };
-
-  Status CheckTicket(int ticket) const {
-    if (ticket < 0 || static_cast<size_t>(ticket) >= slots_.size()) {
-      return Status::InvalidArgument("no ticket " + std::to_string(ticket));
-    }
-    return Status::OK();
+  Status Push(int t) override {
+    Slot& s = slots_[t];
+    ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(s.grads_out), "waiting for the gradients"));
+    return io_.push(ticket(t).layer, std::span<const uint64_t>(s.h_unique, s.unique), s.h_summed);
   }
 
-  void Run(std::deque<Job>* queue) {
-    for (;;) {
-      Job job;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue->empty(); });
-        if (queue->empty()) return;
-        job = queue->front();
-        queue->pop_front();
-      }
-      Slot& s = slots_[job.slot];
-      if (job.push) {
-        Status st = Cuda(cudaEventSynchronize(s.grads_out), "waiting for the gradients");
-        if (st.ok()) st = io_.push(s.layer, std::span<const uint64_t>(s.h_unique, s.unique), s.h_summed);
-        s.push_done.set_value(st);
-        continue;
-      }
-      const Status st = Forward(s);
-      std::lock_guard<std::mutex> lock(mu_);
-      s.status = st;
-      s.ready = true;
-      cv_.notify_all();
-    }
+  // The next use's gather must not overwrite rows compute may still be reading.
+  void OnRelease(int t) override {
+    Slot& s = slots_[t];
+    s.released_recorded = forward_status(t).ok() && cudaEventRecord(s.released, s.consumer) == cudaSuccess;
   }
 
-  Status Forward(Slot& s) {
+  Status Forward(int t) override {
+    Slot& s = slots_[t];
+    const Ticket& k = ticket(t);
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventSynchronize(s.ids_ready), "hashing"));
     if (*s.h_bad != 0) return Status::InvalidArgument("a token id is outside the spec's compression map");
     s.unique = *s.h_count;
-    const size_t n = s.batch * s.seq * static_cast<size_t>(k_), vb = ValueBytes(o_.dtype, o_.dim);
+    const size_t n = k.batch * k.seq * static_cast<size_t>(k_), vb = ValueBytes(o_.dtype, o_.dim);
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.h_unique, s.d_unique, size_t{s.unique} * 8, cudaMemcpyDeviceToHost, io_stream_),
                                 "copying the row ids"));
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(io_stream_), "copying the row ids"));
-    ENGRAM_RETURN_IF_ERROR(io_.pull(s.layer, std::span<const uint64_t>(s.h_unique, s.unique), s.h_staging));
+    ENGRAM_RETURN_IF_ERROR(io_.pull(k.layer, std::span<const uint64_t>(s.h_unique, s.unique), s.h_staging));
     if (s.released_recorded) ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(io_stream_, s.released, 0), "cudaStreamWaitEvent"));
     s.released_recorded = false;
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.d_rows_in, s.h_staging, size_t{s.unique} * vb, cudaMemcpyHostToDevice, io_stream_),
@@ -311,12 +213,6 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher {
   std::map<int64_t, std::unique_ptr<UploadedLayer>> layers_;
   std::vector<Slot> slots_;
   cudaStream_t hash_stream_ = nullptr, io_stream_ = nullptr;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  // Pulls and pushes have a thread each: a step's pulls never wait behind the last step's pushes.
-  std::deque<Job> queue_, push_queue_;  // GUARDED_BY(mu_)
-  bool stop_ = false;                   // GUARDED_BY(mu_)
-  std::thread thread_, push_thread_;
 };
 
 }  // namespace

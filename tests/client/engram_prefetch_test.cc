@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../testing/layer_tables.h"
 #include "../testing/server_process.h"
 
 namespace engram::client {
@@ -27,16 +28,7 @@ TEST_P(EngramPrefetchModeTest, RowsLandInTokenLayoutAndGradientsAreSummedPerUniq
   spec.compressed_vocab_size = 50;
   auto hasher = EngramHasher::Create(spec);
   ASSERT_TRUE(hasher.ok());
-  for (int64_t layer : spec.layer_ids) {
-    TableSchema s;
-    s.name = "e_layer" + std::to_string(layer);
-    s.num_rows = hasher->layer(layer)->table_rows;
-    s.dim = 4;
-    s.optimizer.kind = OptimizerKind::kSgd;
-    s.optimizer.lr = 1.0f;
-    s.init = {InitKind::kZeros, 0.0f, 0};
-    ASSERT_TRUE((*c)->CreateTable(s, 2).ok());
-  }
+  ASSERT_TRUE(testing::CreateSgdLayerTables(**c, *hasher, "e", 4, 2).ok());
   PrefetchOptions po;
   po.background = GetParam();
   auto pf = EngramPrefetcher::Create(c->get(), spec, "e", po);

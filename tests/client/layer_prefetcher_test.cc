@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <random>
 
+#include "../testing/layer_tables.h"
 #include "../testing/server_process.h"
 #include "client/engram_prefetch.h"
 #include "client/memory_tables.h"
@@ -156,16 +157,7 @@ TEST(LayerPrefetcherCpuTest, PullsAndPushesGoThroughTheServer) {
   const EngramSpec spec = SmallSpec();
   auto hasher = EngramHasher::Create(spec);
   ASSERT_TRUE(hasher.ok());
-  for (int64_t layer : spec.layer_ids) {
-    TableSchema s;
-    s.name = "e_layer" + std::to_string(layer);
-    s.num_rows = hasher->layer(layer)->table_rows;
-    s.dim = 32;
-    s.optimizer.kind = OptimizerKind::kSgd;
-    s.optimizer.lr = 1.0f;
-    s.init = {InitKind::kZeros, 0.0f, 0};
-    ASSERT_TRUE((*c)->CreateTable(s, 2).ok());
-  }
+  ASSERT_TRUE(testing::CreateSgdLayerTables(**c, *hasher, "e", 32, 2).ok());
   auto io = TableRowIo(c->get(), *hasher, "e");
   ASSERT_TRUE(io.ok()) << io.status().ToString();
   LayerPrefetcherOptions o;
