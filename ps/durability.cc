@@ -299,7 +299,9 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
     }
     return Status::OK();
   }
-  if (kind == static_cast<uint8_t>(RecordKind::kTables)) return Status::OK();  // For restores only.
+  if (kind == static_cast<uint8_t>(RecordKind::kTables) || kind == static_cast<uint8_t>(RecordKind::kTableOwners)) {
+    return Status::OK();  // For restores only.
+  }
   if (kind < 1 || kind > 3) return Status::DataLoss("unknown log record kind " + std::to_string(kind));
   RowsHeader h;
   ENGRAM_RETURN_IF_ERROR(ReadRowsHeader(r, &h));
@@ -370,6 +372,17 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
     for (const auto& t : tables) {
       w.PutString(t->schema().name);
       w.Put<uint64_t>(t->incarnation());
+    }
+    ENGRAM_ASSIGN_OR_RETURN(last, out->Append(buf));
+    buf.clear();
+    w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kTableOwners));
+    w.Put<uint32_t>(static_cast<uint32_t>(tables.size()));
+    for (const auto& t : tables) {
+      w.PutString(t->schema().name);
+      w.Put<uint64_t>(t->incarnation());
+      const auto owners = t->shard_map().owners();
+      w.Put<uint32_t>(static_cast<uint32_t>(owners.size()));
+      for (uint32_t o : owners) w.Put<uint32_t>(o);
     }
     ENGRAM_ASSIGN_OR_RETURN(last, out->Append(buf));
     for (const auto& t : tables) {
@@ -458,7 +471,7 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
   if (table->moving()) {
     return Status::FailedPrecondition("a shard of table '" + name + "' is being moved; restore after the move");
   }
-  if (!table->shard_map().backups().empty()) {
+  if (!table->map_under_write_locks().backups().empty()) {
     return Status::FailedPrecondition("table '" + name + "' is replicated; restoring replicated tables is not supported yet");
   }
   auto record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
@@ -473,6 +486,36 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
     wire::Reader r(p.data(), p.size());
     uint8_t kind = 0;
     ENGRAM_RETURN_IF_ERROR(r.Get(&kind));
+    if (kind == static_cast<uint8_t>(RecordKind::kTableOwners)) {
+      // Rows of a shard this node did not own then are not in this checkpoint: restoring would
+      // reset them to their initial values. Refused before any row changes.
+      uint32_t n = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+      for (uint32_t i = 0; i < n; ++i) {
+        std::string t;
+        uint64_t inc = 0;
+        uint32_t shards = 0;
+        ENGRAM_RETURN_IF_ERROR(r.GetString(&t, 128));
+        ENGRAM_RETURN_IF_ERROR(r.Get(&inc));
+        ENGRAM_RETURN_IF_ERROR(r.Get(&shards));
+        if (shards > (1u << 20)) return Status::DataLoss("checkpoint " + dir + ": implausible shard count");
+        std::vector<uint32_t> then(shards);
+        for (uint32_t& o : then) ENGRAM_RETURN_IF_ERROR(r.Get(&o));
+        if (t != name || inc != table->incarnation()) continue;
+        const auto& now = table->map_under_write_locks().owners();
+        for (uint32_t s = 0; s < now.size(); ++s) {
+          const bool mine_now = now[s] == table->node_id(), mine_then = s < then.size() && then[s] == table->node_id();
+          if (mine_now != mine_then) {
+            return Status::FailedPrecondition(
+                "shard " + std::to_string(s) + " of '" + name + "' was " + (mine_then ? "" : "not ") +
+                "on this node at checkpoint '" + label + "' and is " + (mine_now ? "" : "not ") +
+                "now: its rows would be lost or left behind; move the shards back as they were, or restore a newer "
+                "checkpoint (nothing was changed)");
+          }
+        }
+      }
+      return Status::OK();
+    }
     if (kind == static_cast<uint8_t>(RecordKind::kTables)) {
       uint32_t n = 0;
       ENGRAM_RETURN_IF_ERROR(r.Get(&n));
@@ -507,7 +550,7 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
   // Rows written since the checkpoint go back to their initial value.
   Status st;
   for (uint32_t s = 0; s < table->num_shards() && st.ok(); ++s) {
-    const auto shard = table->shard(s);
+    const storage::Shard* shard = table->shard_under_write_locks(s);
     if (shard == nullptr) continue;
     std::vector<uint64_t> reset;
     st = shard->ForEachTouched([&](uint64_t row, uint64_t, const uint8_t*, const uint8_t*) {

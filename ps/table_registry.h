@@ -131,6 +131,10 @@ class Table {
   Status Rewrite(uint64_t row, const uint8_t* value, const uint8_t* state, storage::RowImageSink* sink);
   // Excludes every logged write of this table while the returned locks live (checkpoints).
   std::vector<std::unique_lock<std::mutex>> LockWrites() const;
+  // The map, for a holder of LockWrites(): AdoptMap changes it only while holding them, and
+  // shard_map() (which takes the map lock) would invert the lock order there.
+  const cluster::ShardMap& map_under_write_locks() const { return map_; }
+  const storage::Shard* shard_under_write_locks(uint32_t s) const { return s < shards_.size() ? shards_[s].get() : nullptr; }
   // The table was dropped: its cold tier's files go when the last reference does.
   void MarkDropped();
 

@@ -293,6 +293,23 @@ TEST_F(ShardMoveTest, ARestoreIsRefusedWhileAShardOfTheTableMoves) {
   EXPECT_TRUE(r.ok()) << r.status().ToString();
 }
 
+// A checkpoint holds the rows of the shards its node owned then. After a shard moved onto a
+// node, that node's older checkpoint lacks the shard's rows (restoring would reset them to their
+// initial values), and the source's would leave them behind: both restores are refused before
+// any row changes; a node whose shards did not change restores.
+TEST_F(ShardMoveTest, ARestoreIsRefusedWhereTheShardsMovedSinceTheCheckpoint) {
+  for (int n = 0; n < 3; ++n) ASSERT_TRUE(admin_->Checkpoint(n, "before").ok());
+  cluster::ShardMover mover(admin_.get(), nullptr);
+  ASSERT_TRUE(mover.Move("t", 1, 0).ok());  // Shard 1: node 1 -> node 0.
+  for (int n : {0, 1}) {
+    const auto r = admin_->RestoreTable(n, "t", "before");
+    EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << "node " << n << ": " << r.status().ToString();
+    EXPECT_NE(r.status().message().find("at checkpoint 'before'"), std::string::npos) << r.status().ToString();
+  }
+  const auto r2 = admin_->RestoreTable(2, "t", "before");
+  EXPECT_TRUE(r2.ok()) << r2.status().ToString();
+}
+
 TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
   cluster::ShardMover mover(admin_.get(), nullptr);
   std::atomic<bool> cancel{false};
