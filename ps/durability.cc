@@ -471,8 +471,14 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
   if (table->moving()) {
     return Status::FailedPrecondition("a shard of table '" + name + "' is being moved; restore after the move");
   }
-  if (!table->map_under_write_locks().backups().empty()) {
-    return Status::FailedPrecondition("table '" + name + "' is replicated; restoring replicated tables is not supported yet");
+  {
+    const cluster::ShardMap& map = table->map_under_write_locks();
+    for (uint32_t s = 0; s < map.num_shards(); ++s) {
+      if (map.Owner(s) == table->node_id() && map.Backup(s) != cluster::kNoNode) {
+        return Status::FailedPrecondition("shard " + std::to_string(s) + " of '" + name +
+                                          "' has a backup, which a restore would leave behind (drop it first)");
+      }
+    }
   }
   auto record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
   uint64_t lsn = 0;

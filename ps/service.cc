@@ -188,7 +188,7 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
       if (!durability_) return Status::FailedPrecondition("this server runs without --data_dir: it has no checkpoints");
       ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
       const auto t0 = std::chrono::steady_clock::now();
-      ENGRAM_ASSIGN_OR_RETURN(auto n, durability_->RestoreTable(t.get(), label));
+      ENGRAM_ASSIGN_OR_RETURN(auto n, RestoreTable(*t, label));
       w.PutString(nlohmann::json{{"node", options_.node_id}, {"table", name}, {"label", label},
                                  {"rows_restored", n.first}, {"rows_reset", n.second},
                                  {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}}
@@ -542,6 +542,30 @@ Status Service::SendReplica(uint32_t node, std::vector<uint8_t> payload) {
   if (!options_.node_address || !options_.peer_call) return Status::FailedPrecondition("this server cannot reach its peers");
   ENGRAM_ASSIGN_OR_RETURN(std::string addr, options_.node_address(node));
   return options_.peer_call(addr, wire::MsgType::kReplicate, std::move(payload)).status();
+}
+
+StatusOr<std::pair<uint64_t, uint64_t>> Service::RestoreTable(Table& t, const std::string& label) {
+  ENGRAM_RETURN_IF_ERROR(t.BeginRestore());
+  struct End {
+    Table& t;
+    ~End() { t.EndRestore(); }
+  } end{t};
+  // The backups of this node's shards would miss the restore: they leave the map first, and the
+  // leader gives those shards new backups afterwards, copied from the restored rows (it cannot
+  // start one before: the restore makes every copy from this node wait).
+  const cluster::ShardMap map = t.shard_map();
+  std::vector<uint32_t> backed;
+  for (uint32_t s = 0; s < map.num_shards(); ++s) {
+    if (map.Owner(s) == options_.node_id && map.Backup(s) != cluster::kNoNode) backed.push_back(s);
+  }
+  if (!backed.empty()) {
+    if (!options_.drop_backups) {
+      return Status::FailedPrecondition("table '" + t.schema().name +
+                                        "' is replicated: restoring it needs the cluster's etcd (--etcd)");
+    }
+    ENGRAM_RETURN_IF_ERROR(DropBackups(t, backed).WithContext("dropping the backups of the shards to restore"));
+  }
+  return durability_->RestoreTable(&t, label);
 }
 
 Status Service::DropBackups(Table& t, const std::vector<uint32_t>& shards) {

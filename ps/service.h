@@ -125,6 +125,9 @@ class Service {
   // missing from a backup that could be promoted.
   Status SendReplica(uint32_t node, std::vector<uint8_t> payload);
   Status Replicate(wire::Reader& r);
+  // A restore of `t` from checkpoint `label`; a replicated table's backups of this node's shards
+  // leave the map first (re-replication copies the restored rows).
+  StatusOr<std::pair<uint64_t, uint64_t>> RestoreTable(Table& t, const std::string& label);
   Status DropBackups(Table& t, const std::vector<uint32_t>& shards);
   // One step of a live shard move (the kShard* requests).
   Status MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_t>* out);

@@ -550,10 +550,22 @@ Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images,
   return Status::OK();
 }
 
+Status Table::BeginRestore() {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (moves_.load() > 0) {
+    return Status::FailedPrecondition("a shard of table '" + schema_.name + "' is being moved or copied; restore after it");
+  }
+  if (restoring_.exchange(true)) return Status::FailedPrecondition("table '" + schema_.name + "' is being restored already");
+  return Status::OK();
+}
+
 Status Table::TrackOutgoing(uint32_t shard, uint64_t op) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);  // Waits out every write in flight.
   if (shard >= num_shards_ || !shards_[shard]) {
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not on this node");
+  }
+  if (restoring_.load()) {
+    return Status::Unavailable("busy: table '" + schema_.name + "' is being restored on this node; retry when it ends");
   }
   if (op == 0) return Status::InvalidArgument("a move step needs a nonzero operation id");
   if (tracking_[shard] && Busy(out_op_[shard], op, out_seen_[shard])) {

@@ -179,6 +179,11 @@ class Table {
   // Whether a shard of this table is being moved away (restores refuse to run meanwhile: their
   // rewrites would miss the copy).
   bool moving() const { return moves_.load(std::memory_order_acquire) > 0; }
+  // A restore in progress: until EndRestore, new move and re-replication operations of this
+  // table's shards are told busy (a backup copied now would miss the restore). FailedPrecondition
+  // if a shard is being moved or copied from this node, or another restore runs.
+  Status BeginRestore();
+  void EndRestore() { restoring_.store(false, std::memory_order_release); }
 
  private:
   Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storage::ShardOptions options,
@@ -241,6 +246,7 @@ class Table {
   // the shared lock cannot race with a move starting; it rises also under the shard's write
   // mutex, so a restore (which holds every write mutex, not the map lock) sees it.
   std::atomic<int> moves_{0};
+  std::atomic<bool> restoring_{false};  // Set under map_mu_ exclusive (TrackOutgoing reads it there).
   std::unique_ptr<std::atomic<bool>[]> frozen_;         // Per shard.
   std::vector<bool> tracking_;                          // GUARDED_BY(map_mu_)
   // The operation that tracks a shard (outgoing) or made its incoming copy, and when it last

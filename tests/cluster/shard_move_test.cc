@@ -560,6 +560,54 @@ TEST(ClusterKillTest, PullsOfADeadPrimarysRowsAreServedByItsBackupsBeforeAnyFail
   cluster.etcd->Resume();
 }
 
+// engramctl restore of a replicated table: the restored shards' backups leave the map, the
+// leader gives them new ones copied from the restored rows, and those backups serve the restored
+// values when a primary dies (etcd paused: only the backups can answer).
+TEST(ClusterKillTest, ARestoredReplicatedTableGetsBackupsOfTheRestoredRows) {
+  EtcdCluster cluster = StartCluster("r1", 2);
+  auto& servers = cluster.servers;
+  auto writer = Connect(servers, 4);
+  auto t = writer->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  std::vector<uint64_t> rows(3000);
+  for (uint64_t r = 0; r < rows.size(); ++r) rows[r] = r;
+  const std::vector<float> ones(rows.size() * 8, 1.0f);
+  ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row -1...
+  const auto cp = Ctl("checkpoint " + cluster.at + " --name=c1 --json");
+  ASSERT_EQ(cp.first, 0) << cp.second;
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // ...then -3.
+  const auto restored = Ctl("restore " + cluster.at + " --table=t --name=c1 --json");
+  ASSERT_EQ(restored.first, 0) << restored.second;
+  std::vector<float> got(rows.size() * 8);
+  ASSERT_TRUE((*t)->PullF32(rows, got.data()).ok());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -1.0f) << "row " << i / 8;
+  // The leader re-replicates one shard per pass.
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = cluster.etcd->endpoint();
+  auto ec = cluster::EtcdClient::Connect(eo);
+  ASSERT_TRUE(ec.ok());
+  cluster::ClusterState state(ec->get(), "r1");
+  bool backed = false;
+  for (int i = 0; i < 300 && !backed; ++i) {
+    auto rec = state.GetTable("t");
+    backed = rec.ok() && rec->has_value() &&
+             std::count((*rec)->info.backups.begin(), (*rec)->info.backups.end(), cluster::kNoNode) == 0;
+    if (!backed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(backed) << "every shard has a backup again";
+  auto reader = Connect(servers, 4);
+  auto r = reader->OpenTable("t");
+  ASSERT_TRUE(r.ok());
+  cluster.etcd->Pause();
+  servers[1]->Kill9();
+  std::fill(got.begin(), got.end(), 0.0f);
+  const Status s = (*r)->PullF32(rows, got.data());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -1.0f) << "row " << i / 8 << " from a backup";
+  EXPECT_GT(reader->stats().rows_from_backups, 0u);
+  cluster.etcd->Resume();
+}
+
 // A killed daemon whose shards have no backup (--replicas=1) waits for its restart (systemd's
 // Restart= in cluster/systemd/): the trainer sees retries, not errors, and with --data_dir no
 // acknowledged push is lost.
