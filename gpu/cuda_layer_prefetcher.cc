@@ -63,6 +63,7 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client
     StopWorkers();
     if (hash_stream_) cudaStreamSynchronize(hash_stream_);
     if (io_stream_) cudaStreamSynchronize(io_stream_);
+    if (grad_stream_) cudaStreamSynchronize(grad_stream_);
     for (Slot& s : slots_) {
       for (void* p : {static_cast<void*>(s.d_ids), static_cast<void*>(s.d_unique), static_cast<void*>(s.d_inverse),
                       static_cast<void*>(s.d_count), static_cast<void*>(s.d_bad), static_cast<void*>(s.d_tokens),
@@ -79,11 +80,13 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client
     }
     if (hash_stream_) cudaStreamDestroy(hash_stream_);
     if (io_stream_) cudaStreamDestroy(io_stream_);
+    if (grad_stream_) cudaStreamDestroy(grad_stream_);
   }
 
   Status Init() {
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&hash_stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&io_stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&grad_stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
     for (int64_t layer : hasher_->spec().layer_ids) {
       auto up = std::make_unique<UploadedLayer>();
       ENGRAM_RETURN_IF_ERROR(Cuda(UploadedLayer::Create(*hasher_, layer, up.get()), "uploading the hash constants"));
@@ -125,13 +128,21 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client
     const size_t n = batch * seq * static_cast<size_t>(k_);
     // The ticket's previous use finished with these buffers (Release waited for it).
     std::memcpy(s.h_tokens, tokens.data(), tokens.size() * sizeof(int64_t));
-    Status st = Cuda(cudaMemcpyAsync(s.d_tokens, s.h_tokens, tokens.size() * 8, cudaMemcpyHostToDevice, hash_stream_),
-                     "copying the tokens");
+    // The last use's gather reads the inverse index this use's dedup rewrites (an event never
+    // recorded yet is no wait).
+    Status st = Cuda(cudaStreamWaitEvent(hash_stream_, s.rows_ready, 0), "cudaStreamWaitEvent");
+    if (st.ok()) {
+      st = Cuda(cudaMemcpyAsync(s.d_tokens, s.h_tokens, tokens.size() * 8, cudaMemcpyHostToDevice, hash_stream_),
+                "copying the tokens");
+    }
     if (st.ok()) st = Cuda(cudaMemsetAsync(s.d_bad, 0, sizeof(int), hash_stream_), "cudaMemsetAsync");
     if (st.ok()) st = Cuda(LaunchHash(up.view(), s.d_tokens, nullptr, batch, seq, s.d_ids, s.d_bad, hash_stream_), "hashing");
     if (st.ok()) st = Cuda(s.dedup.Run(s.d_ids, n, s.d_unique, s.d_inverse, s.d_count, hash_stream_), "de-duplicating");
     if (st.ok()) st = Cuda(cudaMemcpyAsync(s.h_count, s.d_count, 4, cudaMemcpyDeviceToHost, hash_stream_), "copying the count");
     if (st.ok()) st = Cuda(cudaMemcpyAsync(s.h_bad, s.d_bad, sizeof(int), cudaMemcpyDeviceToHost, hash_stream_), "cudaMemcpyAsync");
+    // All n slots, though only the first *h_count are distinct rows: the count is not known on the
+    // host yet, and a second round trip would cost more than the bytes (8 per lookup).
+    if (st.ok()) st = Cuda(cudaMemcpyAsync(s.h_unique, s.d_unique, n * 8, cudaMemcpyDeviceToHost, hash_stream_), "copying the row ids");
     if (st.ok()) st = Cuda(cudaEventRecord(s.ids_ready, hash_stream_), "cudaEventRecord");
     Enqueue(t, st);  // With an error nothing is queued: the ticket is ready with it.
     return t;
@@ -152,17 +163,17 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client
     auto compute = static_cast<cudaStream_t>(compute_stream);
     s.consumer = compute;
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_in, compute), "cudaEventRecord"));
-    ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(io_stream_, s.grads_in, 0), "cudaStreamWaitEvent"));
+    ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(grad_stream_, s.grads_in, 0), "cudaStreamWaitEvent"));
     ENGRAM_RETURN_IF_ERROR(Cuda(LaunchSegmentSum(grads, s.dedup.sorted_positions(), s.dedup.segment_starts(), s.d_count,
-                                                 s.unique, o_.dim, s.d_summed, io_stream_),
+                                                 s.unique, o_.dim, s.d_summed, grad_stream_),
                                 "summing the gradients"));
     // Compute may overwrite `grads` once the (short) sum has read them; it waits for nothing else.
-    ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_read, io_stream_), "cudaEventRecord"));
+    ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_read, grad_stream_), "cudaEventRecord"));
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(compute, s.grads_read, 0), "cudaStreamWaitEvent"));
     ENGRAM_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.h_summed, s.d_summed, size_t{s.unique} * o_.dim * sizeof(float),
-                                                cudaMemcpyDeviceToHost, io_stream_),
+                                                cudaMemcpyDeviceToHost, grad_stream_),
                                 "copying the gradients"));
-    ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_out, io_stream_), "cudaEventRecord"));
+    ENGRAM_RETURN_IF_ERROR(Cuda(cudaEventRecord(s.grads_out, grad_stream_), "cudaEventRecord"));
     return EnqueuePush(ticket);
   }
 
@@ -192,9 +203,6 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client
     if (*s.h_bad != 0) return Status::InvalidArgument("a token id is outside the spec's compression map");
     s.unique = *s.h_count;
     const size_t n = k.batch * k.seq * static_cast<size_t>(k_), vb = ValueBytes(o_.dtype, o_.dim);
-    ENGRAM_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(s.h_unique, s.d_unique, size_t{s.unique} * 8, cudaMemcpyDeviceToHost, io_stream_),
-                                "copying the row ids"));
-    ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(io_stream_), "copying the row ids"));
     ENGRAM_RETURN_IF_ERROR(io_.pull(k.layer, std::span<const uint64_t>(s.h_unique, s.unique), s.h_staging));
     if (s.released_recorded) ENGRAM_RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(io_stream_, s.released, 0), "cudaStreamWaitEvent"));
     s.released_recorded = false;
@@ -212,7 +220,9 @@ class CudaLayerPrefetcher final : public client::LayerPrefetcher, private client
   const int k_;
   std::map<int64_t, std::unique_ptr<UploadedLayer>> layers_;
   std::vector<Slot> slots_;
-  cudaStream_t hash_stream_ = nullptr, io_stream_ = nullptr;
+  // Hashing and dedup; the forward copies and gathers; the backward sums and copies. Apart, so
+  // that no pull waits behind a backward that waits for the compute stream.
+  cudaStream_t hash_stream_ = nullptr, io_stream_ = nullptr, grad_stream_ = nullptr;
 };
 
 }  // namespace

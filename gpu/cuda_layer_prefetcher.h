@@ -1,7 +1,7 @@
 // The CUDA engine of client::LayerPrefetcher (client/layer_prefetcher.h has the API and the
-// pipeline's steps). Streams: the prefetcher owns two, one for hashing and de-duplication
-// (issued by Prefetch on the caller's thread) and one for the worker's copies, gathers and
-// the backward segment-sums; the caller's compute stream only ever waits on events:
+// pipeline's steps). Streams: the prefetcher owns three, for hashing and de-duplication (issued
+// by Prefetch on the caller's thread), for the pull thread's copies and gathers, and for the
+// backward segment-sums and copies; the caller's compute stream only ever waits on events:
 //   Acquire:   compute waits for the ticket's gather (the rows have landed)
 //   PushGrads: the segment-sum waits for compute's gradients; compute waits for the segment-sum
 //              (a short kernel) before it may overwrite them; the copy to the host and the push
