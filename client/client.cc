@@ -347,9 +347,16 @@ Status TableHandle::MapArenas() {
 
 std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::CurrentDirect() {
   // One-sided reads send nothing: poll so that a server that died is noticed (its connection's
-  // generation changes) instead of its last memory being read on and on.
-  client_->transport_->Poll();
+  // generation changes) instead of its last memory being read on and on. At most once per
+  // millisecond per table: small pulls come far more often, and a dead server's memory holds
+  // nothing newer than what it acknowledged.
   auto d = direct();
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  int64_t last = last_probe_ns_.load(std::memory_order_relaxed);
+  if (now - last < 1'000'000 || !last_probe_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    return d;
+  }
+  client_->transport_->Poll();
   // A mapped arena outlives its (same-host) server process: check the process is there.
   uint64_t probed = 0;  // Bit per server already checked (the first 64).
   for (const Direct& x : *d) {

@@ -199,6 +199,7 @@ class TableHandle {
   mutable std::mutex mu_;
   std::shared_ptr<const cluster::ShardMap> map_;  // GUARDED_BY(mu_)
   std::shared_ptr<const std::vector<Direct>> direct_;  // GUARDED_BY(mu_), index = shard
+  std::atomic<int64_t> last_probe_ns_{0};  // CurrentDirect's last liveness probe (steady clock).
 };
 
 class Client {
