@@ -33,7 +33,9 @@ std::vector<uint8_t> NamePayload(const std::string& name) {
 }  // namespace
 
 StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
-  if (options.servers.empty()) return Status::InvalidArgument("no servers given");
+  if (options.servers.empty() || std::all_of(options.servers.begin(), options.servers.end(), [](const std::string& s) { return s.empty(); })) {
+    return Status::InvalidArgument("no servers given");
+  }
   if (options.max_attempts < 1) return Status::InvalidArgument("max_attempts must be >= 1");
   auto c = std::unique_ptr<Client>(new Client(options));
   c->client_id_ = options.client_id;
@@ -46,41 +48,55 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
 
 Status Client::AddServer(size_t i, const std::string& address) {
   if (i >= kMaxServers) return Status::ResourceExhausted("more than 1024 servers");
+  if (address.empty()) {  // A node id with no live daemon: a slot without an address, for now.
+    servers_[i] = "node " + std::to_string(i);
+    conns_[i] = transport_->ConnectNowhere(servers_[i], "no live daemon was registered for this node id when the client connected");
+    num_servers_.store(i + 1, std::memory_order_release);
+    return Status::OK();
+  }
   auto hp = ParseHostPort(address, /*allow_port_zero=*/false);
   if (!hp.ok()) return hp.status().WithContext("server");
   ENGRAM_ASSIGN_OR_RETURN(int conn, transport_->Connect(hp->host, hp->port));
   servers_[i] = address;
   conns_[i] = conn;
   // Calls to node i work before it is published: Call only needs its connection.
-  auto r = Call(static_cast<int>(i), wire::MsgType::kHello, 0, {});
-  if (!r.ok()) return r.status().WithContext("connecting to " + address);
-  wire::Reader rd(r->payload.data(), r->payload.size());
+  ENGRAM_RETURN_IF_ERROR(Hello(i).WithContext("connecting to " + address));
+  num_servers_.store(i + 1, std::memory_order_release);
+  return Status::OK();
+}
+
+Status Client::Hello(size_t i) {
+  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(static_cast<int>(i), wire::MsgType::kHello, 0, {}));
+  wire::Reader rd(r.payload.data(), r.payload.size());
   uint16_t version = 0;
   uint32_t node = 0;
   ENGRAM_RETURN_IF_ERROR(rd.Get(&version));
   ENGRAM_RETURN_IF_ERROR(rd.Get(&node));
+  if (node != i) {
+    return Status::FailedPrecondition("server " + servers_[i] + " says it is node " + std::to_string(node) +
+                                      ", but it is entry " + std::to_string(i) +
+                                      " of the server list (start it with --node_id=" + std::to_string(i) + ")");
+  }
   uint32_t addr_len = 0;
   const uint8_t* addr = nullptr;
   if (rd.Get(&addr_len).ok() && (addr_len == 0 || rd.GetSpan(addr_len, &addr).ok())) {
     if (addr_len > 0 && options_.rpc_over_shared_memory) {
       // Best effort: without shared-memory lanes (another host) requests stay on tcp.
-      (void)transport_->EnableSharedMemoryRpc(conn, std::vector<uint8_t>(addr, addr + addr_len));
+      (void)transport_->EnableSharedMemoryRpc(conns_[i], std::vector<uint8_t>(addr, addr + addr_len));
     }
     uint32_t pid = 0;
-    if (rd.Get(&pid).ok()) pids_[i] = pid;
+    if (rd.Get(&pid).ok()) pids_[i].store(pid, std::memory_order_release);
   }
-  if (node != i) {
-    return Status::FailedPrecondition("server " + address + " says it is node " + std::to_string(node) +
-                                      ", but it is entry " + std::to_string(i) +
-                                      " of the server list (start it with --node_id=" + std::to_string(i) + ")");
-  }
-  num_servers_.store(i + 1, std::memory_order_release);
   return Status::OK();
 }
 
 Status Client::LearnNodes() {
   std::lock_guard<std::mutex> lock(add_mu_);
-  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(0, wire::MsgType::kNodes, 0, {}));
+  StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
+  for (size_t i = 0; i < num_servers() && !got.ok(); ++i) {  // Any server will do.
+    if (transport_->has_address(conns_[i])) got = Call(static_cast<int>(i), wire::MsgType::kNodes, 0, {}, /*attempts=*/1);
+  }
+  ENGRAM_ASSIGN_OR_RETURN(auto r, std::move(got));
   wire::Reader rd(r.payload.data(), r.payload.size());
   uint32_t n = 0;
   ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
@@ -92,6 +108,16 @@ Status Client::LearnNodes() {
     ENGRAM_RETURN_IF_ERROR(rd.GetString(&addr, 256));
     nodes[id] = addr;
   }
+  // Node ids that had no daemon when this client connected, and have one now.
+  for (size_t i = 0; i < num_servers(); ++i) {
+    auto it = nodes.find(static_cast<uint32_t>(i));
+    if (it == nodes.end() || transport_->has_address(conns_[i])) continue;
+    auto hp = ParseHostPort(it->second, /*allow_port_zero=*/false);
+    if (!hp.ok()) continue;
+    ENGRAM_RETURN_IF_ERROR(transport_->Retarget(conns_[i], hp->host, hp->port));
+    ENGRAM_RETURN_IF_ERROR(Hello(i).WithContext("connecting to node " + std::to_string(i) + " at " + it->second));
+  }
+  // Nodes added to the cluster since.
   for (auto it = nodes.find(static_cast<uint32_t>(num_servers())); it != nodes.end() && it->first == num_servers(); ++it) {
     ENGRAM_RETURN_IF_ERROR(AddServer(it->first, it->second));
   }
@@ -110,6 +136,14 @@ void Client::Backoff(int attempt, bool server_answered) const {
 
 Status Client::EnsureConnected(int server) {
   if (transport_->alive(conns_[server])) return Status::OK();
+  if (!transport_->has_address(conns_[server])) {
+    // A node id that had no daemon: ask the cluster whether it has one now (twice a second at most).
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+    int64_t last = last_learn_ms_.load();
+    if (now - last >= 500 && last_learn_ms_.compare_exchange_strong(last, now)) LearnNodes().IgnoreError();
+    if (!transport_->has_address(conns_[server])) return transport_->Reconnect(conns_[server]);  // Says why.
+    return Status::OK();
+  }
   return transport_->Reconnect(conns_[server]);
 }
 
@@ -188,7 +222,11 @@ StatusOr<wire::TableInfo> Client::DescribeTable(const std::string& name) {
 }
 
 StatusOr<std::vector<wire::TableInfo>> Client::ListTables() {
-  ENGRAM_ASSIGN_OR_RETURN(auto r, Call(0, wire::MsgType::kListTables, 0, {}));
+  StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
+  for (size_t i = 0; i < num_servers() && !got.ok(); ++i) {  // Any server will do: all hold every table.
+    got = Call(static_cast<int>(i), wire::MsgType::kListTables, 0, {});
+  }
+  ENGRAM_ASSIGN_OR_RETURN(auto r, std::move(got));
   wire::Reader rd(r.payload.data(), r.payload.size());
   uint32_t n = 0;
   ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
@@ -653,7 +691,7 @@ PendingPull TableHandle::StartPullImpl(std::span<const uint64_t> rows, uint8_t* 
       for (size_t k = 0; k < n; ++k) ids[k] = p.unique[idx[first + k]];
       auto id = client_->transport_->Send(client_->conns_[s], type, m->epoch(), std::move(payload));
       if (!id.ok()) {  // The parts already sent are still waited for, so none is left dangling.
-        if (p.early.ok()) p.early = id.status().WithContext("server " + client_->servers_[s]);
+        if (p.early.ok()) p.early = id.status();  // It names the server.
         p.unanswered_.resize(client_->num_servers());
         p.unanswered_[s] = true;
         return;

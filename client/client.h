@@ -42,7 +42,10 @@
 namespace engram::client {
 
 struct ClientOptions {
-  // "HOST:PORT" of each server; index i must be the server started with --node_id=i.
+  // "HOST:PORT" of each server; index i must be the server started with --node_id=i. An empty
+  // entry is a node id with no live daemon now (cluster::DiscoverServers leaves such holes):
+  // calls to it fail with Unavailable, and the rest of the cluster is used as usual (a failed
+  // primary's shards are read from their backups, or from their new owner after a failover).
   std::vector<std::string> servers;
   // Deadline of each attempt of a call (connect, pull, push, admin).
   std::chrono::milliseconds timeout{10000};
@@ -211,6 +214,8 @@ class Client {
   // added to the cluster while this client runs). Never shrinks.
   size_t num_servers() const { return num_servers_.load(std::memory_order_acquire); }
   const std::string& server_address(size_t i) const { return servers_[i]; }
+  // False for a node id that had no live daemon when this client connected.
+  bool reachable(size_t i) const { return transport_->has_address(conns_[i]); }
   uint64_t client_id() const { return client_id_; }
   ClientStats stats() const {
     return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load(),
@@ -247,7 +252,7 @@ class Client {
   friend class TableHandle;
   friend class PendingPull;
   explicit Client(ClientOptions o)
-      : options_(std::move(o)), servers_(kMaxServers), conns_(kMaxServers, -1), pids_(kMaxServers, 0) {}
+      : options_(std::move(o)), servers_(kMaxServers), conns_(kMaxServers, -1), pids_(kMaxServers) {}
   static constexpr size_t kMaxServers = 1024;
   // Connects to `address` as node `i` (checks its node id and protocol, enables shared-memory
   // requests when on this host). REQUIRES: i == num_servers(), under add_mu_ or before
@@ -255,7 +260,12 @@ class Client {
   Status AddServer(size_t i, const std::string& address);
   // Asks a known server for the cluster's live nodes and connects to those this client lacks
   // (their ids must continue the known ones). FailedPrecondition without a cluster.
+  // Asks a server for the cluster's live nodes: connects to those beyond this client's list, and
+  // to node ids that had no daemon when it connected and have one now.
   Status LearnNodes();
+  // kHello to server i: checks its node id, records its pid, and moves requests to shared
+  // memory where it can.
+  Status Hello(size_t i);
   // Sends to one server and waits, retrying transient failures (reconnecting if needed).
   // `attempts` 0: ClientOptions::max_attempts.
   StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload,
@@ -278,7 +288,8 @@ class Client {
   // raised (release), so readers index them without a lock.
   std::vector<std::string> servers_;
   std::vector<int> conns_;  // Transport connection per server.
-  std::vector<uint32_t> pids_;  // Per server its process id (hello), for same-host liveness checks.
+  std::vector<std::atomic<uint32_t>> pids_;  // Per server its process id (hello), for same-host liveness checks.
+  std::atomic<int64_t> last_learn_ms_{0};  // EnsureConnected's last LearnNodes for an address-less node.
   std::atomic<size_t> num_servers_{0};
   std::mutex add_mu_;  // Serialises AddServer.
 };

@@ -130,9 +130,23 @@ StatusOr<int> Transport::Connect(const std::string& host, uint16_t port) {
   return static_cast<int>(conns_.size() - 1);
 }
 
+int Transport::ConnectNowhere(const std::string& label, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto c = std::make_unique<Conn>();
+  c->transport = this;
+  c->index = static_cast<int>(conns_.size());
+  c->address = label;
+  c->port = 0;
+  c->failed = true;
+  c->failure = why;
+  conns_.push_back(std::move(c));
+  return static_cast<int>(conns_.size() - 1);
+}
+
 Status Transport::Reconnect(int conn) {
   std::lock_guard<std::mutex> lock(mu_);
   Conn* c = conns_[conn].get();
+  if (c->host.empty()) return Status::Unavailable("server " + c->address + ": " + c->failure);
   CloseRmaLocked(c);  // The server may have restarted: its worker address changed.
   ucx::CloseEndpoint(ucx_->worker(), c->ep);
   c->ep = nullptr;
@@ -307,6 +321,21 @@ void Transport::CloseRmaLocked(Conn* c) {
   c->rma_ep = nullptr;
 }
 
+Status Transport::Retarget(int conn, const std::string& host, uint16_t port) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Conn* c = conns_[conn].get();
+  if (!c->host.empty()) return Status::OK();  // Someone else did.
+  c->host = host;
+  c->port = port;
+  c->address = host + ":" + std::to_string(port);
+  return OpenEp(c);
+}
+
+bool Transport::has_address(int conn) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !conns_[conn]->host.empty();
+}
+
 uint64_t Transport::generation(int conn) const {
   std::lock_guard<std::mutex> lock(mu_);
   return conns_[conn]->generation;
@@ -376,6 +405,7 @@ StatusOr<uint64_t> Transport::Send(int conn, wire::MsgType type, uint64_t epoch,
 StatusOr<uint64_t> Transport::SendRaw(int conn, wire::Header header, std::vector<uint8_t> payload) {
   std::lock_guard<std::mutex> lock(mu_);
   Conn* c = conns_[conn].get();
+  if (c->host.empty()) return Status::Unavailable("server " + c->address + ": " + c->failure);
   if (c->failed || c->ep == nullptr) {
     return Status::Unavailable("server " + c->address + ": connection lost (" + c->failure + ")");
   }

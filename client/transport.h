@@ -43,6 +43,12 @@ class Transport {
   // Opens a connection to host:port and returns its index. UCX connects lazily; the caller
   // confirms with a request (Client does a hello).
   StatusOr<int> Connect(const std::string& host, uint16_t port);
+  // A connection slot for a server with no known address (a node id with no live daemon): it
+  // is never alive, and sends and reconnects fail with Unavailable saying `why`.
+  int ConnectNowhere(const std::string& label, const std::string& why);
+  bool has_address(int conn) const;
+  // Gives an address-less connection (ConnectNowhere) its server's address and connects.
+  Status Retarget(int conn, const std::string& host, uint16_t port);
   // Closes the connection's one-sided access (its generation changes: regions opened under the
   // old one are stale), e.g. because the server's process is gone.
   void CloseOneSided(int conn);

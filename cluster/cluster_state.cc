@@ -1,6 +1,8 @@
 // ClusterState: table records and leader key in etcd, changed by compare-and-swap.
 #include "cluster/cluster_state.h"
 
+#include <algorithm>
+
 #include "cluster/membership.h"
 
 namespace engram::cluster {
@@ -114,12 +116,9 @@ StatusOr<std::vector<std::string>> DiscoverServers(EtcdClient& etcd, const std::
   if (nodes.empty()) return Status::Unavailable("cluster '" + cluster + "' has no live daemon in etcd " + etcd.endpoint());
   std::vector<std::string> servers;
   for (const auto& n : nodes) {
-    if (n.node_id != servers.size()) {
-      return Status::FailedPrecondition("cluster '" + cluster + "': node " + std::to_string(servers.size()) +
-                                        " has no live daemon (live: up to node " + std::to_string(nodes.back().node_id) +
-                                        "); start it, or list the servers with --servers");
-    }
-    servers.push_back(n.data_address);
+    if (n.node_id >= 1024) return Status::FailedPrecondition("cluster '" + cluster + "': node id " + std::to_string(n.node_id) + " is beyond 1023");
+    servers.resize(std::max<size_t>(servers.size(), n.node_id + 1));  // Node ids without a daemon stay "".
+    servers[n.node_id] = n.data_address;
   }
   return servers;
 }

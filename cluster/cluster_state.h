@@ -63,8 +63,9 @@ class ClusterState {
 };
 
 // The data addresses of the cluster's live daemons, entry i for node i: the server list a
-// client connects to (position = node id). FailedPrecondition if the live node ids are not
-// 0..N-1 (a node is down: the static-list client cannot skip it), Unavailable without nodes.
+// client connects to (position = node id). A node id below the highest live one with no live
+// daemon (it is down) gets "" (ClientOptions: calls to it fail; the rest is used). Unavailable
+// without live nodes.
 StatusOr<std::vector<std::string>> DiscoverServers(EtcdClient& etcd, const std::string& cluster);
 
 }  // namespace engram::cluster

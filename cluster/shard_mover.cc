@@ -28,9 +28,11 @@ ShardMover::ShardMover(client::Client* client, ClusterState* state) : client_(cl
     if (node >= client->num_servers()) return Status::InvalidArgument("no node " + std::to_string(node));
     return client->server_address(node);
   };
-  calls_.nodes = [client] {
-    std::vector<uint32_t> n(client->num_servers());
-    for (uint32_t i = 0; i < n.size(); ++i) n[i] = i;
+  calls_.nodes = [client] {  // The reachable ones: a node id without a daemon gets no map.
+    std::vector<uint32_t> n;
+    for (uint32_t i = 0; i < client->num_servers(); ++i) {
+      if (client->reachable(i)) n.push_back(i);
+    }
     return n;
   };
 }

@@ -232,11 +232,38 @@ TEST(ClusterStateTest, EngramctlFindsTheDaemonsInEtcdAndRecordsTablesThere) {
   EXPECT_EQ(nlohmann::json::parse(got.second)["values"], nlohmann::json::parse("[[-1,-1],[-2,-2]]"));
   ASSERT_EQ(Ctl("drop-table " + at + " --name=t").first, 0);
   EXPECT_FALSE(state.GetTable("t")->has_value());
-  // Node 0 gone: the static-list client cannot skip it, and says so.
+  // Node 0 gone (its lease expired): engramctl still connects through etcd and uses node 1;
+  // what needs node 0 fails with an error that names it.
+  ASSERT_EQ(Ctl("create-table " + at + " --name=u --rows=100 --dim=2 --optimizer=sgd --lr=1 --init=zeros --shards=4 --replicas=1").first, 0);
   s0->Kill9();
   EXPECT_TRUE(Eventually(6, [&] {
-    return cluster::DiscoverServers(*c, "c3").status().code() == Code::kFailedPrecondition;
+    auto s = cluster::DiscoverServers(*c, "c3");
+    return s.ok() && *s == std::vector<std::string>{"", s1->address()};
   }));
+  const auto listed = Ctl("list " + at);
+  EXPECT_EQ(listed.first, 0) << listed.second;
+  const auto status = Ctl("status " + at + " --json");
+  EXPECT_EQ(status.first, 0) << status.second;
+  const std::string get0 = "get " + at + " --table=u --rows=0 --json --timeout_ms=1000";  // Shard 0 has no backup.
+  EXPECT_NE(Ctl(get0).first, 0);
+  const auto said = Ctl(get0 + " 2>&1 | cat");  // Its error message, on stdout.
+  EXPECT_NE(said.second.find("node 0: no live daemon"), std::string::npos) << said.second;
+  const auto on_node1 = Ctl("get " + at + " --table=u --rows=30 --json");
+  EXPECT_EQ(on_node1.first, 0) << on_node1.second;
+
+  // A client connected while node 0 was down reaches it once it is back (it asks the cluster).
+  client::ClientOptions o;
+  o.servers = *cluster::DiscoverServers(*c, "c3");
+  o.timeout = std::chrono::milliseconds(1000);
+  auto late = client::Client::Connect(o);
+  ASSERT_TRUE(late.ok()) << late.status().ToString();
+  auto u = (*late)->OpenTable("u");
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  std::vector<float> v(2);
+  EXPECT_TRUE((*u)->PullF32(std::vector<uint64_t>{30}, v.data()).ok());
+  EXPECT_FALSE((*u)->PullF32(std::vector<uint64_t>{0}, v.data()).ok());
+  s0->Restart();
+  EXPECT_TRUE(Eventually(10, [&] { return (*u)->PullF32(std::vector<uint64_t>{0}, v.data()).ok(); }));
 }
 
 }  // namespace
