@@ -68,9 +68,13 @@ struct ClientOptions {
   // benchmarks). Without it, gets are used only over transports with native one-sided reads.
   bool force_rma_get = false;
   // Send requests to servers on this host over UCX's shared-memory lanes (an endpoint to the
-  // server's worker address) rather than tcp. Connection failures are still detected on the
-  // tcp endpoint, which stays open.
-  bool rpc_over_shared_memory = true;
+  // server's worker address) rather than tcp: ~2.6x faster small RPCs (docs/benchmarks.md).
+  // Off by default: UCX's shared-memory receive queue is one FIFO per worker shared by every
+  // sender, and a sender killed in the middle of a message (a trainer's kill -9) leaves an
+  // element that is never completed, so the server stops receiving over shared memory from
+  // anyone. Turn it on only where clients do not die mid-request. (One-sided reads of mapped
+  // arenas do not use that queue and stay on.)
+  bool rpc_over_shared_memory = false;
 };
 
 struct ClientStats {

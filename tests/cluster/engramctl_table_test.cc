@@ -225,7 +225,8 @@ TEST_F(EngramctlTableTest, AClientKilledMidImportLeavesTheDaemonServing) {
   kill(pid, SIGKILL);  // Mid-stream: requests in flight, endpoint never closed.
   waitpid(pid, nullptr, 0);
   const auto got = Ctl("get --table=big --rows=0,399999 --json");
-  ASSERT_EQ(got.code, 0) << got.err;
+  ASSERT_EQ(got.code, 0) << got.err << "\nthe server's log:\n"
+                         << std::string(std::istreambuf_iterator<char>(std::ifstream(server_->dir() + "/log").rdbuf()), {});
   EXPECT_EQ(nlohmann::json::parse(got.out)["rows"].size(), 2u);
   EXPECT_EQ(Ctl("list").code, 0);
 }
