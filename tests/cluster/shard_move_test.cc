@@ -549,29 +549,41 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
   trainer.Check();
 }
 
+// Every row of the clusters' table "t" (3000 rows of dim 8), and a gradient of ones for each.
+std::vector<uint64_t> AllRows() {
+  std::vector<uint64_t> rows(3000);
+  for (uint64_t r = 0; r < rows.size(); ++r) rows[r] = r;
+  return rows;
+}
+
+// With etcd paused (no failover can happen) and node 1 killed, a fresh reader still gets every
+// row of "t", each column equal to `want`: node 1's rows can only come from their backups.
+void ExpectEveryRowFromTheLiveCopies(EtcdCluster& cluster, float want) {
+  auto reader = Connect(cluster.servers, 4);
+  auto r = reader->OpenTable("t");
+  ASSERT_TRUE(r.ok());
+  cluster.etcd->Pause();
+  cluster.servers[1]->Kill9();
+  const std::vector<uint64_t> rows = AllRows();
+  std::vector<float> got(rows.size() * 8, 0.0f);
+  const Status s = (*r)->PullF32(rows, got.data());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want) << "row " << i / 8;
+  EXPECT_GT(reader->stats().rows_from_backups, 0u);
+  cluster.etcd->Resume();
+}
+
 // Pulls read around a dead primary through its shards' backups, which hold every acknowledged
 // write, at once: with etcd paused no failover can happen, so only the backups can answer.
 TEST(ClusterKillTest, PullsOfADeadPrimarysRowsAreServedByItsBackupsBeforeAnyFailover) {
   EtcdCluster cluster = StartCluster("b1", 2);
-  auto& servers = cluster.servers;
-  auto writer = Connect(servers, 4);
+  auto writer = Connect(cluster.servers, 4);
   auto t = writer->OpenTable("t");
   ASSERT_TRUE(t.ok());
-  std::vector<uint64_t> rows(3000);
-  for (uint64_t r = 0; r < rows.size(); ++r) rows[r] = r;
+  const std::vector<uint64_t> rows = AllRows();
   const std::vector<float> ones(rows.size() * 8, 1.0f);
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row is -3 now.
-  auto reader = Connect(servers, 4);
-  auto r = reader->OpenTable("t");
-  ASSERT_TRUE(r.ok());
-  cluster.etcd->Pause();
-  servers[1]->Kill9();
-  std::vector<float> got(rows.size() * 8, 0.0f);
-  const Status s = (*r)->PullF32(rows, got.data());
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -3.0f) << "row " << i / 8;
-  EXPECT_GT(reader->stats().rows_from_backups, 0u);
-  cluster.etcd->Resume();
+  ExpectEveryRowFromTheLiveCopies(cluster, -3.0f);
 }
 
 // engramctl restore of a replicated table: the restored shards' backups leave the map, the
@@ -579,12 +591,10 @@ TEST(ClusterKillTest, PullsOfADeadPrimarysRowsAreServedByItsBackupsBeforeAnyFail
 // values when a primary dies (etcd paused: only the backups can answer).
 TEST(ClusterKillTest, ARestoredReplicatedTableGetsBackupsOfTheRestoredRows) {
   EtcdCluster cluster = StartCluster("r1", 2);
-  auto& servers = cluster.servers;
-  auto writer = Connect(servers, 4);
+  auto writer = Connect(cluster.servers, 4);
   auto t = writer->OpenTable("t");
   ASSERT_TRUE(t.ok());
-  std::vector<uint64_t> rows(3000);
-  for (uint64_t r = 0; r < rows.size(); ++r) rows[r] = r;
+  const std::vector<uint64_t> rows = AllRows();
   const std::vector<float> ones(rows.size() * 8, 1.0f);
   ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row -1...
   const auto cp = Ctl("checkpoint " + cluster.at + " --name=c1 --json");
@@ -609,17 +619,7 @@ TEST(ClusterKillTest, ARestoredReplicatedTableGetsBackupsOfTheRestoredRows) {
     if (!backed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(backed) << "every shard has a backup again";
-  auto reader = Connect(servers, 4);
-  auto r = reader->OpenTable("t");
-  ASSERT_TRUE(r.ok());
-  cluster.etcd->Pause();
-  servers[1]->Kill9();
-  std::fill(got.begin(), got.end(), 0.0f);
-  const Status s = (*r)->PullF32(rows, got.data());
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -1.0f) << "row " << i / 8 << " from a backup";
-  EXPECT_GT(reader->stats().rows_from_backups, 0u);
-  cluster.etcd->Resume();
+  ExpectEveryRowFromTheLiveCopies(cluster, -1.0f);  // The new backups hold the restored rows.
 }
 
 // A killed daemon whose shards have no backup (--replicas=1) waits for its restart (systemd's
