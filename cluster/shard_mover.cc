@@ -120,14 +120,8 @@ StatusOr<uint64_t> ShardMover::CopyChunk(uint32_t from, uint32_t to, const std::
     for (uint32_t i = 0; i < n; ++i) {
       uint64_t row = 0, version = 0;
       const uint8_t *value = nullptr, *state = nullptr;
-      ENGRAM_RETURN_IF_ERROR(rd.Get(&row));
-      ENGRAM_RETURN_IF_ERROR(rd.Get(&version));
-      ENGRAM_RETURN_IF_ERROR(rd.GetSpan(vb, &value));
-      if (sb > 0) ENGRAM_RETURN_IF_ERROR(rd.GetSpan(sb, &state));
-      ow.Put<uint64_t>(row);
-      ow.Put<uint64_t>(version);
-      ow.PutBytes(value, vb);
-      if (sb > 0) ow.PutBytes(state, sb);
+      ENGRAM_RETURN_IF_ERROR(wire::GetRowEntry(rd, &row, &version, &value, vb, &state, sb));
+      wire::PutRowEntry(ow, row, version, value, vb, state, sb);
     }
     ENGRAM_RETURN_IF_ERROR(calls_.call(to, wire::MsgType::kShardWrite, out).status());
   }

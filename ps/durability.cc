@@ -101,10 +101,7 @@ Status ForEachLoggedRow(wire::Reader& r, const RowsHeader& h, Fn&& fn) {
     uint64_t row = 0, version = 0;
     const uint8_t* data = nullptr;
     const uint8_t* state = nullptr;
-    ENGRAM_RETURN_IF_ERROR(r.Get(&row));
-    ENGRAM_RETURN_IF_ERROR(r.Get(&version));
-    ENGRAM_RETURN_IF_ERROR(r.GetSpan(h.row_bytes, &data));
-    if (h.state_bytes > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(h.state_bytes, &state));
+    ENGRAM_RETURN_IF_ERROR(wire::GetRowEntry(r, &row, &version, &data, h.row_bytes, &state, h.state_bytes));
     ENGRAM_RETURN_IF_ERROR(fn(row, version, data, state));
   }
   return Status::OK();
@@ -134,18 +131,13 @@ LogRecord::LogRecord(RecordKind kind, const Table& table, uint64_t client, uint6
 
 void LogRecord::Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) {
   wire::Writer w(&buf_);
-  w.Put<uint64_t>(row);
-  w.Put<uint64_t>(version);
-  w.PutBytes(value, value_bytes_);
-  if (state_bytes_ > 0) w.PutBytes(state, state_bytes_);
+  wire::PutRowEntry(w, row, version, value, value_bytes_, state, state_bytes_);
   ++rows_;
 }
 
 void LogRecord::AddGradient(uint64_t row, uint64_t version, const float* grad) {
   wire::Writer w(&buf_);
-  w.Put<uint64_t>(row);
-  w.Put<uint64_t>(version);
-  w.PutBytes(grad, value_bytes_);
+  wire::PutRowEntry(w, row, version, grad, value_bytes_);
   ++rows_;
 }
 

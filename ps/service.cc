@@ -217,12 +217,7 @@ void PutImages(wire::Writer& w, const std::vector<RowImage>& images, size_t vb, 
   w.Put<uint32_t>(static_cast<uint32_t>(images.size()));
   w.Put<uint32_t>(static_cast<uint32_t>(vb));
   w.Put<uint32_t>(static_cast<uint32_t>(sb));
-  for (const RowImage& im : images) {
-    w.Put<uint64_t>(im.row);
-    w.Put<uint64_t>(im.version);
-    w.PutBytes(im.value.data(), vb);
-    if (sb > 0) w.PutBytes(im.state.data(), sb);
-  }
+  for (const RowImage& im : images) wire::PutRowEntry(w, im.row, im.version, im.value.data(), vb, im.state.data(), sb);
 }
 
 }  // namespace
@@ -301,15 +296,10 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
       if (n > r.remaining() / (16 + vb + sb)) return Status::InvalidArgument("malformed frame: shard image count");
       std::vector<RowImage> images(n);
       for (RowImage& im : images) {
-        const uint8_t* p = nullptr;
-        ENGRAM_RETURN_IF_ERROR(r.Get(&im.row));
-        ENGRAM_RETURN_IF_ERROR(r.Get(&im.version));
-        ENGRAM_RETURN_IF_ERROR(r.GetSpan(vb, &p));
-        im.value.assign(p, p + vb);
-        if (sb > 0) {
-          ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &p));
-          im.state.assign(p, p + sb);
-        }
+        const uint8_t *value = nullptr, *state = nullptr;
+        ENGRAM_RETURN_IF_ERROR(wire::GetRowEntry(r, &im.row, &im.version, &value, vb, &state, sb));
+        im.value.assign(value, value + vb);
+        if (sb > 0) im.state.assign(state, state + sb);
         if (im.version == 0 || (im.version & 1u) != 0) return Status::InvalidArgument("shard image with a bad version");
       }
       if (r.remaining() != 0) return Status::InvalidArgument("malformed frame: trailing bytes after shard images");

@@ -27,17 +27,12 @@ class ReplicaRecord final : public storage::RowImageSink {
   }
   ~ReplicaRecord() override { std::memcpy(payload_->data() + count_at_, &n_, 4); }
   void Add(uint64_t row, uint64_t version, const uint8_t* value, const uint8_t* state) override {
-    w_.Put<uint64_t>(row);
-    w_.Put<uint64_t>(version);
-    w_.PutBytes(value, vb_);
-    if (sb_ > 0) w_.PutBytes(state, sb_);
+    wire::PutRowEntry(w_, row, version, value, vb_, state, sb_);
     ++n_;
     if (next_) next_->Add(row, version, value, state);
   }
   void AddGradient(uint64_t row, uint64_t version, const float* grad) override {
-    w_.Put<uint64_t>(row);
-    w_.Put<uint64_t>(version);
-    w_.PutBytes(grad, size_t{dim_} * sizeof(float));
+    wire::PutRowEntry(w_, row, version, grad, size_t{dim_} * sizeof(float));
     ++n_;
     if (next_) next_->AddGradient(row, version, grad);
   }
@@ -454,10 +449,8 @@ Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink) {
     blk.rows.resize(n);
     for (Entry& e : blk.rows) {
       e.b = nullptr;
-      ENGRAM_RETURN_IF_ERROR(r.Get(&e.row));
-      ENGRAM_RETURN_IF_ERROR(r.Get(&e.version));
-      ENGRAM_RETURN_IF_ERROR(r.GetSpan(blk.kind == kReplicaGradients ? gb : vb, &e.a));
-      if (blk.kind == kReplicaImages && sb > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(sb, &e.b));
+      const bool images = blk.kind == kReplicaImages;
+      ENGRAM_RETURN_IF_ERROR(wire::GetRowEntry(r, &e.row, &e.version, &e.a, images ? vb : gb, &e.b, images ? sb : 0));
       if (e.row >= schema_.num_rows || map_.ShardOf(e.row) != blk.shard) {
         return Status::InvalidArgument("replica row outside its shard");
       }

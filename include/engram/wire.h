@@ -160,6 +160,27 @@ class Reader {
   size_t off_ = 0;
 };
 
+// One row entry of the write-ahead log, replica and shard-image formats: row u64, version u64,
+// then `a_bytes` of `a` (a value at rest, or a summed f32 gradient) and, if `b_bytes` > 0,
+// `b_bytes` of `b` (optimizer state), each 8-aligned.
+inline void PutRowEntry(Writer& w, uint64_t row, uint64_t version, const void* a, size_t a_bytes, const void* b = nullptr,
+                        size_t b_bytes = 0) {
+  w.Put<uint64_t>(row);
+  w.Put<uint64_t>(version);
+  w.PutBytes(a, a_bytes);
+  if (b_bytes > 0) w.PutBytes(b, b_bytes);
+}
+// Reads what PutRowEntry wrote; `*b` stays untouched when `b_bytes` is 0. Points into the
+// payload (no copy).
+inline Status GetRowEntry(Reader& r, uint64_t* row, uint64_t* version, const uint8_t** a, size_t a_bytes,
+                          const uint8_t** b = nullptr, size_t b_bytes = 0) {
+  ENGRAM_RETURN_IF_ERROR(r.Get(row));
+  ENGRAM_RETURN_IF_ERROR(r.Get(version));
+  ENGRAM_RETURN_IF_ERROR(r.GetSpan(a_bytes, a));
+  if (b_bytes > 0) ENGRAM_RETURN_IF_ERROR(r.GetSpan(b_bytes, b));
+  return Status::OK();
+}
+
 inline void PutSchema(Writer& w, const TableSchema& s) {
   w.PutString(s.name);
   w.Put<uint64_t>(s.num_rows);
