@@ -656,8 +656,10 @@ Status Table::AdoptMap(cluster::ShardMap map) {
     const bool mine = map.Owner(s) == node_id_;
     if (mine && !shards_[s]) {
       // A moved copy, or this node's replica promoted (its primary's lease expired).
-      const bool promoted = map_.Backup(s) == node_id_ && replicas_[s];  // Not a copy a move is still making.
-      shards_[s] = promoted ? std::move(replicas_[s]) : std::move(incoming_[s]);
+      // A move's copy (complete at its flip) before this node's replica: a replica may be stale,
+      // if this node missed the record that dropped it as the backup (it was unreachable then)
+      // and the primary stopped forwarding to it. Without a copy: a promotion.
+      shards_[s] = incoming_[s] ? std::move(incoming_[s]) : std::move(replicas_[s]);
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
