@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -37,9 +38,19 @@ class ServerProcess {
 
   // Starts the server again after Stop() or Kill9(): same flags, same data directory (so it
   // recovers its tables), same data port (clients reconnect to the address they know).
+  // A few tries, a second apart: what made the first fail (the old lease not yet expired, the
+  // port not yet free) is usually gone by the next.
   void Restart() {
     if (pid_ > 0) throw std::runtime_error("Restart of a running server");
-    Launch(port_);
+    for (int attempt = 1;; ++attempt) {
+      try {
+        Launch(port_);
+        return;
+      } catch (const std::runtime_error&) {
+        if (attempt == 5) throw;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+      }
+    }
   }
 
   ~ServerProcess() {
@@ -103,7 +114,10 @@ class ServerProcess {
       int status;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
-        throw std::runtime_error("engram-server exited at start; see " + dir_ + "/log");
+        std::ifstream log(dir_ + "/log");
+        std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+        if (text.size() > 2000) text = "..." + text.substr(text.size() - 2000);
+        throw std::runtime_error("engram-server exited at start; its log:\n" + text);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
