@@ -92,11 +92,7 @@ Status Client::Hello(size_t i) {
 
 Status Client::LearnNodes() {
   std::lock_guard<std::mutex> lock(add_mu_);
-  StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
-  for (size_t i = 0; i < num_servers() && !got.ok(); ++i) {  // Any server will do.
-    if (transport_->has_address(conns_[i])) got = Call(static_cast<int>(i), wire::MsgType::kNodes, 0, {}, /*attempts=*/1);
-  }
-  ENGRAM_ASSIGN_OR_RETURN(auto r, std::move(got));
+  ENGRAM_ASSIGN_OR_RETURN(auto r, CallAny(wire::MsgType::kNodes, {}, /*attempts=*/1));
   wire::Reader rd(r.payload.data(), r.payload.size());
   uint32_t n = 0;
   ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
@@ -132,6 +128,14 @@ void Client::Backoff(int attempt, bool server_answered) const {
   }
   const auto wait = options_.retry_backoff * (1 << std::min(attempt - 1, 4));
   std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(wait, std::chrono::milliseconds(1000)));
+}
+
+StatusOr<ReplyMessage> Client::CallAny(wire::MsgType type, const std::vector<uint8_t>& payload, int attempts) {
+  StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
+  for (size_t i = 0; i < num_servers() && !got.ok(); ++i) {
+    if (transport_->has_address(conns_[i])) got = Call(static_cast<int>(i), type, 0, payload, attempts);
+  }
+  return got;
 }
 
 Status Client::EnsureConnected(int server) {
@@ -222,11 +226,7 @@ StatusOr<wire::TableInfo> Client::DescribeTable(const std::string& name) {
 }
 
 StatusOr<std::vector<wire::TableInfo>> Client::ListTables() {
-  StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
-  for (size_t i = 0; i < num_servers() && !got.ok(); ++i) {  // Any server will do: all hold every table.
-    got = Call(static_cast<int>(i), wire::MsgType::kListTables, 0, {});
-  }
-  ENGRAM_ASSIGN_OR_RETURN(auto r, std::move(got));
+  ENGRAM_ASSIGN_OR_RETURN(auto r, CallAny(wire::MsgType::kListTables, {}));  // All hold every table.
   wire::Reader rd(r.payload.data(), r.payload.size());
   uint32_t n = 0;
   ENGRAM_RETURN_IF_ERROR(rd.Get(&n));

@@ -274,6 +274,9 @@ class Client {
   // `attempts` 0: ClientOptions::max_attempts.
   StatusOr<ReplyMessage> Call(int server, wire::MsgType type, uint64_t epoch, const std::vector<uint8_t>& payload,
                               int attempts = 0);
+  // Call on each server with an address in turn until one answers (a question any server can
+  // answer: the tables, the cluster's nodes).
+  StatusOr<ReplyMessage> CallAny(wire::MsgType type, const std::vector<uint8_t>& payload, int attempts = 0);
   // Replaces the connection to `server` if it failed.
   Status EnsureConnected(int server);
   // Sleeps before attempt `attempt` (none before the first): retry_backoff doubling to 1 s, or,

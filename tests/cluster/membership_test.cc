@@ -13,6 +13,7 @@
 
 #include "../testing/ctl.h"
 #include "../testing/etcd_process.h"
+#include "../testing/eventually.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
 
@@ -32,16 +33,7 @@ std::unique_ptr<EtcdClient> Etcd(const EtcdProcess& e) {
   return c.ok() ? std::move(c).value() : nullptr;
 }
 
-// Polls `pred` every 100 ms for up to `seconds`.
-template <typename F>
-bool Eventually(double seconds, F&& pred) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return pred();
-}
+using testing::Eventually;
 
 TEST(Base64Test, RoundTripsEveryByteAndRejectsGarbage) {
   std::string all;

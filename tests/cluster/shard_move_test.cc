@@ -16,6 +16,7 @@
 
 #include "../testing/ctl.h"
 #include "../testing/etcd_process.h"
+#include "../testing/eventually.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
 #include "cluster/cluster_state.h"
@@ -330,6 +331,7 @@ TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {
   EXPECT_EQ(mover.Move("nope", 1, 0).status().code(), Code::kNotFound);
 }
 
+using testing::Eventually;
 using testing::RunCtl;
 constexpr auto& Ctl = RunCtl;
 
@@ -339,6 +341,20 @@ struct EtcdCluster {
   std::vector<std::string> flags;
   std::vector<std::unique_ptr<ServerProcess>> servers;
   std::string at;  // engramctl's --etcd and --cluster flags.
+  std::unique_ptr<cluster::EtcdClient> etcd_client;
+  std::unique_ptr<cluster::ClusterState> state;  // The cluster's records, read through etcd_client.
+
+  // Shards of "t" the etcd record gives `node` (-1: no record).
+  int64_t OwnedBy(uint32_t node) const {
+    auto r = state->GetTable("t");
+    return r.ok() && r->has_value() ? std::count((*r)->info.owners.begin(), (*r)->info.owners.end(), node) : -1;
+  }
+  // Every shard of "t" has a backup in the record.
+  bool AllBacked() const {
+    auto r = state->GetTable("t");
+    return r.ok() && r->has_value() && !(*r)->info.backups.empty() &&
+           std::count((*r)->info.backups.begin(), (*r)->info.backups.end(), cluster::kNoNode) == 0;
+  }
 };
 EtcdCluster StartCluster(const std::string& name, int lease_ttl_s, const std::string& create_flags = "") {
   EtcdCluster c;
@@ -349,6 +365,14 @@ EtcdCluster StartCluster(const std::string& name, int lease_ttl_s, const std::st
   const auto made = Ctl("create-table " + c.at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6 " +
                         create_flags);
   EXPECT_EQ(made.first, 0) << made.second;
+  cluster::EtcdClient::Options eo;
+  eo.endpoint = c.etcd->endpoint();
+  auto ec = cluster::EtcdClient::Connect(eo);
+  EXPECT_TRUE(ec.ok()) << ec.status().ToString();
+  if (ec.ok()) {
+    c.etcd_client = std::move(ec).value();
+    c.state = std::make_unique<cluster::ClusterState>(c.etcd_client.get(), name);
+  }
   return c;
 }
 
@@ -373,11 +397,8 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   const auto drained = Ctl("drain-node " + at + " --node=2 --json");
   ASSERT_EQ(drained.first, 0) << drained.second;
   EXPECT_EQ(nlohmann::json::parse(drained.second)["moves"].size(), 2u) << drained.second;
-  cluster::EtcdClient::Options eo;
-  eo.endpoint = etcd->endpoint();
-  auto ec = cluster::EtcdClient::Connect(eo);
-  ASSERT_TRUE(ec.ok());
-  cluster::ClusterState state(ec->get(), "m1");
+  ASSERT_NE(cluster.state, nullptr);
+  cluster::ClusterState& state = *cluster.state;
   auto rec = state.GetTable("t");
   ASSERT_TRUE(rec.ok() && rec->has_value());
   // Two flips; the leader may have added more by now, re-replicating a shard moved onto its own
@@ -421,7 +442,7 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   rec = state.GetTable("t");
   EXPECT_EQ(std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 3u), 1) << grown.second;
   // The trainer meets the new map at its next refresh (soon, but later under a sanitizer).
-  for (int i = 0; i < 100 && trainer_client->num_servers() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  Eventually(10, [&] { return trainer_client->num_servers() >= 4; });
   EXPECT_EQ(trainer_client->num_servers(), 4u);
   trainer.Stop();
   EXPECT_GT(trainer.pushes(), 10);
@@ -438,14 +459,10 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
 // backups carry the table on.
 TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   EtcdCluster cluster = StartCluster("f1", 2);
-  auto& etcd = cluster.etcd;
   auto& servers = cluster.servers;
   const std::string& at = cluster.at;
-  cluster::EtcdClient::Options eo;
-  eo.endpoint = etcd->endpoint();
-  auto ec = cluster::EtcdClient::Connect(eo);
-  ASSERT_TRUE(ec.ok());
-  cluster::ClusterState state(ec->get(), "f1");
+  ASSERT_NE(cluster.state, nullptr);
+  cluster::ClusterState& state = *cluster.state;
   auto rec = state.GetTable("t");
   ASSERT_TRUE(rec.ok() && rec->has_value());
   EXPECT_EQ((*rec)->info.backups, (std::vector<uint32_t>{1, 2, 0, 1, 2, 0})) << "engramctl --etcd makes 2 replicas";
@@ -460,34 +477,13 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   servers[1]->Kill9();
   // The lease (2 s) expires, the leader promotes; training goes on meanwhile with retries. (A
   // bound, not a pace: a loaded 2-core CI box under a sanitizer gets 20 s.)
-  auto owned_by = [&](uint32_t node) {
-    auto r = state.GetTable("t");
-    return r.ok() && r->has_value() ? std::count((*r)->info.owners.begin(), (*r)->info.owners.end(), node) : -1;
-  };
-  auto until = [](auto&& pred) {
-    const auto t0 = std::chrono::steady_clock::now();
-    while (!pred() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return pred();
-  };
-  EXPECT_TRUE(until([&] { return owned_by(1) == 0 && trainer.pushes() > before + 20; }))
+  EXPECT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(1) == 0 && trainer.pushes() > before + 20; }))
       << "node 1's shards were promoted and training continued on them: " << trainer.pushes() - before << " pushes";
   rec = state.GetTable("t");
   ASSERT_TRUE(rec.ok() && rec->has_value());
   EXPECT_EQ((*rec)->info.owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
   // Re-replication: the leader gives every shard a backup again on the surviving nodes.
-  auto all_backed = [&] {
-    auto r = state.GetTable("t");
-    if (!r.ok() || !r->has_value()) return false;
-    const auto& b = (*r)->info.backups;
-    return b.size() == 6 && std::count(b.begin(), b.end(), cluster::kNoNode) == 0;
-  };
-  const auto waited = std::chrono::steady_clock::now();
-  while (!all_backed() && std::chrono::steady_clock::now() - waited < std::chrono::seconds(20)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  ASSERT_TRUE(all_backed()) << Ctl("status " + at + " --json").second;
+  ASSERT_TRUE(Eventually(20, [&] { return cluster.AllBacked(); })) << Ctl("status " + at + " --json").second;
   const auto st = Ctl("status " + at + " --json");
   EXPECT_EQ(nlohmann::json::parse(st.second)["tables"][0].value("shards_with_backup", -1), 6) << st.second;
   ::testing::Test::RecordProperty("longest_push_ms_through_failover", static_cast<int>(trainer.max_push_ms()));
@@ -497,7 +493,7 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
   // A second failure, of the node that took over: the re-made backups carry the table on.
   const int before2 = trainer.pushes();
   servers[2]->Kill9();
-  EXPECT_TRUE(until([&] { return owned_by(2) == 0 && trainer.pushes() > before2 + 20; }))
+  EXPECT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(2) == 0 && trainer.pushes() > before2 + 20; }))
       << "node 2's shards were promoted and training continued after the second failure: "
       << trainer.pushes() - before2 << " pushes";
   trainer.Stop();
@@ -518,11 +514,7 @@ TEST(ClusterKillTest, KillNineOfADaemonFailsItsShardsOverToTheirBackups) {
 TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBack) {
   EtcdCluster cluster = StartCluster("p1", 2);
   auto& servers = cluster.servers;
-  cluster::EtcdClient::Options eo;
-  eo.endpoint = cluster.etcd->endpoint();
-  auto ec = cluster::EtcdClient::Connect(eo);
-  ASSERT_TRUE(ec.ok());
-  cluster::ClusterState state(ec->get(), "p1");
+  ASSERT_NE(cluster.state, nullptr);
   auto trainer_client = Connect(servers, 400);
   auto t = trainer_client->OpenTable("t");
   ASSERT_TRUE(t.ok());
@@ -530,16 +522,11 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   servers[1]->Pause();
   // Lease gone, shards promoted (a bound, not a pace: 20 s on a loaded CI box).
-  auto promoted = [&] {
-    auto rec = state.GetTable("t");
-    return rec.ok() && rec->has_value() && std::count((*rec)->info.owners.begin(), (*rec)->info.owners.end(), 1u) == 0;
-  };
-  for (int i = 0; i < 200 && !promoted(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_TRUE(promoted());
+  EXPECT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(1) == 0; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // Past the promotion, with the node frozen.
   const int before = trainer.pushes();
   servers[1]->Resume();
-  for (int i = 0; i < 200 && trainer.pushes() <= before + 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  Eventually(20, [&] { return trainer.pushes() > before + 20; });
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // The resumed node fences, rejoins, catches up.
   EXPECT_GT(trainer.pushes(), before + 20);
   trainer.Stop();
@@ -605,19 +592,8 @@ TEST(ClusterKillTest, ARestoredReplicatedTableGetsBackupsOfTheRestoredRows) {
   ASSERT_TRUE((*t)->PullF32(rows, got.data()).ok());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -1.0f) << "row " << i / 8;
   // The leader re-replicates one shard per pass.
-  cluster::EtcdClient::Options eo;
-  eo.endpoint = cluster.etcd->endpoint();
-  auto ec = cluster::EtcdClient::Connect(eo);
-  ASSERT_TRUE(ec.ok());
-  cluster::ClusterState state(ec->get(), "r1");
-  bool backed = false;
-  for (int i = 0; i < 300 && !backed; ++i) {
-    auto rec = state.GetTable("t");
-    backed = rec.ok() && rec->has_value() &&
-             std::count((*rec)->info.backups.begin(), (*rec)->info.backups.end(), cluster::kNoNode) == 0;
-    if (!backed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(backed) << "every shard has a backup again";
+  ASSERT_NE(cluster.state, nullptr);
+  ASSERT_TRUE(Eventually(30, [&] { return cluster.AllBacked(); })) << "every shard has a backup again";
   ExpectEveryRowFromTheLiveCopies(cluster, -1.0f);  // The new backups hold the restored rows.
 }
 
@@ -636,7 +612,7 @@ TEST(ClusterKillTest, AKilledDaemonsShardsComeBackWithItsRestartAndLoseNoAcknowl
   std::this_thread::sleep_for(std::chrono::milliseconds(2600));  // Its lease expires: the id is free.
   servers[1]->Restart();
   const int at_restart = trainer.pushes();
-  for (int i = 0; i < 200 && trainer.pushes() < at_restart + 10; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  Eventually(20, [&] { return trainer.pushes() >= at_restart + 10; });
   trainer.Stop();
   EXPECT_GE(trainer.pushes(), at_restart + 10) << "training went on after the restart";
   EXPECT_EQ(trainer.failures(), 0);
