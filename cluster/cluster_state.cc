@@ -73,7 +73,8 @@ StatusOr<uint64_t> ClusterState::SetOwners(const std::string& name, const std::v
 }
 
 StatusOr<wire::TableInfo> ClusterState::SetMap(const std::string& name, const std::vector<uint32_t>& owners,
-                                               const std::vector<uint32_t>& backups, int64_t expected_mod_revision) {
+                                               const std::vector<uint32_t>& backups, int64_t expected_mod_revision,
+                                               const std::vector<uint32_t>& dead_nodes) {
   ENGRAM_ASSIGN_OR_RETURN(auto current, GetTable(name));
   if (!current.has_value()) return Status::NotFound("no table named '" + name + "' in cluster '" + cluster_ + "'");
   if (current->mod_revision != expected_mod_revision) {
@@ -83,10 +84,21 @@ StatusOr<wire::TableInfo> ClusterState::SetMap(const std::string& name, const st
   next.owners = owners;
   next.backups = backups;
   next.epoch = current->info.epoch + 1;
-  ENGRAM_ASSIGN_OR_RETURN(bool set, etcd_->PutIf(TableKey(name), Encode(next), expected_mod_revision));
-  if (!set) return Status::Aborted("table '" + name + "' changed concurrently; read it again");
-  return next;
+  std::vector<std::string> absent;
+  for (uint32_t n : dead_nodes) absent.push_back(NodeKey(n));
+  ENGRAM_ASSIGN_OR_RETURN(bool set, etcd_->PutIf(TableKey(name), Encode(next), expected_mod_revision, 0, absent));
+  if (set) return next;
+  for (uint32_t n : dead_nodes) {
+    ENGRAM_ASSIGN_OR_RETURN(auto kv, etcd_->Get(NodeKey(n)));
+    if (kv.has_value()) {
+      return Status::FailedPrecondition("node " + std::to_string(n) + " registered again; table '" + name +
+                                        "' keeps its shards there");
+    }
+  }
+  return Status::Aborted("table '" + name + "' changed concurrently; read it again");
 }
+
+std::string ClusterState::NodeKey(uint32_t node) const { return Membership::NodesPrefix(cluster_) + std::to_string(node); }
 
 Status ClusterState::DropTable(const std::string& name) {
   ENGRAM_ASSIGN_OR_RETURN(bool existed, etcd_->Delete(TableKey(name)));

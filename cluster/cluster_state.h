@@ -43,9 +43,13 @@ class ClusterState {
   StatusOr<uint64_t> SetOwners(const std::string& name, const std::vector<uint32_t>& owners,
                                int64_t expected_mod_revision);
   // SetOwners for owners and backups together (failover: a backup promoted, a dead backup
-  // dropped). Returns the new record.
+  // dropped). Returns the new record. With `dead_nodes`, the change is made only while none of
+  // them is registered (FailedPrecondition otherwise): a failover decided on a membership list
+  // read before a node registered again must not take that node's shards, for the node caught
+  // up with the records when it registered and takes writes on what they gave it.
   StatusOr<wire::TableInfo> SetMap(const std::string& name, const std::vector<uint32_t>& owners,
-                                   const std::vector<uint32_t>& backups, int64_t expected_mod_revision);
+                                   const std::vector<uint32_t>& backups, int64_t expected_mod_revision,
+                                   const std::vector<uint32_t>& dead_nodes = {});
   Status DropTable(const std::string& name);
 
   // Takes the leadership for `node_id` under `lease` if nobody holds it; returns whether this
@@ -56,6 +60,8 @@ class ClusterState {
 
   std::string TableKey(const std::string& name) const { return "/engram/" + cluster_ + "/tables/" + name; }
   std::string LeaderKey() const { return "/engram/" + cluster_ + "/leader"; }
+  // Membership's registration key of a node (cluster/membership.h).
+  std::string NodeKey(uint32_t node) const;
 
  private:
   EtcdClient* etcd_;

@@ -222,16 +222,17 @@ StatusOr<bool> EtcdClient::Delete(const std::string& key) {
 }
 
 StatusOr<bool> EtcdClient::PutIf(const std::string& key, const std::string& value, int64_t expected_mod_revision,
-                                 int64_t lease) {
+                                 int64_t lease, const std::vector<std::string>& absent_keys) {
   Json put = {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}};
   if (lease != 0) put["lease"] = std::to_string(lease);
-  const Json body = {
-      {"compare", Json::array({{{"key", Base64Encode(key)},
-                                {"target", "MOD"},
-                                {"result", "EQUAL"},
-                                {"mod_revision", std::to_string(expected_mod_revision)}}})},
-      {"success", Json::array({{{"request_put", put}}})},
-  };
+  Json compare = Json::array({{{"key", Base64Encode(key)},
+                               {"target", "MOD"},
+                               {"result", "EQUAL"},
+                               {"mod_revision", std::to_string(expected_mod_revision)}}});
+  for (const std::string& k : absent_keys) {  // A key that does not exist was created at revision 0.
+    compare.push_back({{"key", Base64Encode(k)}, {"target", "CREATE"}, {"result", "EQUAL"}, {"create_revision", "0"}});
+  }
+  const Json body = {{"compare", compare}, {"success", Json::array({{{"request_put", put}}})}};
   std::string reply;
   ENGRAM_RETURN_IF_ERROR(Call("/v3/kv/txn", body.dump(), &reply));
   ENGRAM_ASSIGN_OR_RETURN(Json j, ParseReply(reply));

@@ -46,9 +46,10 @@ class EtcdClient {
   // Deletes key; returns whether it existed.
   StatusOr<bool> Delete(const std::string& key);
   // Compare-and-swap: sets key = value only if its mod revision is `expected_mod_revision`
-  // (0: only if the key does not exist). Returns whether it was set.
+  // (0: only if the key does not exist), and only if none of `absent_keys` exists then (one
+  // transaction). Returns whether it was set.
   StatusOr<bool> PutIf(const std::string& key, const std::string& value, int64_t expected_mod_revision,
-                       int64_t lease = 0);
+                       int64_t lease = 0, const std::vector<std::string>& absent_keys = {});
 
   // A lease of `ttl_s` seconds; returns its id.
   StatusOr<int64_t> GrantLease(int64_t ttl_s);

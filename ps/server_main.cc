@@ -407,14 +407,18 @@ int main(int argc, char** argv) {
           auto c = cluster::EtcdClient::Connect(eo);
           if (c.ok()) etcd = std::move(c).value();
         }
+        // The registration count is read before the records: a registration after this read is
+        // caught up with by the next pass. A failover that took this node's shards was made
+        // while its key was gone (SetMap's dead_nodes), so before that registration, and the
+        // records read now show it.
+        cluster::Membership* m = membership.load();
+        const uint64_t reg = m ? m->registrations() : 0;
         auto tables = etcd ? cluster::ClusterState(etcd.get(), FLAGS_cluster).ListTables()
                            : StatusOr<std::vector<cluster::TableRecord>>(Status::Unavailable("etcd unreachable"));
-        cluster::Membership* m = membership.load();
         if (!tables.ok()) {
           report(tables.status().ToString());
           etcd.reset();
         } else {
-          const uint64_t reg = m ? m->registrations() : 0;
           bool caught_up = true;
           for (const auto& rec : *tables) {
             bool created = false;
@@ -445,20 +449,23 @@ int main(int argc, char** argv) {
             for (const auto& rec : live.ok() ? *tables : std::vector<cluster::TableRecord>{}) {
               std::vector<uint32_t> owners = rec.info.owners, backups = rec.info.backups;
               backups.resize(owners.size(), cluster::kNoNode);
-              bool changed = false;
+              std::set<uint32_t> dead;  // The nodes this change takes shards from.
               for (size_t sh = 0; sh < owners.size(); ++sh) {
                 if (!up.count(owners[sh]) && backups[sh] != cluster::kNoNode && up.count(backups[sh])) {
+                  dead.insert(owners[sh]);
                   owners[sh] = backups[sh];
                   backups[sh] = cluster::kNoNode;
-                  changed = true;
                 } else if (backups[sh] != cluster::kNoNode && !up.count(backups[sh])) {
+                  dead.insert(backups[sh]);
                   backups[sh] = cluster::kNoNode;
-                  changed = true;
                 }
               }
-              if (!changed) continue;
-              auto next = cluster::ClusterState(etcd.get(), FLAGS_cluster).SetMap(rec.info.schema.name, owners, backups,
-                                                                                 rec.mod_revision);
+              if (dead.empty()) continue;
+              // Only while those nodes are still unregistered: one that registered again since
+              // the list was read has caught up with the record and serves its shards.
+              auto next = cluster::ClusterState(etcd.get(), FLAGS_cluster)
+                              .SetMap(rec.info.schema.name, owners, backups, rec.mod_revision,
+                                      std::vector<uint32_t>(dead.begin(), dead.end()));
               if (!next.ok()) {
                 report("failing over '" + rec.info.schema.name + "': " + next.status().ToString());
                 continue;

@@ -238,6 +238,10 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
     ENGRAM_RETURN_IF_ERROR(r.Get(&op));
     if (op == 0) return Status::InvalidArgument("a move step needs a nonzero operation id");
   }
+  if (op != 0) {  // Rare administrative steps: each one leaves a line for the operator.
+    LOG(INFO) << TypeName(static_cast<uint16_t>(type)) << " of shard " << shard << " of '" << name << "' (operation " << std::hex << op
+              << std::dec << ")";
+  }
   switch (type) {
     case wire::MsgType::kShardPrepare: return t->PrepareIncoming(shard, op);
     case wire::MsgType::kShardTrack: return t->TrackOutgoing(shard, op);
@@ -523,7 +527,18 @@ uint64_t Service::TableEpoch(const std::string& name) const {
 Status Service::AdoptRecord(const wire::TableInfo& info) {
   ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(info.schema.name));
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
-  ENGRAM_RETURN_IF_ERROR(t->AdoptMap(std::move(map)));
+  const cluster::ShardMap before = t->shard_map();
+  ENGRAM_RETURN_IF_ERROR(t->AdoptMap(map));
+  if (before.epoch() != map.epoch()) {  // What this node gained and lost, for the operator.
+    std::string changes;
+    for (uint32_t s = 0; s < map.num_shards(); ++s) {
+      const uint32_t me = options_.node_id;
+      if ((before.Owner(s) == me) != (map.Owner(s) == me)) changes += (map.Owner(s) == me ? " +" : " -") + std::to_string(s);
+      if ((before.Backup(s) == me) != (map.Backup(s) == me)) changes += (map.Backup(s) == me ? " +b" : " -b") + std::to_string(s);
+    }
+    LOG(INFO) << "table '" << info.schema.name << "': epoch " << before.epoch() << " -> " << map.epoch()
+              << (changes.empty() ? " (no change here)" : ", shards here:" + changes);
+  }
   if (durability_) ENGRAM_RETURN_IF_ERROR(durability_->SaveCatalog(registry_));
   return Status::OK();
 }

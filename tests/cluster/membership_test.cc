@@ -178,6 +178,35 @@ TEST(ClusterStateTest, TableRecordsChangeByCompareAndSwapWithRisingEpochs) {
   EXPECT_FALSE(state.GetTable("emb")->has_value());
 }
 
+// A failover decided on a membership list read before a node registered again must not take
+// that node's shards: the node caught up with the records when it registered and serves them.
+TEST(ClusterStateTest, AFailoverIsRefusedOnceTheDeadNodeRegisteredAgain) {
+  auto etcd = EtcdProcess::Start();
+  auto c = Etcd(*etcd);
+  cluster::ClusterState state(c.get(), "cf");
+  wire::TableInfo info;
+  info.schema.name = "emb";
+  info.schema.num_rows = 1000;
+  info.schema.dim = 8;
+  info.owners = {0, 1};
+  info.backups = {1, 0};
+  ASSERT_TRUE(state.CreateTable(info).ok());
+  auto rec = state.GetTable("emb");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  // Node 0 is back (its key exists): promoting shard 0's backup is refused, nothing changes.
+  ASSERT_TRUE(c->Put(state.NodeKey(0), "{}").ok());
+  auto refused = state.SetMap("emb", {1, 1}, {cluster::kNoNode, cluster::kNoNode}, (*rec)->mod_revision, {0});
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("node 0 registered again"), std::string::npos);
+  EXPECT_EQ((*state.GetTable("emb"))->info.epoch, 1u);
+  // Gone again: the same change is made.
+  ASSERT_TRUE(c->Delete(state.NodeKey(0)).ok());
+  auto made = state.SetMap("emb", {1, 1}, {cluster::kNoNode, cluster::kNoNode}, (*rec)->mod_revision, {0});
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  EXPECT_EQ(made->epoch, 2u);
+  EXPECT_EQ(made->owners, (std::vector<uint32_t>{1, 1}));
+}
+
 TEST(ClusterStateTest, OneDaemonLeadsAndAnotherTakesOverWhenItDies) {
   auto etcd = EtcdProcess::Start();
   const std::vector<std::string> flags = {"--etcd=" + etcd->endpoint(), "--cluster=c2", "--lease_ttl_s=2"};

@@ -379,9 +379,7 @@ EtcdCluster StartCluster(const std::string& name, int lease_ttl_s, const std::st
 // The same through engramctl against an etcd cluster: the table's record in etcd follows every
 // move (compare-and-swap, rising epochs) and `status` shows where the shards are.
 TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
-  // Unreplicated: with backups (moves racing the leader's re-replication) this still reads stale
-  // rows and loses acknowledged pushes about once in a dozen loaded runs; see README "Caution".
-  EtcdCluster cluster = StartCluster("m1", 3, "--replicas=1");
+  EtcdCluster cluster = StartCluster("m1", 3);
   auto& etcd = cluster.etcd;
   auto& servers = cluster.servers;
   const auto& flags = cluster.flags;

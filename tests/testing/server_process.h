@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "child_process.h"
 
 namespace engram::testing {
@@ -53,8 +55,17 @@ class ServerProcess {
     }
   }
 
+  // After a failed test the directory (log and data) is kept, and the log's tail printed, so
+  // that a rare failure can be read afterwards.
   ~ServerProcess() {
     Stop();
+    if (::testing::Test::HasFailure()) {
+      std::ifstream log(dir_ + "/log");
+      std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      if (text.size() > 4000) text = "..." + text.substr(text.size() - 4000);
+      std::fprintf(stderr, "node %u's log (kept in %s):\n%s\n", node_id_, dir_.c_str(), text.c_str());
+      return;
+    }
     std::system(("rm -rf " + dir_).c_str());
   }
 
