@@ -44,6 +44,7 @@ class ShardMap {
   uint64_t epoch() const { return epoch_; }
   // REQUIRES: row < num_rows().
   uint32_t ShardOf(uint64_t row) const { return static_cast<uint32_t>(div_.Div(row)); }
+  uint64_t rows_per_shard() const { return rows_per_shard_; }
   // REQUIRES: shard < num_shards().
   RowRange Range(uint32_t shard) const;
   uint32_t Owner(uint32_t shard) const { return owners_[shard]; }

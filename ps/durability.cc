@@ -286,7 +286,27 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
       uint64_t client = 0, seq = 0;
       ENGRAM_RETURN_IF_ERROR(r.Get(&client));
       ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
-      dedup->RecordApplied(client, seq);
+      dedup->RecordApplied(client, seq);  // Checkpoints before kAppliedShards: shards unknown.
+      stats->applied_pushes++;
+    }
+    return Status::OK();
+  }
+  if (kind == static_cast<uint8_t>(RecordKind::kAppliedShards)) {
+    uint32_t n = 0;
+    ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+    std::vector<uint32_t> shards;
+    for (uint32_t i = 0; i < n; ++i) {
+      uint64_t client = 0, seq = 0;
+      uint8_t all = 0;
+      uint32_t k = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&client));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&seq));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&all));
+      ENGRAM_RETURN_IF_ERROR(r.Get(&k));
+      if (k > r.remaining() / 4) return Status::DataLoss("malformed applied-pushes record");
+      shards.resize(k);
+      for (uint32_t& sh : shards) ENGRAM_RETURN_IF_ERROR(r.Get(&sh));
+      dedup->RecordApplied(client, seq, shards, all != 0);
       stats->applied_pushes++;
     }
     return Status::OK();
@@ -303,8 +323,10 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
   const bool gradients = kind == static_cast<uint8_t>(RecordKind::kPush);
   const size_t want = gradients ? size_t{(*t)->schema().dim} * sizeof(float) : (*t)->schema().value_bytes();
   if (h.row_bytes != want) return Status::DataLoss("log record of '" + h.table + "' has the wrong row size");
+  std::vector<uint64_t> rows;  // A push's, for the shards it was applied to.
   ENGRAM_RETURN_IF_ERROR(ForEachLoggedRow(r, h, [&](uint64_t row, uint64_t version, const uint8_t* data,
                                                    const uint8_t* state) {
+    if (gradients && h.client != 0) rows.push_back(row);
     const Status st = gradients ? (*t)->ReplayGradient(row, version, reinterpret_cast<const float*>(data))
                                 : (*t)->Restore(row, version, data, state);
     return st.WithContext("log record of '" + h.table + "'");
@@ -316,7 +338,7 @@ Status Durability::ApplyRecord(std::span<const uint8_t> payload, TableRegistry* 
     stats->log_rows += h.rows;
   }
   if (gradients && h.client != 0) {
-    dedup->RecordApplied(h.client, h.seq);
+    dedup->RecordApplied(h.client, h.seq, (*t)->ShardsOf(rows), /*all_shards=*/false);
     stats->applied_pushes++;
   }
   return Status::OK();
@@ -331,7 +353,7 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
   const auto t0 = std::chrono::steady_clock::now();
   CheckpointStats cs;
   const auto tables = registry.Tables();
-  std::vector<std::pair<uint64_t, uint64_t>> applied;
+  std::vector<PushDedup::Applied> applied;
   {
     // No logged write is between its apply and its append while every table's write locks are
     // held: the new segment gets exactly the writes not yet logged, and `applied` lists every
@@ -350,11 +372,14 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
     ENGRAM_ASSIGN_OR_RETURN(auto out, storage::WriteAheadLog::Open(tmp, wo));
     std::vector<uint8_t> buf;
     wire::Writer w(&buf);
-    w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kApplied));
+    w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kAppliedShards));
     w.Put<uint32_t>(static_cast<uint32_t>(applied.size()));
-    for (const auto& [client, seq] : applied) {
-      w.Put<uint64_t>(client);
-      w.Put<uint64_t>(seq);
+    for (const auto& a : applied) {
+      w.Put<uint64_t>(a.client);
+      w.Put<uint64_t>(a.seq);
+      w.Put<uint8_t>(a.all_shards ? 1 : 0);
+      w.Put<uint32_t>(static_cast<uint32_t>(a.shards.size()));
+      for (uint32_t sh : a.shards) w.Put<uint32_t>(sh);
     }
     ENGRAM_ASSIGN_OR_RETURN(uint64_t last, out->Append(buf));
     // Which tables (and incarnations) this checkpoint holds, for restores.

@@ -42,7 +42,8 @@ namespace engram::ps {
 
 // kTables and kTableOwners appear in checkpoints only: the tables a checkpoint holds, and which
 // node owned each of their shards then (a restore refuses when this node's shards changed).
-enum class RecordKind : uint8_t { kPush = 1, kPut = 2, kCheckpointRows = 3, kApplied = 4, kTables = 5, kTableOwners = 6 };
+enum class RecordKind : uint8_t { kPush = 1, kPut = 2, kCheckpointRows = 3, kApplied = 4, kTables = 5, kTableOwners = 6,
+                                  kAppliedShards = 7 };
 
 // Serialises one write into a log record (a storage::RowImageSink): kPush records hold each
 // row's summed gradient and resulting version; kPut and kCheckpointRows records hold whole row

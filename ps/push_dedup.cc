@@ -1,38 +1,73 @@
 // PushDedup: per-client windows of push outcomes.
 #include "ps/push_dedup.h"
 
+#include <algorithm>
+#include <iterator>
+
 namespace engram::ps {
 
-PushDedup::Verdict PushDedup::Begin(uint64_t client, uint64_t seq, Status* outcome) {
+PushDedup::Verdict PushDedup::Begin(uint64_t client, uint64_t seq, std::span<const uint32_t> shards, Status* outcome,
+                                    std::vector<uint32_t>* to_apply) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = clients_[client];
   auto it = seen.find(seq);
+  to_apply->clear();
   if (it != seen.end()) {
-    ++duplicates_;
-    if (!it->second.done) return Verdict::kInProgress;
-    *outcome = it->second.outcome;
-    return Verdict::kDuplicate;
+    Entry& e = it->second;
+    if (!e.done) {
+      ++duplicates_;
+      return Verdict::kInProgress;
+    }
+    if (!e.all_shards && e.outcome.ok()) {
+      std::set_difference(shards.begin(), shards.end(), e.shards.begin(), e.shards.end(), std::back_inserter(*to_apply));
+    }
+    if (to_apply->empty()) {
+      ++duplicates_;
+      *outcome = e.outcome;
+      return Verdict::kDuplicate;
+    }
+    e.done = false;  // Reopened for the rows of shards it was not applied to.
+    return Verdict::kApply;
   }
   if (seen.size() >= window_ && seq < seen.begin()->first) return Verdict::kTooOld;
   seen.emplace(seq, Entry{});
   while (seen.size() > window_) seen.erase(seen.begin());
+  to_apply->assign(shards.begin(), shards.end());
   return Verdict::kApply;
 }
 
-void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome) {
+namespace {
+void Merge(std::vector<uint32_t>* into, std::span<const uint32_t> more) {
+  std::vector<uint32_t> out;
+  std::set_union(into->begin(), into->end(), more.begin(), more.end(), std::back_inserter(out));
+  *into = std::move(out);
+}
+}  // namespace
+
+void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome, std::span<const uint32_t> applied) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = clients_[client];
   auto it = seen.find(seq);
   if (it == seen.end()) return;  // Slid out of the window meanwhile.
-  it->second.done = true;
-  it->second.outcome = outcome;
+  Entry& e = it->second;
+  e.done = true;
+  if (outcome.ok()) {
+    Merge(&e.shards, applied);
+  } else if (e.shards.empty()) {
+    e.outcome = outcome;  // A reopened part keeps what it applied before, and its OK.
+  }
 }
 
 void PushDedup::Forget(uint64_t client, uint64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = clients_[client];
   auto it = seen.find(seq);
-  if (it != seen.end() && !it->second.done) seen.erase(it);
+  if (it == seen.end() || it->second.done) return;
+  if (it->second.shards.empty()) {
+    seen.erase(it);
+  } else {
+    it->second.done = true;  // Reopened: what the earlier attempt applied stays known.
+  }
 }
 
 void PushDedup::MarkLogged(uint64_t client, uint64_t seq) {
@@ -42,22 +77,27 @@ void PushDedup::MarkLogged(uint64_t client, uint64_t seq) {
   if (it != seen.end()) it->second.logged = true;
 }
 
-void PushDedup::RecordApplied(uint64_t client, uint64_t seq) {
+void PushDedup::RecordApplied(uint64_t client, uint64_t seq, std::span<const uint32_t> shards, bool all_shards) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = clients_[client];
-  Entry& e = seen[seq];
-  e.done = true;
+  auto [it, fresh] = seen.try_emplace(seq);
+  Entry& e = it->second;
+  if (fresh || e.done) {  // One being applied now (under Begin) is finished by its Finish.
+    e.done = true;
+    e.outcome = Status::OK();
+  }
   e.logged = true;
-  e.outcome = Status::OK();
+  e.all_shards |= all_shards;
+  Merge(&e.shards, shards);
   while (seen.size() > window_) seen.erase(seen.begin());
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> PushDedup::Logged() const {
+std::vector<PushDedup::Applied> PushDedup::Logged() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::pair<uint64_t, uint64_t>> out;
+  std::vector<Applied> out;
   for (const auto& [client, seen] : clients_) {
     for (const auto& [seq, e] : seen) {
-      if (e.logged) out.emplace_back(client, seq);
+      if (e.logged) out.push_back(Applied{client, seq, e.all_shards, e.shards});
     }
   }
   return out;

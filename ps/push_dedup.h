@@ -1,15 +1,20 @@
 // PushDedup: recognises retransmitted pushes so each is applied exactly once.
 //
-// Every push carries (client id, sequence number); a client never reuses a sequence number for
-// a different push. The server remembers, per client, the outcome of its most recent
-// `window` pushes. A retransmission of a finished push gets the first outcome back without
-// being applied again; one that arrives while the original is still applying is told to retry.
+// Every push part carries (client id, sequence number); a client never reuses a sequence number
+// for other rows, but a part whose outcome it could not learn is sent again under its own
+// number, and when the shard map changed meanwhile its rows are split among their new owners:
+// one server may then get a part under a number it applied before for other rows of the same
+// push. So the server remembers, per client, the outcome of its most recent `window` parts and
+// the table shards each was applied to. A retransmission whose shards were all applied gets the
+// first outcome back; one with rows of shards not applied under that number applies those rows
+// (and only those); one that arrives while the original is still applying is told to retry.
 // Thread-safe.
 #ifndef ENGRAM_PS_PUSH_DEDUP_H_
 #define ENGRAM_PS_PUSH_DEDUP_H_
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -30,18 +35,28 @@ class PushDedup {
     kTooOld,      // Older than the window: cannot prove it was not applied; refuse.
   };
 
-  Verdict Begin(uint64_t client, uint64_t seq, Status* outcome);
-  void Finish(uint64_t client, uint64_t seq, const Status& outcome);
-  // The push begun was refused before it changed anything (stale shard map, a frozen shard):
-  // forget it, so that its retry is judged afresh.
+  // `shards`: the table shards the part's rows fall in (sorted, distinct). On kApply,
+  // *to_apply holds those not applied yet under this number (all of them, the first time).
+  Verdict Begin(uint64_t client, uint64_t seq, std::span<const uint32_t> shards, Status* outcome,
+                std::vector<uint32_t>* to_apply);
+  // The part begun is finished: applied to `applied` (when `outcome` is OK), or failed.
+  void Finish(uint64_t client, uint64_t seq, const Status& outcome, std::span<const uint32_t> applied);
+  // The part begun was refused before it changed anything (stale shard map, a frozen shard):
+  // forget it, so that its retry is judged afresh (what an earlier attempt applied stays known).
   void Forget(uint64_t client, uint64_t seq);
   // Durability: the push is applied and in the write-ahead log (called under the table's write
   // locks, right after the append), so a checkpoint taken from now on must remember it.
   void MarkLogged(uint64_t client, uint64_t seq);
-  // Recovery: a push found in the log or a checkpoint was applied (outcome OK).
-  void RecordApplied(uint64_t client, uint64_t seq);
-  // Every (client, seq) marked logged or recorded applied, for a checkpoint.
-  std::vector<std::pair<uint64_t, uint64_t>> Logged() const;
+  // A part applied outside Begin/Finish (recovery from the log, a backup's replica): on
+  // `shards`, or, when they are unknown (a checkpoint's list), on every shard.
+  void RecordApplied(uint64_t client, uint64_t seq, std::span<const uint32_t> shards = {}, bool all_shards = true);
+  // Every part marked logged or recorded applied, with its shards, for a checkpoint.
+  struct Applied {
+    uint64_t client = 0, seq = 0;
+    bool all_shards = false;
+    std::vector<uint32_t> shards;
+  };
+  std::vector<Applied> Logged() const;
   // Number of pushes recognised as duplicates so far.
   uint64_t duplicates() const;
 
@@ -49,7 +64,9 @@ class PushDedup {
   struct Entry {
     bool done = false;
     bool logged = false;
+    bool all_shards = false;       // Applied on every shard (known from a checkpoint only).
     Status outcome;
+    std::vector<uint32_t> shards;  // Sorted: the shards applied under this number so far.
   };
   const size_t window_;
   mutable std::mutex mu_;

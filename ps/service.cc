@@ -454,7 +454,9 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   // Before the exactly-once table: a fenced push must stay retryable, not remembered as failed.
   ENGRAM_RETURN_IF_ERROR(CheckWritable());
   Status prior;
-  switch (dedup_.Begin(client, seq, &prior)) {
+  const std::vector<uint32_t> shards = t->ShardsOf(rows);
+  std::vector<uint32_t> to_apply;
+  switch (dedup_.Begin(client, seq, shards, &prior, &to_apply)) {
     case PushDedup::Verdict::kDuplicate: counters_.duplicate_pushes++; return prior;
     case PushDedup::Verdict::kInProgress:
       counters_.duplicate_pushes++;
@@ -470,6 +472,19 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   }
   // Gradients sit 8-aligned in the payload (the Reader guarantees the offset, the receive
   // buffer comes from the allocator), so they are read in place.
+  std::vector<float> kept;  // A part applied here before for some of its shards: the others' rows.
+  if (to_apply.size() < shards.size()) {
+    counters_.duplicate_pushes++;
+    std::vector<uint64_t> rest;
+    const float* all = reinterpret_cast<const float*>(g);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (!std::binary_search(to_apply.begin(), to_apply.end(), t->ShardOf(rows[i]))) continue;
+      rest.push_back(rows[i]);
+      kept.insert(kept.end(), all + i * dim, all + (i + 1) * dim);
+    }
+    rows = std::move(rest);
+    g = reinterpret_cast<const uint8_t*>(kept.data());
+  }
   Status s = CheckBudget();
   std::vector<uint32_t> unreached;  // Shards whose backup did not take the write.
   if (s.ok() && (durability_ || t->replicated())) {
@@ -513,7 +528,7 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
     // no longer owns (a retry is refused here as stale now): the retry is decided afresh.
     dedup_.Forget(client, seq);
   } else {
-    dedup_.Finish(client, seq, s);
+    dedup_.Finish(client, seq, s, to_apply);
   }
   if (s.ok()) counters_.rows_pushed += rows.size();
   return s;
@@ -600,7 +615,8 @@ Status Service::Replicate(wire::Reader& r) {
   const bool push = client != 0 || seq != 0;
   std::optional<LogRecord> record;
   if (durability_) record.emplace(push ? RecordKind::kPush : RecordKind::kPut, *t, client, seq);
-  ENGRAM_RETURN_IF_ERROR(t->ApplyReplica(r, record ? &*record : nullptr));
+  std::vector<uint32_t> shards;
+  ENGRAM_RETURN_IF_ERROR(t->ApplyReplica(r, record ? &*record : nullptr, &shards));
   if (record && record->rows() > 0) {
     uint64_t lsn = 0;
     ENGRAM_RETURN_IF_ERROR(LogWrite(&*record, &lsn));
@@ -608,11 +624,7 @@ Status Service::Replicate(wire::Reader& r) {
   }
   if (push) {
     // After a promotion, the trainer's retry of this push is answered, not applied again.
-    Status prior;
-    if (dedup_.Begin(client, seq, &prior) == PushDedup::Verdict::kApply) {
-      dedup_.MarkLogged(client, seq);
-      dedup_.Finish(client, seq, Status::OK());
-    }
+    dedup_.RecordApplied(client, seq, shards, /*all_shards=*/false);
   }
   return Status::OK();
 }

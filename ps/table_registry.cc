@@ -111,7 +111,7 @@ Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storag
              std::string cold_dir, std::unique_ptr<storage::ColdStore> cold,
              std::vector<std::shared_ptr<storage::Shard>> shards, std::vector<std::shared_ptr<storage::Shard>> replicas,
              uint64_t incarnation)
-    : schema_(std::move(schema)), node_id_(node_id), num_shards_(map.num_shards()), shard_options_(options),
+    : schema_(std::move(schema)), node_id_(node_id), num_shards_(map.num_shards()), div_(map.rows_per_shard()), shard_options_(options),
       cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)),
       incoming_(num_shards_), replicas_(std::move(replicas)),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
@@ -415,7 +415,17 @@ storage::Shard* Table::Holder(uint64_t row) const {
   return replicas_[s].get();
 }
 
-Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink) {
+std::vector<uint32_t> Table::ShardsOf(std::span<const uint64_t> rows) const {
+  std::vector<uint32_t> out;
+  for (uint64_t row : rows) {
+    if (row < schema_.num_rows) out.push_back(ShardOf(row));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::vector<uint32_t>* shards) {
   std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   uint32_t blocks = 0;
   ENGRAM_RETURN_IF_ERROR(r.Get(&blocks));
@@ -457,6 +467,11 @@ Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink) {
     }
   }
   if (r.remaining() != 0) return Status::InvalidArgument("malformed frame: trailing bytes after replica rows");
+  if (shards != nullptr) {
+    shards->clear();
+    for (const Block& blk : parsed) shards->push_back(blk.shard);
+    std::sort(shards->begin(), shards->end());
+  }
   auto locks = LockShards(by_shard);  // The same order as the primary's writes, shard by shard.
   for (const Block& blk : parsed) {
     storage::Shard& rep = *replicas_[blk.shard];

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cluster/shard_map.h"
+#include "engram/fast_mod.h"
 #include "engram/status.h"
 #include "engram/table.h"
 #include "engram/wire.h"
@@ -99,6 +100,10 @@ class Table {
   // Whether some shard of the table has a backup (writes then go through WriteLog::replicate).
   bool replicated() const { return replicated_.load(std::memory_order_acquire); }
   uint32_t num_shards() const { return num_shards_; }
+  // The shard of a row (REQUIRES: row < num_rows), and the shards `rows` fall in (sorted,
+  // distinct; rows beyond the table are left out). A row's shard never changes.
+  uint32_t ShardOf(uint64_t row) const { return static_cast<uint32_t>(div_.Div(row)); }
+  std::vector<uint32_t> ShardsOf(std::span<const uint64_t> rows) const;
   uint32_t node_id() const { return node_id_; }
   TableStats stats() const;
   // The local shard, or nullptr when another node owns it.
@@ -142,7 +147,7 @@ class Table {
   // read): every block's rows, in order, on this node's replicas, each reported to `sink`; all
   // blocks are checked first. FailedPrecondition if this node holds no replica of a shard;
   // DataLoss on a gap.
-  Status ApplyReplica(wire::Reader& r, storage::RowImageSink* sink);
+  Status ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::vector<uint32_t>* shards = nullptr);
 
   // Live shard moves (ps/service.h documents the protocol). On the node a shard moves to:
   // Each step names its operation (`op`, nonzero, chosen by the move's driver): one operation
@@ -228,6 +233,7 @@ class Table {
   const TableSchema schema_;
   const uint32_t node_id_;
   const uint32_t num_shards_;
+  const FastMod64 div_;  // Rows per shard: the map's, whatever its epoch.
   const storage::ShardOptions shard_options_;  // For shards created by moves.
   const std::string cold_dir_;
   // Shared by the cached shards; outlives them. Opened at creation or by the first incoming

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../testing/push_frame.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
 #include "storage/shard.h"
@@ -102,6 +103,41 @@ TEST(RecoveryTest, ACheckpointReplacesTheLogItCovers) {
   std::vector<float> v(8);
   ASSERT_TRUE((*t2)->PullF32(rows, v.data()).ok());
   for (float x : v) EXPECT_FLOAT_EQ(x, -0.7f);  // 7 SGD steps of lr 0.1.
+}
+
+// Which shards each push part was applied to survives a checkpoint and the log: after a
+// restart, a part resent under its number with rows of another shard is applied, and rows of a
+// shard it was applied to are not applied again.
+TEST(RecoveryTest, ThePartsShardsAppliedSurviveACheckpointAndTheLog) {
+  auto server = ServerProcess::Start(0, {"--checkpoint_interval_s=0"});
+  auto c = Connect(*server);
+  const TableSchema s = Schema("u", OptimizerKind::kSgd, 100, 4);  // Shards: rows 0-49 and 50-99.
+  ASSERT_TRUE(c->CreateTable(s, 2).ok());
+  const std::vector<float> g(4, 1.0f);
+  auto send = [&](uint64_t seq, uint64_t row) {
+    auto tr = client::Transport::Create();
+    EXPECT_TRUE(tr.ok());
+    const std::string a = server->address();
+    auto conn = (*tr)->Connect("127.0.0.1", static_cast<uint16_t>(std::stoi(a.substr(a.rfind(':') + 1))));
+    EXPECT_TRUE(conn.ok());
+    return testing::CallOnce(**tr, *conn, wire::MsgType::kPush, testing::PushPayload("u", 77, seq, {row}, g));
+  };
+  ASSERT_TRUE(send(9, 3).ok());
+  ASSERT_TRUE(c->Checkpoint(0).ok());
+  ASSERT_TRUE(send(10, 5).ok());  // After the checkpoint: in the log.
+  c.reset();
+  server->Kill9();
+  server->Restart();
+  for (auto [seq, row] : {std::pair<uint64_t, uint64_t>{9, 60}, {9, 4}, {10, 61}, {10, 6}}) {
+    ASSERT_TRUE(send(seq, row).ok()) << seq << " " << row;
+  }
+  auto c2 = Connect(*server);
+  auto t = c2->OpenTable("u");
+  ASSERT_TRUE(t.ok());
+  const std::vector<uint64_t> rows = {3, 5, 60, 61, 4, 6};
+  std::vector<float> v(rows.size() * 4);
+  ASSERT_TRUE((*t)->PullF32(rows, v.data()).ok());
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_FLOAT_EQ(v[i * 4], i < 4 ? -0.1f : 0.0f) << "row " << rows[i];
 }
 
 TEST(RecoveryTest, RestoreRollsATableBackInPlaceAndARestartKeepsIt) {
