@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <set>
 
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
@@ -163,7 +164,9 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kAdoptMap: {
       wire::TableInfo info;
       ENGRAM_RETURN_IF_ERROR(wire::GetTableInfo(r, &info));
-      return AdoptRecord(info);
+      uint8_t forwarded = 0;  // Optional: set on a map forwarded by the node gaining a shard.
+      if (r.remaining() > 0) ENGRAM_RETURN_IF_ERROR(r.Get(&forwarded));
+      return AdoptRecord(info, /*retire_first=*/forwarded == 0);
     }
     case wire::MsgType::kCheckpoint: {
       std::string label;
@@ -539,15 +542,34 @@ uint64_t Service::TableEpoch(const std::string& name) const {
   return t.ok() ? (*t)->epoch() : 0;
 }
 
-Status Service::AdoptRecord(const wire::TableInfo& info) {
+Status Service::AdoptRecord(const wire::TableInfo& info, bool retire_first) {
   ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(info.schema.name));
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
   const cluster::ShardMap before = t->shard_map();
+  if (map.epoch() < before.epoch()) return Status::OK();  // Superseded here already.
+  const uint32_t me = options_.node_id;
+  if (retire_first && map.epoch() > before.epoch() && options_.node_address && options_.peer_call) {
+    std::set<uint32_t> losing;  // Live nodes that hold shards this map moves here.
+    for (uint32_t s = 0; s < map.num_shards(); ++s) {
+      if (map.Owner(s) == me && before.Owner(s) != me && before.Owner(s) != cluster::kNoNode) losing.insert(before.Owner(s));
+    }
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    wire::PutTableInfo(w, info);
+    w.Put<uint8_t>(1);
+    for (uint32_t n : losing) {
+      auto addr = options_.node_address(n);
+      if (!addr.ok()) continue;  // Not live (a promotion): nothing to retire there.
+      if (auto r = options_.peer_call(*addr, wire::MsgType::kAdoptMap, p); !r.ok()) {
+        LOG(WARNING) << "node " << n << " did not take epoch " << map.epoch() << " of '" << info.schema.name
+                     << "' before this node serves its shards: " << r.status().ToString();
+      }
+    }
+  }
   ENGRAM_RETURN_IF_ERROR(t->AdoptMap(map));
   if (before.epoch() != map.epoch()) {  // What this node gained and lost, for the operator.
     std::string changes;
     for (uint32_t s = 0; s < map.num_shards(); ++s) {
-      const uint32_t me = options_.node_id;
       if ((before.Owner(s) == me) != (map.Owner(s) == me)) changes += (map.Owner(s) == me ? " +" : " -") + std::to_string(s);
       if ((before.Backup(s) == me) != (map.Backup(s) == me)) changes += (map.Backup(s) == me ? " +b" : " -b") + std::to_string(s);
     }

@@ -83,8 +83,13 @@ class Service {
   // give a shard away unless its new owner holds a copy.
   Status FollowRecord(const wire::TableInfo& record, bool* created);
   // Installs a table's newer map (kAdoptMap; the failover leader on itself) and saves the
-  // catalog.
-  Status AdoptRecord(const wire::TableInfo& info);
+  // catalog; a map older than this node's is already superseded here (OK, nothing changes).
+  // With `retire_first`, the map first goes (as a forwarded kAdoptMap, which forwards no
+  // further) to each live node this map takes a shard from that this node gains: the old copy
+  // is retired before this node serves the shard, whatever order the map's senders use (a
+  // move's driver sends the source first, but another operation's newer map may reach this
+  // node first, and one-sided readers of the old copy would read stale rows meanwhile).
+  Status AdoptRecord(const wire::TableInfo& info, bool retire_first = true);
   // A table's shard-map epoch here (0: no such table).
   uint64_t TableEpoch(const std::string& name) const;
   // Writes a checkpoint now (also what kCheckpoint requests run). FailedPrecondition without

@@ -650,7 +650,8 @@ Status Table::AdoptMap(cluster::ShardMap map) {
     return Status::InvalidArgument("the new map of table '" + schema_.name + "' has another shape");
   }
   if (map.epoch() == map_.epoch() && map.owners() == map_.owners()) return Status::OK();  // Already adopted.
-  if (map.epoch() <= map_.epoch()) {
+  if (map.epoch() < map_.epoch()) return Status::OK();  // Superseded here already.
+  if (map.epoch() == map_.epoch()) {
     return Status::FailedPrecondition("table '" + schema_.name + "' is at epoch " + std::to_string(map_.epoch()) +
                                       "; refusing map epoch " + std::to_string(map.epoch()));
   }

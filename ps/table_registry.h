@@ -176,7 +176,9 @@ class Table {
   // fall back to the server) and dropped; the move state of a shard ends when it leaves this node
   // or gains a new backup (the two kinds of flip), and an incoming copy ends when it is installed;
   // a backup merely dropped from the map ends nothing (a move of that shard may be under way).
-  // OK if this map is already installed; FailedPrecondition for an older epoch.
+  // OK if this map is already installed or older than the installed one (maps come from one
+  // linear history, so a newer one holds every change of an older); FailedPrecondition for
+  // another map of the same epoch.
   Status AdoptMap(cluster::ShardMap map);
   // Ends operation `op` on `shard`, which will not complete: unfreezes and stops tracking it if
   // `op` tracks it, drops the incoming copy if `op` made it. Another operation's state stays.

@@ -449,6 +449,65 @@ TEST(EngramctlShardTest, DrainAndAddNodeThroughEtcdUnderLoad) {
   trainer.Check();
 }
 
+// A node gaining a shard sends the map to the shard's old owner before it serves the shard, so
+// the old copy is retired first whatever order the map's senders use (another operation's newer
+// map may reach the destination before a move's driver reached the source). Here a driver
+// sends the map to the destination only.
+TEST(ClusterMoveTest, TheOldOwnerRetiresItsCopyBeforeTheNewOwnerServesIt) {
+  EtcdCluster cluster = StartCluster("mo", 3, "--replicas=1");
+  auto admin = Connect(cluster.servers, 3);
+  ASSERT_NE(admin, nullptr);
+  auto step = [&](uint32_t node, wire::MsgType type, std::vector<uint8_t> extra) {
+    std::vector<uint8_t> p;
+    wire::Writer w(&p);
+    w.PutString("t");
+    w.Put<uint32_t>(1);  // Shard 1: node 1 -> node 0.
+    p.insert(p.end(), extra.begin(), extra.end());
+    return admin->AdminCall(static_cast<int>(node), type, p);
+  };
+  std::vector<uint8_t> op;
+  wire::Writer(&op).Put<uint64_t>(42);
+  auto copy = [&](uint8_t dirty) {
+    std::vector<uint8_t> a;
+    wire::Writer w(&a);
+    w.PutString(cluster.servers[0]->address());
+    w.Put<uint64_t>(0);
+    w.Put<uint32_t>(100000);
+    w.Put<uint8_t>(dirty);
+    return step(1, wire::MsgType::kShardPush, a);
+  };
+  ASSERT_TRUE(step(0, wire::MsgType::kShardPrepare, op).ok());
+  ASSERT_TRUE(step(1, wire::MsgType::kShardTrack, op).ok());
+  ASSERT_TRUE(copy(0).ok());
+  ASSERT_TRUE(step(1, wire::MsgType::kShardFreeze, op).ok());
+  ASSERT_TRUE(copy(1).ok());
+  auto rec = cluster.state->GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  std::vector<uint32_t> owners = (*rec)->info.owners;
+  owners[1] = 0;
+  auto next = cluster.state->SetMap("t", owners, (*rec)->info.backups, (*rec)->mod_revision);
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  std::vector<uint8_t> map;
+  wire::Writer mw(&map);
+  wire::PutTableInfo(mw, *next);
+  ASSERT_TRUE(admin->AdminCall(0, wire::MsgType::kAdoptMap, map).ok());
+  // Node 1 has the new map too (it gave the shard away), without being sent it by the driver.
+  std::vector<uint8_t> name;
+  wire::Writer(&name).PutString("t");
+  auto described = admin->AdminCall(1, wire::MsgType::kDescribeTable, name);
+  ASSERT_TRUE(described.ok());
+  wire::Reader rd(described->data(), described->size());
+  wire::TableInfo on1;
+  ASSERT_TRUE(wire::GetTableInfo(rd, &on1).ok());
+  EXPECT_EQ(on1.epoch, next->epoch);
+  EXPECT_EQ(on1.owners, owners);
+  // An older map is superseded there: nothing changes, and that is no error.
+  std::vector<uint8_t> old;
+  wire::Writer ow(&old);
+  wire::PutTableInfo(ow, (*rec)->info);
+  EXPECT_TRUE(admin->AdminCall(1, wire::MsgType::kAdoptMap, old).ok());
+}
+
 // Failover: tables made by engramctl with --etcd have a backup per shard; when a daemon dies,
 // the leader promotes the backups of its shards once its lease expires and then gives every
 // shard a backup again (re-replication). The trainer (and a one-sided reader) see retries, not
