@@ -64,6 +64,11 @@ bool Membership::live() const {
   return NowNs() - renewed_at_ns_.load() < margin_ns;
 }
 
+bool Membership::lease_may_hold() const {
+  // Counted from when the renewal was sent: etcd counts from when it got it, which is later.
+  return NowNs() - renewed_at_ns_.load() < int64_t{options_.ttl_s} * 1000000000;
+}
+
 void Membership::RenewLoop() {
   const auto period = std::chrono::milliseconds(options_.ttl_s * 1000 / 3);
   std::unique_lock<std::mutex> lock(mu_);

@@ -49,6 +49,10 @@ class Membership {
   ~Membership();  // Stops renewing and revokes the lease: the node leaves at once.
 
   bool live() const;
+  // False once the lease has surely expired at etcd (a full TTL since the last renewal that
+  // succeeded was sent): the leader may have failed this node over, so it must stop serving
+  // reads too until it has registered again and caught up.
+  bool lease_may_hold() const;
   // How many times the node id was registered (1 after Join; more after a lease expired and the
   // node registered again). A node whose lease expired may have been failed over: it must catch
   // up with the cluster's maps before it takes writes again.

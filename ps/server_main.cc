@@ -189,9 +189,11 @@ int main(int argc, char** argv) {
       cluster::Membership* m = membership.load();
       return m != nullptr && m->live() && synced_registration.load() == m->registrations();
     };
+    // Reads continue while the lease may still hold (an etcd outage shorter than the TTL
+    // stops no reader); past that, another node may be serving this node's shards.
     opts.read_allowed = [&membership, &synced_registration] {
       cluster::Membership* m = membership.load();
-      return m != nullptr && synced_registration.load() == m->registrations();
+      return m != nullptr && m->lease_may_hold() && synced_registration.load() == m->registrations();
     };
     opts.cluster_nodes = [&]() -> StatusOr<std::vector<std::pair<uint32_t, std::string>>> {
       std::lock_guard<std::mutex> lock(nodes_mu);

@@ -399,7 +399,8 @@ Status Service::ReadRows(wire::Reader& r, std::vector<uint64_t>* rows) {
 Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy) {
   if (options_.read_allowed && !options_.read_allowed()) {
     return Status::Unavailable("node " + std::to_string(options_.node_id) +
-                               " is catching up with the cluster's shard maps after rejoining; retry");
+                               " holds no etcd lease now, or is catching up with the cluster's shard maps after "
+                               "rejoining: reads wait until it has; retry");
   }
   ENGRAM_ASSIGN_OR_RETURN(auto t, TableFor(h, r));
   std::vector<uint64_t> rows;

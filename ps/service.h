@@ -44,8 +44,10 @@ struct ServiceOptions {
   // Fencing: pushes and puts are refused (Unavailable) while this returns false, e.g. while the
   // node's etcd lease may have expired. Empty: always allowed.
   std::function<bool()> write_allowed;
-  // Pulls are refused (Unavailable) while this returns false: a node that rejoined after its
-  // lease expired, until it caught up with the cluster's maps. Empty: always allowed.
+  // Pulls by RPC are refused (Unavailable) while this returns false: a node whose lease surely
+  // expired, and one that rejoined after that, until it caught up with the cluster's maps.
+  // (One-sided readers of its arenas are not stopped: see docs/architecture.md.) Empty: always
+  // allowed.
   std::function<bool()> read_allowed;
   // The cluster's live nodes (node id, data address), for clients that meet a node they do not
   // know (after add-node). Empty: kNodes answers FailedPrecondition (no cluster).

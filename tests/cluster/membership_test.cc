@@ -127,6 +127,7 @@ TEST(MembershipTest, ADaemonThatCannotRenewItsLeaseFencesWritesUntilItCan) {
   client::ClientOptions o;
   o.servers = {server->address()};
   o.max_attempts = 1;
+  o.one_sided = false;  // Reads by RPC: the daemon decides whether it serves them.
   auto c = client::Client::Connect(o);
   ASSERT_TRUE(c.ok());
   TableSchema s;
@@ -144,9 +145,14 @@ TEST(MembershipTest, ADaemonThatCannotRenewItsLeaseFencesWritesUntilItCan) {
   EXPECT_TRUE(Eventually(4, [&] { return (fenced = (*t)->Push(row, g.data())).IsUnavailable(); }));
   EXPECT_NE(fenced.message().find("fenced"), std::string::npos) << fenced.ToString();
   std::vector<float> v(4);
-  EXPECT_TRUE((*t)->PullF32(row, v.data()).ok());  // Reads still work.
+  EXPECT_TRUE((*t)->PullF32(row, v.data()).ok());  // Reads still work while the lease may hold,
+  // but not once it has surely expired (another node may serve the shards by then).
+  Status unread;
+  EXPECT_TRUE(Eventually(4, [&] { return (unread = (*t)->PullF32(row, v.data())).IsUnavailable(); }));
+  EXPECT_NE(unread.message().find("no etcd lease"), std::string::npos) << unread.ToString();
   etcd->Resume();
   EXPECT_TRUE(Eventually(8, [&] { return (*t)->Push(row, g.data()).ok(); }));
+  EXPECT_TRUE((*t)->PullF32(row, v.data()).ok());
 }
 
 TEST(ClusterStateTest, TableRecordsChangeByCompareAndSwapWithRisingEpochs) {
