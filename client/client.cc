@@ -338,6 +338,7 @@ Status TableHandle::MapArenas() {
     ENGRAM_RETURN_IF_ERROR(rd.GetSpan(addr_len, &addr));
     const std::vector<uint8_t> address(addr, addr + addr_len);
     ENGRAM_RETURN_IF_ERROR(rd.Get(&n));
+    std::vector<std::pair<uint32_t, Direct>> opened;  // This server's shards (shard, access).
     for (uint32_t i = 0; i < n; ++i) {
       uint32_t shard = 0, key_len = 0;
       uint64_t base = 0;
@@ -375,7 +376,31 @@ Status TableHandle::MapArenas() {
       } else {
         continue;  // UCX would emulate gets (tcp): one batched RPC reply is faster.
       }
-      (*direct)[shard] = d;
+      opened.emplace_back(shard, d);
+    }
+    // The server's lease word, if it publishes one: mapped slots are read only while it holds.
+    const std::atomic<int64_t>* lease = nullptr;
+    if (rd.remaining() > 0) {
+      uint64_t base = 0;
+      uint32_t key_len = 0;
+      const uint8_t* key = nullptr;
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&base));
+      ENGRAM_RETURN_IF_ERROR(rd.Get(&key_len));
+      ENGRAM_RETURN_IF_ERROR(rd.GetSpan(key_len, &key));
+      auto region = client_->transport_->OpenRegion(client_->conns_[server], address,
+                                                    std::vector<uint8_t>(key, key + key_len), base, false);
+      if (region.ok() && region->access == Transport::RegionAccess::kMapped) {
+        lease = reinterpret_cast<const std::atomic<int64_t>*>(region->mapped);
+      } else {
+        // A lease this process cannot watch: its mapped slots are not read (RPC instead).
+        for (auto& [shard, d] : opened) {
+          if (d.base != nullptr) d.base = nullptr;
+        }
+      }
+    }
+    for (auto& [shard, d] : opened) {
+      d.lease = d.base != nullptr ? lease : nullptr;
+      if (d.base != nullptr || d.get_key >= 0) (*direct)[shard] = d;
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -615,10 +640,15 @@ PendingPull TableHandle::StartPullImpl(std::span<const uint64_t> rows, uint8_t* 
   std::vector<float> init_scratch;  // Initial values of untouched rows; allocated on first use.
   uint64_t read_direct = 0;
   constexpr size_t kAhead = 8;  // Rows are random: start the cache misses of the next few early.
+  // A server whose lease word has passed (hung, cut off from etcd, or catching up) is read by RPC.
+  const int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
   auto direct_of = [&](uint64_t row) -> const Direct* {
     const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
     const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
-    return d != nullptr && (d->base != nullptr || d->get_key >= 0) ? d : nullptr;
+    if (d == nullptr || (d->base == nullptr && d->get_key < 0)) return nullptr;
+    if (d->lease != nullptr && now_ns >= d->lease->load(std::memory_order_acquire)) return nullptr;
+    return d;
   };
   std::vector<uint32_t> get_positions;  // Rows of shards read with one-sided gets.
   for (size_t i = 0; i < rows.size(); ++i) {

@@ -168,6 +168,10 @@ class TableHandle {
     // slot per row.
     uint64_t sets = 0;
     uint32_t ways = 0;
+    // The server's lease word, mapped (ServiceOptions::readable_until): its slots are read only
+    // while the steady clock is before it. nullptr: the server publishes none (no etcd), or it
+    // is read with gets (another host's clock cannot be compared).
+    const std::atomic<int64_t>* lease = nullptr;
     // Offset of the first slot that may hold `row`.
     uint64_t Offset(uint64_t row) const {
       return ways == 0 ? (row - first_row) * stride : (row - first_row) % sets * ways * stride;

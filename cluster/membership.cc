@@ -64,10 +64,12 @@ bool Membership::live() const {
   return NowNs() - renewed_at_ns_.load() < margin_ns;
 }
 
-bool Membership::lease_may_hold() const {
+int64_t Membership::lease_deadline_ns() const {
   // Counted from when the renewal was sent: etcd counts from when it got it, which is later.
-  return NowNs() - renewed_at_ns_.load() < int64_t{options_.ttl_s} * 1000000000;
+  return renewed_at_ns_.load() + int64_t{options_.ttl_s} * 1000000000;
 }
+
+bool Membership::lease_may_hold() const { return NowNs() < lease_deadline_ns(); }
 
 void Membership::RenewLoop() {
   const auto period = std::chrono::milliseconds(options_.ttl_s * 1000 / 3);

@@ -53,6 +53,10 @@ class Membership {
   // succeeded was sent): the leader may have failed this node over, so it must stop serving
   // reads too until it has registered again and caught up.
   bool lease_may_hold() const;
+  // When the lease surely expires at etcd, on the steady clock (CLOCK_MONOTONIC: the same for
+  // every process of the host) in nanoseconds: a full TTL after the last renewal that succeeded
+  // was sent.
+  int64_t lease_deadline_ns() const;
   // How many times the node id was registered (1 after Join; more after a lease expired and the
   // node registered again). A node whose lease expired may have been failed over: it must catch
   // up with the cluster's maps before it takes writes again.

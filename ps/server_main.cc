@@ -11,6 +11,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <string>
 #include <sys/stat.h>
@@ -167,6 +168,13 @@ int main(int argc, char** argv) {
   } remote;
   remote.t = transport;
   remote.a = &rma_allocator;
+  // The lease word (ServiceOptions::readable_until) in a registered page of its own.
+  std::optional<storage::MemoryRegion> lease_page;
+  std::atomic<int64_t>* readable_until = nullptr;
+  if (auto page = rma_allocator.Allocate(4096, storage::HugePages::kNever); page.ok()) {
+    lease_page.emplace(std::move(page).value());
+    readable_until = new (lease_page->data()) std::atomic<int64_t>(FLAGS_etcd.empty() ? INT64_MAX : 0);
+  }
 
   ps::ServiceOptions opts;
   opts.node_id = FLAGS_node_id;
@@ -175,6 +183,7 @@ int main(int argc, char** argv) {
   opts.shard.max_batch_rows = FLAGS_max_batch_rows;
   opts.shard.arena.allocator = &rma_allocator;
   opts.remote = &remote;
+  opts.readable_until = readable_until;
   // Until this daemon holds its etcd lease (and whenever it may have lost it), writes are fenced.
   std::atomic<cluster::Membership*> membership{nullptr};
   std::atomic<uint64_t> synced_registration{0};
@@ -383,6 +392,24 @@ int main(int argc, char** argv) {
     LOG(INFO) << "joined cluster '" << FLAGS_cluster << "' as node " << FLAGS_node_id << " (etcd " << FLAGS_etcd
               << ", lease " << member->lease() << ", TTL " << FLAGS_lease_ttl_s << " s)";
   }
+  // Publishes the lease word ten times a second: the lease's deadline while this node is caught
+  // up with the cluster's maps, else 0. (A node that stops publishing, hung or dead, lets the
+  // deadline pass: its readers go to RPC, and from there to the shards' backups.)
+  std::mutex lease_mu;
+  std::condition_variable lease_cv;
+  bool lease_stop = false;
+  std::thread lease_publisher;
+  if (member && readable_until != nullptr) {
+    lease_publisher = std::thread([&] {
+      std::unique_lock<std::mutex> lock(lease_mu);
+      do {
+        cluster::Membership* m = membership.load();
+        readable_until->store(m != nullptr && synced_registration.load() == m->registrations() ? m->lease_deadline_ns() : 0,
+                              std::memory_order_release);
+      } while (!lease_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return lease_stop; }));
+      readable_until->store(0, std::memory_order_release);
+    });
+  }
   // The etcd follower: tables recorded in the cluster that this node lacks are created (a node
   // added later learns them).
   std::mutex follow_mu;
@@ -540,6 +567,12 @@ int main(int argc, char** argv) {
   }
   follow_cv.notify_all();
   if (follower.joinable()) follower.join();
+  {
+    std::lock_guard<std::mutex> lock(lease_mu);
+    lease_stop = true;
+  }
+  lease_cv.notify_all();
+  if (lease_publisher.joinable()) lease_publisher.join();
   member.reset();
   http->reset();
   {
@@ -556,6 +589,7 @@ int main(int argc, char** argv) {
   repl_pool.reset();
   (*server)->Stop();      // Then stops the data plane: no handler runs after this.
   service_owner.reset();  // Tables (and their registered arenas) go before the UCX context.
+  lease_page.reset();
   server->reset();
   LOG(INFO) << "stopped";
   return 0;

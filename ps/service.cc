@@ -719,6 +719,16 @@ Status Service::RmaInfo(wire::Reader& r, std::vector<uint8_t>* out) {
     w.Put<uint32_t>(static_cast<uint32_t>(e.rkey.size()));
     w.PutBytes(e.rkey.data(), e.rkey.size());
   }
+  // Then the lease word, if this node publishes one: base u64, rkey (readers without it read
+  // on without a lease check).
+  if (options_.remote != nullptr && options_.readable_until != nullptr) {
+    const auto rkey = options_.remote->Rkey(options_.readable_until);
+    if (!rkey.empty()) {
+      w.Put<uint64_t>(reinterpret_cast<uintptr_t>(options_.readable_until));
+      w.Put<uint32_t>(static_cast<uint32_t>(rkey.size()));
+      w.PutBytes(rkey.data(), rkey.size());
+    }
+  }
   return Status::OK();
 }
 

@@ -41,6 +41,12 @@ struct ServiceOptions {
   storage::ShardOptions shard;
   // One-sided access to arenas; nullptr: the service answers kRmaInfo with no shards.
   const RemoteAccess* remote = nullptr;
+  // The node's lease word, in a registered region (kRmaInfo names it): steady-clock nanoseconds
+  // until which one-sided readers may read this node's arenas (its etcd lease surely holds and
+  // it is caught up with the cluster's maps; 0: not now). Same-host readers compare it with
+  // their own clock, so a hung or cut-off node whose shards were failed over is not read on.
+  // nullptr: none (readers need no lease).
+  const std::atomic<int64_t>* readable_until = nullptr;
   // Fencing: pushes and puts are refused (Unavailable) while this returns false, e.g. while the
   // node's etcd lease may have expired. Empty: always allowed.
   std::function<bool()> write_allowed;

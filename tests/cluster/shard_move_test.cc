@@ -599,6 +599,47 @@ std::vector<uint64_t> AllRows() {
   return rows;
 }
 
+// A reader on the same host maps a node's arenas. When that node hangs (SIGSTOP) and its shards
+// fail over, the reader must not read the hung node's memory on: its lease word has passed, so
+// the rows go by RPC, which gets no answer, and then to the shards' other copies.
+TEST(ClusterKillTest, AReaderStopsReadingAHungNodesMemoryOnceItsLeasePassed) {
+  EtcdCluster cluster = StartCluster("l1", 2);
+  auto& servers = cluster.servers;
+  const std::vector<uint64_t> rows = AllRows();
+  const std::vector<float> ones(rows.size() * 8, 1.0f);
+  auto writer = Connect(servers, 4);
+  auto t = writer->OpenTable("t");
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row is -1.
+  client::ClientOptions ro;
+  for (const auto& s : servers) ro.servers.push_back(s->address());
+  ro.max_attempts = 4;
+  ro.timeout = std::chrono::milliseconds(1000);
+  auto reader = client::Client::Connect(ro);
+  ASSERT_TRUE(reader.ok());
+  auto r = (*reader)->OpenTable("t");
+  ASSERT_TRUE(r.ok());
+  std::vector<float> got(rows.size() * 8);
+  ASSERT_TRUE((*r)->PullF32(rows, got.data()).ok());
+  ASSERT_GT((*reader)->stats().rows_one_sided, 0u);
+  servers[1]->Pause();
+  EXPECT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(1) == 0; }));
+  // A writer that knows only node 0 (which now owns every shard) pushes every row again.
+  client::ClientOptions wo;
+  wo.servers = {servers[0]->address(), ""};
+  wo.max_attempts = 20;
+  auto writer2 = client::Client::Connect(wo);
+  ASSERT_TRUE(writer2.ok()) << writer2.status().ToString();
+  auto t2 = (*writer2)->OpenTable("t");
+  ASSERT_TRUE(t2.ok()) << t2.status().ToString();
+  ASSERT_TRUE((*t2)->Push(rows, ones.data()).ok());  // Every row is -2.
+  // The reader still routes half the rows to node 1, whose memory holds -1.
+  const Status s = (*r)->PullF32(rows, got.data());
+  servers[1]->Resume();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -2.0f) << "row " << i / 8 << ": read from the hung node";
+}
+
 // With etcd paused (no failover can happen) and node 1 killed, a fresh reader still gets every
 // row of "t", each column equal to `want`: node 1's rows can only come from their backups.
 void ExpectEveryRowFromTheLiveCopies(EtcdCluster& cluster, float want) {
