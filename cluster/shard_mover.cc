@@ -213,6 +213,11 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
     if (!next.ok()) return abort(next.status());
     cursor = *next;
   }
+  // The push parts applied to the shard on the source (final now): the destination answers
+  // their retransmissions as duplicates once it owns the shard.
+  std::vector<uint8_t> applied;
+  if (Status s = Step(from, wire::MsgType::kShardAppliedRead, name, shard, &applied); !s.ok()) return abort(s);
+  if (Status s = Step(to, wire::MsgType::kShardAppliedWrite, name, shard, nullptr, applied); !s.ok()) return abort(s);
   report("delta");
   if (cancelled()) return abort(Status::Aborted("interrupted"));
   // 6. The new map, agreed in etcd first when there is a cluster.

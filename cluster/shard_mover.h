@@ -10,7 +10,9 @@
 //                         newer one and logs it.
 //   4. S: kShardFreeze    S refuses writes to s (clients get Unavailable and retry) and waits
 //                         for writes in flight; the rows written since step 2 are listed.
-//   5. copy               those rows again (they are final now).
+//   5. copy               those rows again (they are final now), and the push parts applied
+//                         to s (kShardAppliedRead -> kShardAppliedWrite): D's exactly-once
+//                         table then answers their retransmissions.
 //   6. etcd               with a cluster: the table record's owner of s becomes D, epoch + 1,
 //                         by compare-and-swap (a concurrent change aborts the move).
 //   7. adopt              the new map, on S first (S retires its copy: one-sided readers of it

@@ -266,6 +266,30 @@ Status Durability::SaveCatalog(const TableRegistry& registry) {
   return WriteFileAtomically(options_.dir, "catalog", bytes);
 }
 
+namespace {
+// A kAppliedShards record: n u32, n x (client u64, seq u64, all shards u8, k u32, k x shard u32).
+std::vector<uint8_t> EncodeApplied(const std::vector<PushDedup::Applied>& applied) {
+  std::vector<uint8_t> buf;
+  wire::Writer w(&buf);
+  w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kAppliedShards));
+  w.Put<uint32_t>(static_cast<uint32_t>(applied.size()));
+  for (const auto& a : applied) {
+    w.Put<uint64_t>(a.client);
+    w.Put<uint64_t>(a.seq);
+    w.Put<uint8_t>(a.all_shards ? 1 : 0);
+    w.Put<uint32_t>(static_cast<uint32_t>(a.shards.size()));
+    for (uint32_t sh : a.shards) w.Put<uint32_t>(sh);
+  }
+  return buf;
+}
+}  // namespace
+
+StatusOr<uint64_t> Durability::AppendApplied(const std::vector<PushDedup::Applied>& applied) {
+  ENGRAM_ASSIGN_OR_RETURN(uint64_t lsn, wal_->Append(EncodeApplied(applied)));
+  records_++;
+  return lsn;
+}
+
 StatusOr<uint64_t> Durability::Append(LogRecord& record) {
   ENGRAM_ASSIGN_OR_RETURN(uint64_t lsn, wal_->Append(record.bytes()));
   records_++;
@@ -370,17 +394,8 @@ StatusOr<CheckpointStats> Durability::Checkpoint(const TableRegistry& registry, 
     storage::WalOptions wo;  // Synced once at the end.
     wo.sync = true;
     ENGRAM_ASSIGN_OR_RETURN(auto out, storage::WriteAheadLog::Open(tmp, wo));
-    std::vector<uint8_t> buf;
+    std::vector<uint8_t> buf = EncodeApplied(applied);
     wire::Writer w(&buf);
-    w.Put<uint8_t>(static_cast<uint8_t>(RecordKind::kAppliedShards));
-    w.Put<uint32_t>(static_cast<uint32_t>(applied.size()));
-    for (const auto& a : applied) {
-      w.Put<uint64_t>(a.client);
-      w.Put<uint64_t>(a.seq);
-      w.Put<uint8_t>(a.all_shards ? 1 : 0);
-      w.Put<uint32_t>(static_cast<uint32_t>(a.shards.size()));
-      for (uint32_t sh : a.shards) w.Put<uint32_t>(sh);
-    }
     ENGRAM_ASSIGN_OR_RETURN(uint64_t last, out->Append(buf));
     // Which tables (and incarnations) this checkpoint holds, for restores.
     buf.clear();

@@ -98,6 +98,9 @@ class Durability {
 
   // Appends a finished record; returns its LSN. Call from WriteLog::logged (under the locks).
   StatusOr<uint64_t> Append(LogRecord& record);
+  // Appends a record of push parts applied (a moved shard's exactly-once entries); returns its
+  // LSN. Recovery puts them back in the exactly-once table, as it does a checkpoint's.
+  StatusOr<uint64_t> AppendApplied(const std::vector<PushDedup::Applied>& applied);
   // Waits until the record at `lsn` is durable (no-op in async mode).
   Status Sync(uint64_t lsn);
 

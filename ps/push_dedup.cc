@@ -103,6 +103,20 @@ std::vector<PushDedup::Applied> PushDedup::Logged() const {
   return out;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> PushDedup::AppliedTo(uint32_t shard) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& [client, seen] : clients_) {
+    for (const auto& [seq, e] : seen) {
+      if (e.done && e.outcome.ok() &&
+          (e.all_shards || std::binary_search(e.shards.begin(), e.shards.end(), shard))) {
+        out.emplace_back(client, seq);
+      }
+    }
+  }
+  return out;
+}
+
 uint64_t PushDedup::duplicates() const {
   std::lock_guard<std::mutex> lock(mu_);
   return duplicates_;

@@ -57,6 +57,10 @@ class PushDedup {
     std::vector<uint32_t> shards;
   };
   std::vector<Applied> Logged() const;
+  // The (client, seq) of every part applied (OK) to `shard` of some table, for a shard that
+  // moves: its new owner must answer their retransmissions too. (Sequence numbers are per client,
+  // not per table, so another table's entries for the same shard id name no part of this one.)
+  std::vector<std::pair<uint64_t, uint64_t>> AppliedTo(uint32_t shard) const;
   // Number of pushes recognised as duplicates so far.
   uint64_t duplicates() const;
 

@@ -42,6 +42,8 @@ const char* TypeName(uint16_t t) {
     case wire::MsgType::kShardPush: return "shard_push";
     case wire::MsgType::kReplicate: return "replicate";
     case wire::MsgType::kPullAnyCopy: return "pull_any_copy";
+    case wire::MsgType::kShardAppliedRead: return "shard_applied_read";
+    case wire::MsgType::kShardAppliedWrite: return "shard_applied_write";
   }
   return "unknown";
 }
@@ -67,6 +69,8 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kShardAbort:
     case wire::MsgType::kNodes:
     case wire::MsgType::kShardPush:
+    case wire::MsgType::kShardAppliedRead:
+    case wire::MsgType::kShardAppliedWrite:
     case wire::MsgType::kReplicate:
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull:
@@ -149,6 +153,8 @@ Status Service::Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>
     case wire::MsgType::kShardWrite:
     case wire::MsgType::kShardFreeze:
     case wire::MsgType::kShardPush:
+    case wire::MsgType::kShardAppliedRead:
+    case wire::MsgType::kShardAppliedWrite:
     case wire::MsgType::kShardAbort: return MoveStep(static_cast<wire::MsgType>(h.type), r, out);
     case wire::MsgType::kReplicate: return Replicate(r);
     case wire::MsgType::kNodes: {
@@ -252,6 +258,36 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
     case wire::MsgType::kShardFreeze: {
       ENGRAM_ASSIGN_OR_RETURN(uint64_t n, t->FreezeOutgoing(shard, op));
       w.Put<uint64_t>(n);
+      return Status::OK();
+    }
+    case wire::MsgType::kShardAppliedRead: {
+      const auto applied = dedup_.AppliedTo(shard);
+      w.Put<uint32_t>(static_cast<uint32_t>(applied.size()));
+      for (const auto& [client, seq] : applied) {
+        w.Put<uint64_t>(client);
+        w.Put<uint64_t>(seq);
+      }
+      return Status::OK();
+    }
+    case wire::MsgType::kShardAppliedWrite: {
+      uint32_t n = 0;
+      ENGRAM_RETURN_IF_ERROR(r.Get(&n));
+      if (n != r.remaining() / 16 || r.remaining() % 16 != 0) {
+        return Status::InvalidArgument("malformed frame: applied pushes of shard " + std::to_string(shard));
+      }
+      std::vector<PushDedup::Applied> applied(n);
+      for (auto& a : applied) {
+        ENGRAM_RETURN_IF_ERROR(r.Get(&a.client));
+        ENGRAM_RETURN_IF_ERROR(r.Get(&a.seq));
+        a.shards = {shard};
+      }
+      // Recorded first, logged second: a checkpoint in between lists them (and the record goes
+      // to the log after it), never neither.
+      for (const auto& a : applied) dedup_.RecordApplied(a.client, a.seq, a.shards, /*all_shards=*/false);
+      if (durability_ && !applied.empty()) {
+        ENGRAM_ASSIGN_OR_RETURN(uint64_t lsn, durability_->AppendApplied(applied));
+        ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
+      }
       return Status::OK();
     }
     case wire::MsgType::kShardRead: {

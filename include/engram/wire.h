@@ -46,7 +46,9 @@ enum class MsgType : uint16_t {
   kShardRead = 16,     // + cursor u64, max_rows u32, dirty u8 -> next cursor u64 + ShardImages.
   kShardWrite = 17,    // + ShardImages -> (destination) rows installed, logged.
   kShardFreeze = 18,   // -> (source) writes refused from now on; u64 rows written since tracking.
-  kAdoptMap = 19,      // TableInfo -> the server installs that (newer) shard map.
+  kAdoptMap = 19,      // TableInfo [+ forwarded u8] -> the server installs that (newer) shard map
+                       // (a map that gains it shards goes first to their old owners, flagged
+                       // forwarded so that it goes no further).
   kShardAbort = 20,    // -> end the operation's state on this server (unfreeze, drop its copy).
   kNodes = 21,         // -> the cluster's live nodes: n u32, n x (node id u32, data address string).
   kShardPush = 22,     // + destination address string, cursor u64, max_rows u32, dirty u8 -> (on the
@@ -59,6 +61,10 @@ enum class MsgType : uint16_t {
   kPullAnyCopy = 24,   // As kPull, but served from this node's backup copy of a shard too (a
                        // client reading around a failed primary: a backup holds every
                        // acknowledged write).
+  kShardAppliedRead = 25,   // -> (source, after its freeze) the push parts applied to the shard
+                            // here: n u32, n x (client u64, seq u64).
+  kShardAppliedWrite = 26,  // + kShardAppliedRead's reply -> (destination) records them as
+                            // applied to the shard, logged: the exactly-once table follows it.
 };
 
 struct Header {

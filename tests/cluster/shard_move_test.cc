@@ -17,6 +17,7 @@
 #include "../testing/ctl.h"
 #include "../testing/etcd_process.h"
 #include "../testing/eventually.h"
+#include "../testing/push_frame.h"
 #include "../testing/server_process.h"
 #include "client/client.h"
 #include "cluster/cluster_state.h"
@@ -309,6 +310,28 @@ TEST_F(ShardMoveTest, ARestoreIsRefusedWhereTheShardsMovedSinceTheCheckpoint) {
   }
   const auto r2 = admin_->RestoreTable(2, "t", "before");
   EXPECT_TRUE(r2.ok()) << r2.status().ToString();
+}
+
+// A part applied on a shard's old owner, then resent to its new owner (a connection broke
+// before the answer, and the shard moved meanwhile), is answered as a duplicate there: the
+// exactly-once entries of the shard move with it.
+TEST_F(ShardMoveTest, APartAppliedBeforeAMoveIsNotAppliedAgainByTheNewOwner) {
+  auto send = [&](uint32_t node, uint64_t row) {
+    auto tr = client::Transport::Create();
+    EXPECT_TRUE(tr.ok());
+    const std::string a = servers_[node]->address();
+    auto conn = (*tr)->Connect("127.0.0.1", static_cast<uint16_t>(std::stoi(a.substr(a.rfind(':') + 1))));
+    EXPECT_TRUE(conn.ok());
+    return testing::CallOnce(**tr, *conn, wire::MsgType::kPush,
+                             testing::PushPayload("t", 99, 7, {row}, std::vector<float>(kDim, 1.0f)));
+  };
+  ASSERT_TRUE(send(1, 600).ok());  // Row 600 is in shard 1, on node 1.
+  cluster::ShardMover mover(admin_.get(), nullptr);
+  ASSERT_TRUE(mover.Move("t", 1, 0).ok());
+  ASSERT_TRUE(send(0, 600).ok());  // The same part, to the new owner.
+  std::vector<float> v(kDim);
+  ASSERT_TRUE(table_->PullF32(std::vector<uint64_t>{600}, v.data()).ok());
+  EXPECT_EQ(v[0], -1.0f) << "applied twice";
 }
 
 TEST_F(ShardMoveTest, AnInterruptedMoveChangesNothing) {

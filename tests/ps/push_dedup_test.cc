@@ -1,6 +1,8 @@
 // PushDedup: exactly-once bookkeeping of push parts, per client number and table shard.
 #include "ps/push_dedup.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 namespace engram::ps {
@@ -66,6 +68,22 @@ TEST(PushDedupTest, ReplicasAndRecoveryRecordTheirShardsAndCheckpointsAllShards)
   EXPECT_EQ(to_apply, std::vector<uint32_t>{5});
   d.RecordApplied(7, 2);  // From a checkpoint's list: its shards are not known.
   EXPECT_EQ(d.Begin(7, 2, std::vector<uint32_t>{0, 9}, &prior, &to_apply), V::kDuplicate);
+}
+
+TEST(PushDedupTest, AppliedToListsThePartsOfAShardThatSucceeded) {
+  PushDedup d;
+  Status prior;
+  std::vector<uint32_t> to_apply;
+  ASSERT_EQ(d.Begin(7, 1, std::vector<uint32_t>{1, 3}, &prior, &to_apply), V::kApply);
+  d.Finish(7, 1, Status::OK(), to_apply);
+  ASSERT_EQ(d.Begin(7, 2, std::vector<uint32_t>{3}, &prior, &to_apply), V::kApply);
+  d.Finish(7, 2, Status::InvalidArgument("x"), to_apply);  // Failed: nothing applied.
+  ASSERT_EQ(d.Begin(8, 5, std::vector<uint32_t>{2}, &prior, &to_apply), V::kApply);
+  d.Finish(8, 5, Status::OK(), to_apply);
+  d.RecordApplied(9, 4);  // From a checkpoint: every shard.
+  auto got = d.AppliedTo(3);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::pair<uint64_t, uint64_t>>{{7, 1}, {9, 4}}));
 }
 
 }  // namespace
