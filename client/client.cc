@@ -915,7 +915,9 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       // fenced node): worth asking again soon. A dead one gets the full backoff.
       const bool alive = client_->transport_->alive(client_->conns_[parts[i].server]);
       answered &= alive;
-      if (!alive && Transient(s)) unreachable.push_back(i);
+      // No answer at all (the connection died, or the server stayed silent past the deadline:
+      // hung, or cut off): its shards may have failed over meanwhile.
+      if (Transient(s) && (!alive || s.code() == Code::kDeadlineExceeded)) unreachable.push_back(i);
       if (first.ok() || ((Transient(first) || first.IsStaleShardMap()) && !Transient(s))) {
         first = s.WithContext("push part for server " + client_->servers_[parts[i].server]);
       }
@@ -928,9 +930,9 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       continue;
     }
     if (!unreachable.empty() && Refresh().ok()) {
-      // A dead server's shards may have been promoted on their backups: send those parts where
-      // the map now says, under their own sequence numbers (a backup that got a part from its
-      // primary before the crash answers it as a duplicate).
+      // A dead or hung server's shards may have been promoted on their backups: send those parts
+      // where the map now says, under their own sequence numbers (a backup that got a part from
+      // its primary before the crash answers it as a duplicate).
       m = map();
       for (size_t i : unreachable) {
         const auto by = ByServer(*m, [&] {

@@ -27,12 +27,13 @@ PushDedup::Verdict PushDedup::Begin(uint64_t client, uint64_t seq, std::span<con
       return Verdict::kDuplicate;
     }
     e.done = false;  // Reopened for the rows of shards it was not applied to.
+    e.pending = *to_apply;
     return Verdict::kApply;
   }
   if (seen.size() >= window_ && seq < seen.begin()->first) return Verdict::kTooOld;
-  seen.emplace(seq, Entry{});
-  while (seen.size() > window_) seen.erase(seen.begin());
   to_apply->assign(shards.begin(), shards.end());
+  seen.emplace(seq, Entry{}).first->second.pending = *to_apply;
+  while (seen.size() > window_) seen.erase(seen.begin());
   return Verdict::kApply;
 }
 
@@ -51,6 +52,7 @@ void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome, std
   if (it == seen.end()) return;  // Slid out of the window meanwhile.
   Entry& e = it->second;
   e.done = true;
+  e.pending.clear();
   if (outcome.ok()) {
     Merge(&e.shards, applied);
   } else if (e.shards.empty()) {
@@ -63,6 +65,7 @@ void PushDedup::Forget(uint64_t client, uint64_t seq) {
   auto& seen = clients_[client];
   auto it = seen.find(seq);
   if (it == seen.end() || it->second.done) return;
+  it->second.pending.clear();
   if (it->second.shards.empty()) {
     seen.erase(it);
   } else {
@@ -108,8 +111,9 @@ std::vector<std::pair<uint64_t, uint64_t>> PushDedup::AppliedTo(uint32_t shard) 
   std::vector<std::pair<uint64_t, uint64_t>> out;
   for (const auto& [client, seen] : clients_) {
     for (const auto& [seq, e] : seen) {
-      if (e.done && e.outcome.ok() &&
-          (e.all_shards || std::binary_search(e.shards.begin(), e.shards.end(), shard))) {
+      const bool applied = e.done && e.outcome.ok() &&
+                           (e.all_shards || std::binary_search(e.shards.begin(), e.shards.end(), shard));
+      if (applied || std::binary_search(e.pending.begin(), e.pending.end(), shard)) {
         out.emplace_back(client, seq);
       }
     }

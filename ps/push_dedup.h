@@ -57,8 +57,9 @@ class PushDedup {
     std::vector<uint32_t> shards;
   };
   std::vector<Applied> Logged() const;
-  // The (client, seq) of every part applied (OK) to `shard` of some table, for a shard that
-  // moves: its new owner must answer their retransmissions too. (Sequence numbers are per client,
+  // The (client, seq) of every part applied (OK) or being applied to `shard` of some table, for a
+  // shard that moves (asked after its freeze: a part still being applied then has its rows in the
+  // copy): its new owner must answer their retransmissions too. (Sequence numbers are per client,
   // not per table, so another table's entries for the same shard id name no part of this one.)
   std::vector<std::pair<uint64_t, uint64_t>> AppliedTo(uint32_t shard) const;
   // Number of pushes recognised as duplicates so far.
@@ -71,6 +72,7 @@ class PushDedup {
     bool all_shards = false;       // Applied on every shard (known from a checkpoint only).
     Status outcome;
     std::vector<uint32_t> shards;  // Sorted: the shards applied under this number so far.
+    std::vector<uint32_t> pending;  // Sorted: the shards being applied now (between Begin and Finish).
   };
   const size_t window_;
   mutable std::mutex mu_;

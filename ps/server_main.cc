@@ -240,8 +240,17 @@ int main(int argc, char** argv) {
         if (!peers->alive(conn)) ENGRAM_RETURN_IF_ERROR(peers->Reconnect(conn));
       }
     }
+    // A replica waits one lease TTL at most, a map two (adopting one may wait for writes in
+    // flight): a peer silent that long is hung or cut off (its lease, renewed at most a TTL
+    // before the call, has passed by then, so it is fenced and its readers have stopped). The
+    // primary then drops that backup, a node gaining a shard installs it. Copies of whole
+    // shards get longer.
+    const int64_t ttl_ms = int64_t{FLAGS_lease_ttl_s} * 1000;
+    const auto wait = std::chrono::milliseconds(type == wire::MsgType::kReplicate  ? ttl_ms
+                                                : type == wire::MsgType::kAdoptMap ? 2 * ttl_ms
+                                                                                   : 60000);
     ENGRAM_ASSIGN_OR_RETURN(uint64_t id, peers->Send(conn, type, 0, std::move(payload)));
-    ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + std::chrono::seconds(60)));
+    ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + wait));
     return std::move(reply.payload);
   };
   if (!FLAGS_etcd.empty()) {

@@ -31,11 +31,12 @@ using testing::ServerProcess;
 constexpr uint64_t kRows = 3000;
 constexpr uint32_t kDim = 8;
 
-std::unique_ptr<client::Client> Connect(const std::vector<std::unique_ptr<ServerProcess>>& servers, int attempts) {
+std::unique_ptr<client::Client> Connect(const std::vector<std::unique_ptr<ServerProcess>>& servers, int attempts,
+                                        int timeout_ms = 5000) {
   client::ClientOptions o;
   for (const auto& s : servers) o.servers.push_back(s->address());
   o.max_attempts = attempts;
-  o.timeout = std::chrono::milliseconds(5000);
+  o.timeout = std::chrono::milliseconds(timeout_ms);
   auto c = client::Client::Connect(o);
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   return c.ok() ? std::move(c).value() : nullptr;
@@ -595,7 +596,7 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
   EtcdCluster cluster = StartCluster("p1", 2);
   auto& servers = cluster.servers;
   ASSERT_NE(cluster.state, nullptr);
-  auto trainer_client = Connect(servers, 400);
+  auto trainer_client = Connect(servers, 400, 1500);
   auto t = trainer_client->OpenTable("t");
   ASSERT_TRUE(t.ok());
   Trainer trainer(t->get());
@@ -603,7 +604,10 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
   servers[1]->Pause();
   // Lease gone, shards promoted (a bound, not a pace: 20 s on a loaded CI box).
   EXPECT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(1) == 0; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // Past the promotion, with the node frozen.
+  // The trainer goes on while the node is still frozen: a part that got no answer in time is
+  // sent where the refreshed map says (before, the trainer waited for the node to resume).
+  const int promoted = trainer.pushes();
+  EXPECT_TRUE(Eventually(20, [&] { return trainer.pushes() > promoted + 20; })) << trainer.pushes() - promoted;
   const int before = trainer.pushes();
   servers[1]->Resume();
   Eventually(20, [&] { return trainer.pushes() > before + 20; });

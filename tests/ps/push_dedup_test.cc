@@ -81,9 +81,12 @@ TEST(PushDedupTest, AppliedToListsThePartsOfAShardThatSucceeded) {
   ASSERT_EQ(d.Begin(8, 5, std::vector<uint32_t>{2}, &prior, &to_apply), V::kApply);
   d.Finish(8, 5, Status::OK(), to_apply);
   d.RecordApplied(9, 4);  // From a checkpoint: every shard.
+  ASSERT_EQ(d.Begin(10, 1, std::vector<uint32_t>{3}, &prior, &to_apply), V::kApply);  // Being applied.
   auto got = d.AppliedTo(3);
   std::sort(got.begin(), got.end());
-  EXPECT_EQ(got, (std::vector<std::pair<uint64_t, uint64_t>>{{7, 1}, {9, 4}}));
+  EXPECT_EQ(got, (std::vector<std::pair<uint64_t, uint64_t>>{{7, 1}, {9, 4}, {10, 1}}));
+  d.Forget(10, 1);  // Refused after all: not applied.
+  EXPECT_EQ(d.AppliedTo(3).size(), 2u);
 }
 
 }  // namespace
