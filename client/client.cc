@@ -640,14 +640,22 @@ PendingPull TableHandle::StartPullImpl(std::span<const uint64_t> rows, uint8_t* 
   std::vector<float> init_scratch;  // Initial values of untouched rows; allocated on first use.
   uint64_t read_direct = 0;
   constexpr size_t kAhead = 8;  // Rows are random: start the cache misses of the next few early.
-  // A server whose lease word has passed (hung, cut off from etcd, or catching up) is read by RPC.
-  const int64_t now_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  // A server whose lease word has passed (hung, cut off from etcd, or catching up) is read by RPC:
+  // decided once per pull and server.
+  std::vector<uint8_t> lease_passed(client_->num_servers(), 0);
+  if (!direct->empty()) {
+    const int64_t now_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    for (const Direct& d : *direct) {
+      if (d.lease != nullptr && d.server >= 0 && static_cast<size_t>(d.server) < lease_passed.size()) {
+        lease_passed[d.server] = now_ns >= d.lease->load(std::memory_order_acquire);
+      }
+    }
+  }
   auto direct_of = [&](uint64_t row) -> const Direct* {
     const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
     const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.
-    if (d == nullptr || (d->base == nullptr && d->get_key < 0)) return nullptr;
-    if (d->lease != nullptr && now_ns >= d->lease->load(std::memory_order_acquire)) return nullptr;
+    if (d == nullptr || (d->base == nullptr && d->get_key < 0) || lease_passed[d->server]) return nullptr;
     return d;
   };
   std::vector<uint32_t> get_positions;  // Rows of shards read with one-sided gets.
