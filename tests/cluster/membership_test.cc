@@ -155,15 +155,22 @@ TEST(MembershipTest, ADaemonThatCannotRenewItsLeaseFencesWritesUntilItCan) {
   EXPECT_TRUE((*t)->PullF32(row, v.data()).ok());
 }
 
-TEST(ClusterStateTest, TableRecordsChangeByCompareAndSwapWithRisingEpochs) {
-  auto etcd = EtcdProcess::Start();
-  auto c = Etcd(*etcd);
-  cluster::ClusterState state(c.get(), "c");
+// A record of table "emb" (1000 rows of dim 8) with these owners and backups.
+wire::TableInfo EmbRecord(std::vector<uint32_t> owners, std::vector<uint32_t> backups = {}) {
   wire::TableInfo info;
   info.schema.name = "emb";
   info.schema.num_rows = 1000;
   info.schema.dim = 8;
-  info.owners = {0, 1, 0, 1};
+  info.owners = std::move(owners);
+  info.backups = std::move(backups);
+  return info;
+}
+
+TEST(ClusterStateTest, TableRecordsChangeByCompareAndSwapWithRisingEpochs) {
+  auto etcd = EtcdProcess::Start();
+  auto c = Etcd(*etcd);
+  cluster::ClusterState state(c.get(), "c");
+  const wire::TableInfo info = EmbRecord({0, 1, 0, 1});
   ASSERT_TRUE(state.CreateTable(info).ok());
   EXPECT_EQ(state.CreateTable(info).code(), Code::kAlreadyExists);
   auto rec = state.GetTable("emb");
@@ -190,13 +197,7 @@ TEST(ClusterStateTest, AFailoverIsRefusedOnceTheDeadNodeRegisteredAgain) {
   auto etcd = EtcdProcess::Start();
   auto c = Etcd(*etcd);
   cluster::ClusterState state(c.get(), "cf");
-  wire::TableInfo info;
-  info.schema.name = "emb";
-  info.schema.num_rows = 1000;
-  info.schema.dim = 8;
-  info.owners = {0, 1};
-  info.backups = {1, 0};
-  ASSERT_TRUE(state.CreateTable(info).ok());
+  ASSERT_TRUE(state.CreateTable(EmbRecord({0, 1}, {1, 0})).ok());
   auto rec = state.GetTable("emb");
   ASSERT_TRUE(rec.ok() && rec->has_value());
   // Node 0 is back (its key exists): promoting shard 0's backup is refused, nothing changes.
