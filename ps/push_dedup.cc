@@ -27,12 +27,13 @@ PushDedup::Verdict PushDedup::Begin(uint64_t client, uint64_t seq, std::span<con
       return Verdict::kDuplicate;
     }
     e.done = false;  // Reopened for the rows of shards it was not applied to.
-    e.pending = *to_apply;
+    e.first_attempt = false;
+    e.attempt = *to_apply;
     return Verdict::kApply;
   }
   if (seen.size() >= window_ && seq < seen.begin()->first) return Verdict::kTooOld;
   to_apply->assign(shards.begin(), shards.end());
-  seen.emplace(seq, Entry{}).first->second.pending = *to_apply;
+  seen.emplace(seq, Entry{}).first->second.attempt = *to_apply;
   while (seen.size() > window_) seen.erase(seen.begin());
   return Verdict::kApply;
 }
@@ -45,6 +46,13 @@ void Merge(std::vector<uint32_t>* into, std::span<const uint32_t> more) {
 }
 }  // namespace
 
+void PushDedup::MarkApplied(uint64_t client, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& seen = clients_[client];
+  auto it = seen.find(seq);
+  if (it != seen.end()) Merge(&it->second.shards, it->second.attempt);
+}
+
 void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome, std::span<const uint32_t> applied) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& seen = clients_[client];
@@ -52,11 +60,11 @@ void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome, std
   if (it == seen.end()) return;  // Slid out of the window meanwhile.
   Entry& e = it->second;
   e.done = true;
-  e.pending.clear();
+  e.attempt.clear();
   if (outcome.ok()) {
     Merge(&e.shards, applied);
-  } else if (e.shards.empty()) {
-    e.outcome = outcome;  // A reopened part keeps what it applied before, and its OK.
+  } else if (e.first_attempt) {
+    e.outcome = outcome;  // A reopened part keeps its first OK (and what it applied).
   }
 }
 
@@ -65,11 +73,28 @@ void PushDedup::Forget(uint64_t client, uint64_t seq) {
   auto& seen = clients_[client];
   auto it = seen.find(seq);
   if (it == seen.end() || it->second.done) return;
-  it->second.pending.clear();
+  it->second.attempt.clear();
   if (it->second.shards.empty()) {
     seen.erase(it);
   } else {
     it->second.done = true;  // Reopened: what the earlier attempt applied stays known.
+  }
+}
+
+void PushDedup::Unapply(uint64_t client, uint64_t seq, std::span<const uint32_t> lost) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& seen = clients_[client];
+  auto it = seen.find(seq);
+  if (it == seen.end() || it->second.done) return;
+  Entry& e = it->second;
+  std::vector<uint32_t> kept;
+  std::set_difference(e.shards.begin(), e.shards.end(), lost.begin(), lost.end(), std::back_inserter(kept));
+  e.shards = std::move(kept);
+  e.attempt.clear();
+  if (e.shards.empty()) {
+    seen.erase(it);
+  } else {
+    e.done = true;
   }
 }
 
@@ -111,9 +136,7 @@ std::vector<std::pair<uint64_t, uint64_t>> PushDedup::AppliedTo(uint32_t shard) 
   std::vector<std::pair<uint64_t, uint64_t>> out;
   for (const auto& [client, seen] : clients_) {
     for (const auto& [seq, e] : seen) {
-      const bool applied = e.done && e.outcome.ok() &&
-                           (e.all_shards || std::binary_search(e.shards.begin(), e.shards.end(), shard));
-      if (applied || std::binary_search(e.pending.begin(), e.pending.end(), shard)) {
+      if (e.all_shards || std::binary_search(e.shards.begin(), e.shards.end(), shard)) {
         out.emplace_back(client, seq);
       }
     }

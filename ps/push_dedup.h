@@ -39,11 +39,18 @@ class PushDedup {
   // *to_apply holds those not applied yet under this number (all of them, the first time).
   Verdict Begin(uint64_t client, uint64_t seq, std::span<const uint32_t> shards, Status* outcome,
                 std::vector<uint32_t>* to_apply);
+  // The attempt begun has applied its rows (call under the table's write locks, right after):
+  // from now on the part counts as applied to those shards, for AppliedTo too.
+  void MarkApplied(uint64_t client, uint64_t seq);
   // The part begun is finished: applied to `applied` (when `outcome` is OK), or failed.
   void Finish(uint64_t client, uint64_t seq, const Status& outcome, std::span<const uint32_t> applied);
   // The part begun was refused before it changed anything (stale shard map, a frozen shard):
   // forget it, so that its retry is judged afresh (what an earlier attempt applied stays known).
   void Forget(uint64_t client, uint64_t seq);
+  // The part begun was applied here, but this node lost the copies of shards `lost` (sorted)
+  // meanwhile (failed over): it no longer counts as applied to them, so that its retry there is
+  // judged afresh (it goes to their new owner); the rest stays known.
+  void Unapply(uint64_t client, uint64_t seq, std::span<const uint32_t> lost);
   // Durability: the push is applied and in the write-ahead log (called under the table's write
   // locks, right after the append), so a checkpoint taken from now on must remember it.
   void MarkLogged(uint64_t client, uint64_t seq);
@@ -57,9 +64,10 @@ class PushDedup {
     std::vector<uint32_t> shards;
   };
   std::vector<Applied> Logged() const;
-  // The (client, seq) of every part applied (OK) or being applied to `shard` of some table, for a
-  // shard that moves (asked after its freeze: a part still being applied then has its rows in the
-  // copy): its new owner must answer their retransmissions too. (Sequence numbers are per client,
+  // The (client, seq) of every part whose rows were applied to `shard` of some table (MarkApplied
+  // on), for a shard that moves: asked after its freeze, when no part can apply rows to it any
+  // more; its new owner must answer their retransmissions too. A part begun but refused by the
+  // freeze is not listed. (Sequence numbers are per client,
   // not per table, so another table's entries for the same shard id name no part of this one.)
   std::vector<std::pair<uint64_t, uint64_t>> AppliedTo(uint32_t shard) const;
   // Number of pushes recognised as duplicates so far.
@@ -71,8 +79,9 @@ class PushDedup {
     bool logged = false;
     bool all_shards = false;       // Applied on every shard (known from a checkpoint only).
     Status outcome;
-    std::vector<uint32_t> shards;  // Sorted: the shards applied under this number so far.
-    std::vector<uint32_t> pending;  // Sorted: the shards being applied now (between Begin and Finish).
+    bool first_attempt = true;     // Not reopened: a failure is this part's outcome.
+    std::vector<uint32_t> shards;  // Sorted: the shards its rows were applied to so far.
+    std::vector<uint32_t> attempt;  // Sorted: the shards the attempt in progress is applying.
   };
   const size_t window_;
   mutable std::mutex mu_;

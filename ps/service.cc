@@ -527,6 +527,9 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   }
   Status s = CheckBudget();
   std::vector<uint32_t> unreached;  // Shards whose backup did not take the write.
+  // Under the shards' write locks, right after the rows changed: the exactly-once table learns
+  // that this part is applied to them (a move freezing one of them lists it from then on).
+  auto mark_applied = [&] { dedup_.MarkApplied(client, seq); };
   if (s.ok() && (durability_ || t->replicated())) {
     std::optional<LogRecord> record;
     if (durability_) record.emplace(RecordKind::kPush, *t, client, seq);
@@ -534,6 +537,7 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
     WriteLog log;
     log.sink = record ? &*record : nullptr;
     log.logged = [&]() -> Status {
+      mark_applied();
       if (!record) return Status::OK();
       ENGRAM_RETURN_IF_ERROR(LogWrite(&*record, &lsn));
       dedup_.MarkLogged(client, seq);
@@ -552,20 +556,32 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
     s = t->Push(rows, reinterpret_cast<const float*>(g), &log, h.epoch);
     if (s.ok() && record) s = durability_->Sync(lsn);  // Acknowledge only what a crash cannot take back.
   } else if (s.ok()) {
-    s = t->Push(rows, reinterpret_cast<const float*>(g), nullptr, h.epoch);
+    WriteLog log;  // No log, no backups: only the exactly-once table's mark.
+    log.logged = [&]() -> Status {
+      mark_applied();
+      return Status::OK();
+    };
+    s = t->Push(rows, reinterpret_cast<const float*>(g), &log, h.epoch);
   }
   // A push is acknowledged only once every backup of its shards has it, or has been removed
   // from the map (so it can never be promoted with the push missing).
   const bool applied = s.ok();
-  bool lost_shard = false;  // Applied here, but the shard was failed over meanwhile.
+  std::vector<uint32_t> lost;  // Applied here, but these shards were failed over meanwhile.
   if (s.ok() && !unreached.empty()) {
     s = DropBackups(*t, unreached);
     const cluster::ShardMap now = t->shard_map();
-    for (uint32_t sh : unreached) lost_shard |= s.IsUnavailable() && now.Owner(sh) != options_.node_id;
+    for (uint32_t sh : unreached) {
+      if (s.IsUnavailable() && now.Owner(sh) != options_.node_id) lost.push_back(sh);
+    }
+    std::sort(lost.begin(), lost.end());
+    lost.erase(std::unique(lost.begin(), lost.end()), lost.end());
   }
-  if ((!applied && (s.IsStaleShardMap() || s.IsUnavailable())) || lost_shard) {
-    // Refused before any row changed (stale map, frozen shard), or applied on a copy this node
-    // no longer owns (a retry is refused here as stale now): the retry is decided afresh.
+  if (!lost.empty()) {
+    // Applied on copies this node no longer owns: a retry of their rows is decided afresh where
+    // they went (here it is refused as stale); the shards this node kept stay applied.
+    dedup_.Unapply(client, seq, lost);
+  } else if (!applied && (s.IsStaleShardMap() || s.IsUnavailable())) {
+    // Refused before any row changed (stale map, frozen shard): the retry is decided afresh.
     dedup_.Forget(client, seq);
   } else {
     dedup_.Finish(client, seq, s, to_apply);

@@ -68,18 +68,34 @@ TEST_F(PushDedupTest, ReplicasAndRecoveryRecordTheirShardsAndCheckpointsAllShard
   EXPECT_EQ(Begin(7, 2, {0, 9}), V::kDuplicate);
 }
 
-TEST_F(PushDedupTest, AppliedToListsThePartsOfAShardAppliedOrBeingApplied) {
+TEST_F(PushDedupTest, AppliedToListsThePartsWhoseRowsChangedTheShard) {
   Apply(7, 1, {1, 3});
   ASSERT_EQ(Begin(7, 2, {3}), V::kApply);
   d_.Finish(7, 2, Status::InvalidArgument("x"), to_apply_);  // Failed: nothing applied.
   Apply(8, 5, {2});
   d_.RecordApplied(9, 4);  // From a checkpoint: every shard.
-  ASSERT_EQ(Begin(10, 1, {3}), V::kApply);  // Being applied.
+  ASSERT_EQ(Begin(10, 1, {3}), V::kApply);
+  d_.MarkApplied(10, 1);  // Its rows changed; its answer is not out yet.
+  ASSERT_EQ(Begin(11, 1, {3}), V::kApply);  // Begun, but not applied: the freeze will refuse it.
   auto got = d_.AppliedTo(3);
   std::sort(got.begin(), got.end());
   EXPECT_EQ(got, (std::vector<std::pair<uint64_t, uint64_t>>{{7, 1}, {9, 4}, {10, 1}}));
-  d_.Forget(10, 1);  // Refused after all: not applied.
-  EXPECT_EQ(d_.AppliedTo(3).size(), 2u);
+  d_.Forget(11, 1);
+  d_.Finish(10, 1, Status::OK(), to_apply_);
+  EXPECT_EQ(d_.AppliedTo(3).size(), 3u);
+}
+
+TEST_F(PushDedupTest, AShardLostWhileApplyingCountsAsNotAppliedThere) {
+  ASSERT_EQ(Begin(7, 1, {1, 3}), V::kApply);
+  d_.MarkApplied(7, 1);
+  d_.Unapply(7, 1, Shards{3});  // Shard 3 was failed over meanwhile; shard 1 stayed here.
+  EXPECT_EQ(Begin(7, 1, {1}), V::kDuplicate);
+  EXPECT_EQ(Begin(7, 1, {3}), V::kApply);
+  d_.Forget(7, 1);
+  ASSERT_EQ(Begin(7, 2, {3}), V::kApply);
+  d_.MarkApplied(7, 2);
+  d_.Unapply(7, 2, Shards{3});  // All of it lost: forgotten.
+  EXPECT_EQ(Begin(7, 2, {3}), V::kApply);
 }
 
 }  // namespace
