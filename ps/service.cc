@@ -518,7 +518,10 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
     std::vector<uint64_t> rest;
     const float* all = reinterpret_cast<const float*>(g);
     for (size_t i = 0; i < rows.size(); ++i) {
-      if (!std::binary_search(to_apply.begin(), to_apply.end(), t->ShardOf(rows[i]))) continue;
+      // Rows beyond the table stay: the table refuses the part for them (OutOfRange).
+      if (rows[i] < t->schema().num_rows && !std::binary_search(to_apply.begin(), to_apply.end(), t->ShardOf(rows[i]))) {
+        continue;
+      }
       rest.push_back(rows[i]);
       kept.insert(kept.end(), all + i * dim, all + (i + 1) * dim);
     }
