@@ -239,7 +239,9 @@ StatusOr<std::vector<wire::TableInfo>> Client::ListTables() {
   return out;
 }
 
-StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name) {
+StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name) { return OpenTable(name, true); }
+
+StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name, bool map_arenas) {
   // Any server that answers will do (all hold every table's map): node 0 may be the one down.
   StatusOr<ReplyMessage> got = Status::Unavailable("no server answered");
   for (int round = 0; round < options_.max_attempts; ++round) {
@@ -266,7 +268,7 @@ StatusOr<std::unique_ptr<TableHandle>> Client::OpenTable(const std::string& name
   }
   ENGRAM_ASSIGN_OR_RETURN(auto map, cluster::ShardMap::Create(info.schema.num_rows, info.owners, info.epoch, info.backups));
   auto handle = std::unique_ptr<TableHandle>(new TableHandle(this, std::move(info), std::move(map)));
-  if (options_.one_sided) ENGRAM_RETURN_IF_ERROR(handle->MapArenas());
+  if (options_.one_sided && map_arenas) ENGRAM_RETURN_IF_ERROR(handle->MapArenas());
   return handle;
 }
 
@@ -321,10 +323,27 @@ SlotCopyState FindInSetCopy(uint64_t row, uint32_t ways, size_t stride, size_t v
 
 Status TableHandle::MapArenas() {
   auto m = map();
+  // Servers that own no shard of the table are not asked, nor those whose lease word has passed
+  // (hung, cut off): they would not answer.
+  std::vector<bool> skip(client_->num_servers(), true);
+  for (uint32_t s = 0; s < m->num_shards(); ++s) {
+    if (m->Owner(s) < skip.size()) skip[m->Owner(s)] = false;
+  }
+  {
+    const int64_t now_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    for (const Direct& d : *direct()) {
+      if (d.lease != nullptr && d.server >= 0 && static_cast<size_t>(d.server) < skip.size() &&
+          now_ns >= d.lease->load(std::memory_order_acquire)) {
+        skip[d.server] = true;
+      }
+    }
+  }
   auto direct = std::make_shared<std::vector<Direct>>(m->num_shards());
   const size_t stride = SlotLayout::For(info_.schema.value_bytes()).stride;
   const size_t cached_stride = SlotLayout::For(info_.schema.value_bytes() + 8).stride;  // Row tag + value.
   for (size_t server = 0; server < client_->num_servers(); ++server) {
+    if (skip[server]) continue;  // Its shards are read by RPC until it publishes a lease again.
     std::vector<uint8_t> p;
     wire::Writer w(&p);
     w.PutString(info_.schema.name);
@@ -418,6 +437,10 @@ std::shared_ptr<const std::vector<TableHandle::Direct>> TableHandle::CurrentDire
   int64_t last = last_probe_ns_.load(std::memory_order_relaxed);
   if (now - last < 1'000'000 || !last_probe_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
     return d;
+  }
+  if (remap_pending_.exchange(false)) {  // After a refresh without arenas.
+    if (MapArenas().ok()) return direct();
+    remap_pending_ = true;
   }
   client_->transport_->Poll();
   // A mapped arena outlives its (same-host) server process: check the process is there.
@@ -603,9 +626,21 @@ std::shared_ptr<const cluster::ShardMap> TableHandle::map() const {
 
 uint64_t TableHandle::epoch() const { return map()->epoch(); }
 
-Status TableHandle::Refresh() {
-  ENGRAM_ASSIGN_OR_RETURN(auto fresh, client_->OpenTable(info_.schema.name));
+Status TableHandle::Refresh(bool map_arenas) {
+  ENGRAM_ASSIGN_OR_RETURN(auto fresh, client_->OpenTable(info_.schema.name, map_arenas));
   std::lock_guard<std::mutex> lock(mu_);
+  if (!map_arenas) {
+    // The shards still on the server mapped for them keep their access; the others go by RPC
+    // until the next full refresh.
+    auto kept = std::make_shared<std::vector<Direct>>(*direct_);
+    kept->resize(fresh->map_->num_shards());
+    for (uint32_t s = 0; s < kept->size(); ++s) {
+      Direct& d = (*kept)[s];
+      if (d.server >= 0 && fresh->map_->Owner(s) != static_cast<uint32_t>(d.server)) d = Direct{};
+    }
+    fresh->direct_ = std::move(kept);
+    remap_pending_ = true;
+  }
   map_ = fresh->map_;
   direct_ = fresh->direct_;
   return Status::OK();
@@ -937,7 +972,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       for (size_t i : misrouted_ambiguous) add_parts(*m, parts[i].idx, parts[i].seq);
       continue;
     }
-    if (!unreachable.empty() && Refresh().ok()) {
+    if (!unreachable.empty() && Refresh(/*map_arenas=*/false).ok()) {
       // A dead or hung server's shards may have been promoted on their backups: send those parts
       // where the map now says, under their own sequence numbers (a backup that got a part from
       // its primary before the crash answers it as a duplicate).

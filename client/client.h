@@ -197,7 +197,12 @@ class TableHandle {
   std::vector<uint32_t> ReadByGets(const std::vector<Direct>& direct, const cluster::ShardMap& map,
                                    std::span<const uint64_t> rows, std::vector<uint32_t> positions, uint8_t* out,
                                    Clock::time_point deadline, std::vector<float>* init_scratch) const;
-  Status Refresh();
+  // Fetches the table's map again (from any server that answers). With `map_arenas`, also asks
+  // every server for its arenas; without (after a server gave no answer), keeps the one-sided
+  // access of the shards whose owner did not change, and the next pull's probe maps the arenas
+  // again, asking only servers whose lease word has not passed: a hung server costs no second
+  // timeout.
+  Status Refresh(bool map_arenas = true);
   // StartPull; with `failed` (per server), rows of failed servers' shards go to their backups
   // (kPullAnyCopy) and nothing is read one-sidedly.
   PendingPull StartPullImpl(std::span<const uint64_t> rows, uint8_t* out, const std::vector<bool>* failed);
@@ -211,6 +216,9 @@ class TableHandle {
   std::shared_ptr<const cluster::ShardMap> map_;  // GUARDED_BY(mu_)
   std::shared_ptr<const std::vector<Direct>> direct_;  // GUARDED_BY(mu_), index = shard
   std::atomic<int64_t> last_probe_ns_{0};  // CurrentDirect's last liveness probe (steady clock).
+  // A refresh without arenas happened: the next probe maps them again (servers whose lease word
+  // has passed are not asked).
+  std::atomic<bool> remap_pending_{false};
 };
 
 class Client {
@@ -240,6 +248,8 @@ class Client {
   StatusOr<std::vector<wire::TableInfo>> ListTables();
   StatusOr<wire::TableInfo> DescribeTable(const std::string& name);
   StatusOr<std::unique_ptr<TableHandle>> OpenTable(const std::string& name);
+  // OpenTable, with or without mapping the servers' arenas (ClientOptions::one_sided permitting).
+  StatusOr<std::unique_ptr<TableHandle>> OpenTable(const std::string& name, bool map_arenas);
   // Each server's status JSON, in server order.
   StatusOr<std::vector<std::string>> ServerStatus();
   // Asks server `server` to write a checkpoint of all its tables now; returns its JSON report

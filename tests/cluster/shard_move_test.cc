@@ -614,6 +614,8 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // The resumed node fences, rejoins, catches up.
   EXPECT_GT(trainer.pushes(), before + 20);
   trainer.Stop();
+  ::testing::Test::RecordProperty("longest_push_ms_through_a_hang", static_cast<int>(trainer.max_push_ms()));
+  std::printf("longest push through the hung primary's failover: %.0f ms\n", trainer.max_push_ms());
   EXPECT_EQ(trainer.failures(), 0);
   EXPECT_EQ(trainer.stale_reads(), 0);
   trainer.Check();
