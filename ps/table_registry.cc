@@ -416,12 +416,18 @@ storage::Shard* Table::Holder(uint64_t row) const {
 }
 
 std::vector<uint32_t> Table::ShardsOf(std::span<const uint64_t> rows) const {
+  // Every push asks. Clients send sorted rows, so the shards come in order: one pass, and a sort
+  // only for rows in another order.
   std::vector<uint32_t> out;
   for (uint64_t row : rows) {
-    if (row < schema_.num_rows) out.push_back(ShardOf(row));
+    if (row >= schema_.num_rows) continue;
+    const uint32_t s = ShardOf(row);
+    if (out.empty() || out.back() != s) out.push_back(s);
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  if (!std::is_sorted(out.begin(), out.end())) {
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+  }
   return out;
 }
 

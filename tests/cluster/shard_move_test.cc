@@ -628,18 +628,30 @@ std::vector<uint64_t> AllRows() {
   return rows;
 }
 
+// A client of `servers` that pushes a gradient of ones to every row of "t" (SGD, lr 1, zeros:
+// after k pushes every value is -k).
+struct EveryRowWriter {
+  explicit EveryRowWriter(const std::vector<std::unique_ptr<ServerProcess>>& servers) : client(Connect(servers, 4)) {
+    auto t = client ? client->OpenTable("t") : StatusOr<std::unique_ptr<client::TableHandle>>(Status::Unavailable("no client"));
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    if (t.ok()) table = std::move(t).value();
+  }
+  Status PushOnes() { return table ? table->Push(rows, ones.data()) : Status::FailedPrecondition("table 't' not open"); }
+  std::unique_ptr<client::Client> client;
+  std::unique_ptr<client::TableHandle> table;
+  const std::vector<uint64_t> rows = AllRows();
+  const std::vector<float> ones = std::vector<float>(rows.size() * kDim, 1.0f);
+};
+
 // A reader on the same host maps a node's arenas. When that node hangs (SIGSTOP) and its shards
 // fail over, the reader must not read the hung node's memory on: its lease word has passed, so
 // the rows go by RPC, which gets no answer, and then to the shards' other copies.
 TEST(ClusterKillTest, AReaderStopsReadingAHungNodesMemoryOnceItsLeasePassed) {
   EtcdCluster cluster = StartCluster("l1", 2);
   auto& servers = cluster.servers;
-  const std::vector<uint64_t> rows = AllRows();
-  const std::vector<float> ones(rows.size() * 8, 1.0f);
-  auto writer = Connect(servers, 4);
-  auto t = writer->OpenTable("t");
-  ASSERT_TRUE(t.ok());
-  ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row is -1.
+  EveryRowWriter writer(servers);
+  const std::vector<uint64_t>& rows = writer.rows;
+  ASSERT_TRUE(writer.PushOnes().ok());  // Every row is -1.
   client::ClientOptions ro;
   for (const auto& s : servers) ro.servers.push_back(s->address());
   ro.max_attempts = 4;
@@ -661,7 +673,7 @@ TEST(ClusterKillTest, AReaderStopsReadingAHungNodesMemoryOnceItsLeasePassed) {
   ASSERT_TRUE(writer2.ok()) << writer2.status().ToString();
   auto t2 = (*writer2)->OpenTable("t");
   ASSERT_TRUE(t2.ok()) << t2.status().ToString();
-  ASSERT_TRUE((*t2)->Push(rows, ones.data()).ok());  // Every row is -2.
+  ASSERT_TRUE((*t2)->Push(rows, writer.ones.data()).ok());  // Every row is -2.
   // The reader still routes half the rows to node 1, whose memory holds -1.
   const Status s = (*r)->PullF32(rows, got.data());
   servers[1]->Resume();
@@ -690,12 +702,8 @@ void ExpectEveryRowFromTheLiveCopies(EtcdCluster& cluster, float want) {
 // write, at once: with etcd paused no failover can happen, so only the backups can answer.
 TEST(ClusterKillTest, PullsOfADeadPrimarysRowsAreServedByItsBackupsBeforeAnyFailover) {
   EtcdCluster cluster = StartCluster("b1", 2);
-  auto writer = Connect(cluster.servers, 4);
-  auto t = writer->OpenTable("t");
-  ASSERT_TRUE(t.ok());
-  const std::vector<uint64_t> rows = AllRows();
-  const std::vector<float> ones(rows.size() * 8, 1.0f);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row is -3 now.
+  EveryRowWriter writer(cluster.servers);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(writer.PushOnes().ok());  // Every row is -3 now.
   ExpectEveryRowFromTheLiveCopies(cluster, -3.0f);
 }
 
@@ -704,19 +712,15 @@ TEST(ClusterKillTest, PullsOfADeadPrimarysRowsAreServedByItsBackupsBeforeAnyFail
 // values when a primary dies (etcd paused: only the backups can answer).
 TEST(ClusterKillTest, ARestoredReplicatedTableGetsBackupsOfTheRestoredRows) {
   EtcdCluster cluster = StartCluster("r1", 2);
-  auto writer = Connect(cluster.servers, 4);
-  auto t = writer->OpenTable("t");
-  ASSERT_TRUE(t.ok());
-  const std::vector<uint64_t> rows = AllRows();
-  const std::vector<float> ones(rows.size() * 8, 1.0f);
-  ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // Every row -1...
+  EveryRowWriter writer(cluster.servers);
+  ASSERT_TRUE(writer.PushOnes().ok());  // Every row -1...
   const auto cp = Ctl("checkpoint " + cluster.at + " --name=c1 --json");
   ASSERT_EQ(cp.first, 0) << cp.second;
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE((*t)->Push(rows, ones.data()).ok());  // ...then -3.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(writer.PushOnes().ok());  // ...then -3.
   const auto restored = Ctl("restore " + cluster.at + " --table=t --name=c1 --json");
   ASSERT_EQ(restored.first, 0) << restored.second;
-  std::vector<float> got(rows.size() * 8);
-  ASSERT_TRUE((*t)->PullF32(rows, got.data()).ok());
+  std::vector<float> got(writer.rows.size() * 8);
+  ASSERT_TRUE(writer.table->PullF32(writer.rows, got.data()).ok());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], -1.0f) << "row " << i / 8;
   // The leader re-replicates one shard per pass.
   ASSERT_NE(cluster.state, nullptr);
