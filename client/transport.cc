@@ -459,7 +459,7 @@ void Transport::ProgressLocked() {
   }
 }
 
-StatusOr<ReplyMessage> Transport::Wait(uint64_t id, Clock::time_point deadline) {
+StatusOr<ReplyMessage> Transport::Wait(uint64_t id, Clock::time_point deadline, const std::atomic<bool>* cancel) {
   const auto spin_until = Clock::now() + std::chrono::microseconds(200);
   for (;;) {
     bool arm = false;
@@ -476,7 +476,8 @@ StatusOr<ReplyMessage> Transport::Wait(uint64_t id, Clock::time_point deadline) 
         return std::move(p.reply);
       }
       const auto now = Clock::now();
-      if (now >= deadline) {
+      const bool cancelled = cancel != nullptr && cancel->load(std::memory_order_relaxed);
+      if (now >= deadline || cancelled) {
         const std::string who = conns_[it->second.conn]->address;
         if (it->second.receiving) {  // UCX still writes into it: erase once that completes.
           it->second.abandoned = true;
@@ -484,6 +485,7 @@ StatusOr<ReplyMessage> Transport::Wait(uint64_t id, Clock::time_point deadline) 
         } else {
           pending_.erase(it);
         }
+        if (cancelled) return Status::Aborted("gave up waiting for server " + who + ": shutting down");
         return Status::DeadlineExceeded("no reply from server " + who + " before the deadline");
       }
       if (now > spin_until) arm = ucp_worker_arm(ucx_->worker()) == UCS_OK;

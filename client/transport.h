@@ -103,8 +103,10 @@ class Transport {
 
   // Waits for the reply of `id`. A non-OK reply becomes its Status (StaleShardMap carries the
   // server's epoch). DeadlineExceeded if the deadline passes; the request is then abandoned
-  // (its late reply is dropped), so a retry must be idempotent.
-  StatusOr<ReplyMessage> Wait(uint64_t id, Clock::time_point deadline);
+  // (its late reply is dropped), so a retry must be idempotent. With `cancel`, also Aborted
+  // (the request abandoned the same way) once *cancel turns true: a daemon shutting down does
+  // not wait out a hung peer.
+  StatusOr<ReplyMessage> Wait(uint64_t id, Clock::time_point deadline, const std::atomic<bool>* cancel = nullptr);
 
  private:
   struct Conn {

@@ -26,6 +26,7 @@
 #include "cluster/etcd_client.h"
 #include "client/transport.h"
 #include "cluster/membership.h"
+#include "cluster/repair.h"
 #include "cluster/shard_mover.h"
 #include "ps/thread_pool.h"
 #include "ps/ucx_arena.h"
@@ -222,8 +223,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<client::Transport> peers;
   std::mutex peers_mu;
   std::map<std::string, int> peer_conns;  // GUARDED_BY(peers_mu)
-  opts.peer_call = [&](const std::string& address, wire::MsgType type,
-                       std::vector<uint8_t> payload) -> StatusOr<std::vector<uint8_t>> {
+  // `cancel` (may be null): the call gives up once it turns true (the re-replicator at shutdown).
+  auto peer_call_until = [&](const std::string& address, wire::MsgType type, std::vector<uint8_t> payload,
+                             const std::atomic<bool>* cancel) -> StatusOr<std::vector<uint8_t>> {
     int conn = -1;
     {
       std::lock_guard<std::mutex> lock(peers_mu);
@@ -240,18 +242,30 @@ int main(int argc, char** argv) {
         if (!peers->alive(conn)) ENGRAM_RETURN_IF_ERROR(peers->Reconnect(conn));
       }
     }
-    // A replica waits one lease TTL at most, a map two (adopting one may wait for writes in
-    // flight): a peer silent that long is hung or cut off (its lease, renewed at most a TTL
-    // before the call, has passed by then, so it is fenced and its readers have stopped). The
-    // primary then drops that backup, a node gaining a shard installs it. Copies of whole
-    // shards get longer.
+    // A replica waits one lease TTL at most; a map and a move's bookkeeping steps two (adopting
+    // a map may wait for writes in flight): a peer silent that long is hung or cut off (its
+    // lease, renewed at most a TTL before the call, has passed by then, so it is fenced and its
+    // readers have stopped). The primary then drops that backup, a node gaining a shard
+    // installs it, a move aborts. Steps that copy rows or wait for a shard's writes to drain
+    // get longer.
     const int64_t ttl_ms = int64_t{FLAGS_lease_ttl_s} * 1000;
-    const auto wait = std::chrono::milliseconds(type == wire::MsgType::kReplicate  ? ttl_ms
-                                                : type == wire::MsgType::kAdoptMap ? 2 * ttl_ms
-                                                                                   : 60000);
+    int64_t wait_ms = 60000;
+    switch (type) {
+      case wire::MsgType::kReplicate: wait_ms = ttl_ms; break;
+      case wire::MsgType::kAdoptMap:
+      case wire::MsgType::kShardPrepare:
+      case wire::MsgType::kShardTrack:
+      case wire::MsgType::kShardAbort:
+      case wire::MsgType::kShardAppliedRead:
+      case wire::MsgType::kShardAppliedWrite: wait_ms = 2 * ttl_ms; break;
+      default: break;
+    }
     ENGRAM_ASSIGN_OR_RETURN(uint64_t id, peers->Send(conn, type, 0, std::move(payload)));
-    ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + wait));
+    ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + std::chrono::milliseconds(wait_ms), cancel));
     return std::move(reply.payload);
+  };
+  opts.peer_call = [&](const std::string& address, wire::MsgType type, std::vector<uint8_t> payload) {
+    return peer_call_until(address, type, std::move(payload), nullptr);
   };
   if (!FLAGS_etcd.empty()) {
     opts.node_address = [&](uint32_t node) -> StatusOr<std::string> {
@@ -419,6 +433,40 @@ int main(int argc, char** argv) {
       readable_until->store(0, std::memory_order_release);
     });
   }
+  // The leader's re-replication of one shard (`plan`), run on its own thread by the follower:
+  // `nodes` are the live nodes its new map goes to. Cancelled at shutdown.
+  std::atomic<bool> rerep_busy{false}, rerep_stop{false};
+  std::thread rerep;
+  std::string rerep_last_error;  // Used by one re-replication at a time (the next starts after a join).
+  auto rereplicate = [&](const cluster::BackupPlan& plan, const std::vector<uint32_t>& nodes) {
+    const std::string what = "re-replicating shard " + std::to_string(plan.shard) + " of '" + plan.table + "'";
+    auto report = [&](const std::string& e) {
+      if (e != rerep_last_error) LOG(WARNING) << what << ": " << e;
+      rerep_last_error = e;
+    };
+    std::unique_ptr<cluster::EtcdClient> etcd;
+    if (Status st = ConnectEtcdOnce(&etcd); !st.ok()) return report(st.ToString());
+    cluster::ClusterState state(etcd.get(), FLAGS_cluster);
+    cluster::NodeCalls calls;
+    calls.address = [&](uint32_t node) { return opts.node_address(node); };
+    // At shutdown the copy stops waiting, except for the calls that undo its freeze (an abort)
+    // or finish its flip (the new map): those are bounded by two lease TTLs.
+    calls.call = [&](uint32_t node, wire::MsgType type, const std::vector<uint8_t>& p) -> StatusOr<std::vector<uint8_t>> {
+      ENGRAM_ASSIGN_OR_RETURN(std::string addr, opts.node_address(node));
+      const bool must_finish = type == wire::MsgType::kShardAbort || type == wire::MsgType::kAdoptMap;
+      return peer_call_until(addr, type, p, must_finish ? nullptr : &rerep_stop);
+    };
+    calls.nodes = [&] { return nodes; };
+    cluster::ShardMover mover(std::move(calls), &state);
+    cluster::MoveOptions mo;
+    mo.busy_wait = std::chrono::milliseconds(0);  // A shard held by a move: the next pass.
+    mo.cancel = &rerep_stop;
+    auto e = mover.AddBackup(plan.table, plan.shard, plan.to, mo);
+    if (!e.ok()) return report(e.status().ToString());
+    rerep_last_error.clear();
+    LOG(WARNING) << "re-replicated shard " << plan.shard << " of '" << plan.table << "' to node " << plan.to << " (epoch "
+                 << *e << ")";
+  };
   // The etcd follower: tables recorded in the cluster that this node lacks are created (a node
   // added later learns them).
   std::mutex follow_mu;
@@ -483,27 +531,16 @@ int main(int argc, char** argv) {
             std::set<uint32_t> up;
             if (live.ok()) {
               for (const auto& n : *live) up.insert(n.node_id);
+            } else {
+              report("listing the cluster's nodes: " + live.status().ToString());
             }
             for (const auto& rec : live.ok() ? *tables : std::vector<cluster::TableRecord>{}) {
-              std::vector<uint32_t> owners = rec.info.owners, backups = rec.info.backups;
-              backups.resize(owners.size(), cluster::kNoNode);
-              std::set<uint32_t> dead;  // The nodes this change takes shards from.
-              for (size_t sh = 0; sh < owners.size(); ++sh) {
-                if (!up.count(owners[sh]) && backups[sh] != cluster::kNoNode && up.count(backups[sh])) {
-                  dead.insert(owners[sh]);
-                  owners[sh] = backups[sh];
-                  backups[sh] = cluster::kNoNode;
-                } else if (backups[sh] != cluster::kNoNode && !up.count(backups[sh])) {
-                  dead.insert(backups[sh]);
-                  backups[sh] = cluster::kNoNode;
-                }
-              }
-              if (dead.empty()) continue;
+              auto plan = cluster::PlanFailover(rec.info, up);
+              if (!plan) continue;
               // Only while those nodes are still unregistered: one that registered again since
               // the list was read has caught up with the record and serves its shards.
               auto next = cluster::ClusterState(etcd.get(), FLAGS_cluster)
-                              .SetMap(rec.info.schema.name, owners, backups, rec.mod_revision,
-                                      std::vector<uint32_t>(dead.begin(), dead.end()));
+                              .SetMap(rec.info.schema.name, plan->owners, plan->backups, rec.mod_revision, plan->dead);
               if (!next.ok()) {
                 report("failing over '" + rec.info.schema.name + "': " + next.status().ToString());
                 continue;
@@ -512,46 +549,20 @@ int main(int argc, char** argv) {
               if (Status st = service.AdoptRecord(*next); !st.ok()) report("adopting failover: " + st.ToString());
               broadcast(*next);
             }
-            // Re-replication: one shard per pass gets a backup again on the live node holding
-            // the fewest (a copy like a move; the primary keeps serving).
-            if (live.ok() && up.size() >= 2) {
-              cluster::ClusterState state(etcd.get(), FLAGS_cluster);
-              auto fresh = state.ListTables();
-              bool started = false;
-              for (const auto& rec : fresh.ok() ? *fresh : std::vector<cluster::TableRecord>{}) {
-                if (started || rec.info.backups.empty()) continue;  // Not a replicated table.
-                std::map<uint32_t, int> load;
-                for (uint32_t n : up) load[n] = 0;
-                for (uint32_t b : rec.info.backups) {
-                  if (load.count(b)) ++load[b];
-                }
-                for (uint32_t sh = 0; sh < rec.info.owners.size() && !started; ++sh) {
-                  if (rec.info.backups[sh] != cluster::kNoNode || !up.count(rec.info.owners[sh])) continue;
-                  uint32_t to = cluster::kNoNode;
-                  for (const auto& [n, c] : load) {
-                    if (n != rec.info.owners[sh] && (to == cluster::kNoNode || c < load[to])) to = n;
-                  }
-                  if (to == cluster::kNoNode) continue;
-                  started = true;
-                  cluster::NodeCalls calls;
-                  calls.address = [&](uint32_t node) { return opts.node_address(node); };
-                  calls.call = [&](uint32_t node, wire::MsgType type, const std::vector<uint8_t>& p) -> StatusOr<std::vector<uint8_t>> {
-                    ENGRAM_ASSIGN_OR_RETURN(std::string addr, opts.node_address(node));
-                    return opts.peer_call(addr, type, p);
-                  };
-                  calls.nodes = [&] { return std::vector<uint32_t>(up.begin(), up.end()); };
-                  cluster::ShardMover mover(std::move(calls), &state);
-                  cluster::MoveOptions mo;
-                  mo.busy_wait = std::chrono::milliseconds(0);  // A shard held by a move: the next pass.
-                  auto e = mover.AddBackup(rec.info.schema.name, sh, to, mo);
-                  if (e.ok()) {
-                    LOG(WARNING) << "re-replicated shard " << sh << " of '" << rec.info.schema.name << "' to node " << to
-                                 << " (epoch " << *e << ")";
-                  } else {
-                    report("re-replicating shard " + std::to_string(sh) + " of '" + rec.info.schema.name +
-                           "': " + e.status().ToString());
-                  }
-                }
+            // Re-replication: one shard at a time gets a backup again on the live node holding
+            // the fewest (a copy like a move; the primary keeps serving). On its own thread: a
+            // copy takes as long as the shard's rows take to send, and a destination that hangs
+            // holds it until its calls time out; the next failover must not wait for either.
+            if (live.ok() && up.size() >= 2 && !rerep_busy.load()) {
+              if (rerep.joinable()) rerep.join();
+              auto fresh = cluster::ClusterState(etcd.get(), FLAGS_cluster).ListTables();
+              auto plan = fresh.ok() ? cluster::NextBackup(*fresh, up) : std::nullopt;
+              if (plan) {
+                rerep_busy = true;
+                rerep = std::thread([&, plan = *plan, nodes = std::vector<uint32_t>(up.begin(), up.end())] {
+                  rereplicate(plan, nodes);
+                  rerep_busy = false;
+                });
               }
             }
           }
@@ -570,12 +581,14 @@ int main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   LOG(INFO) << "signal " << sig << ": shutting down";
   membership = nullptr;  // Fence first, then leave: no write is accepted after the lease goes.
+  rerep_stop = true;     // A copy in progress aborts before its flip.
   {
     std::lock_guard<std::mutex> lock(follow_mu);
     follow_stop = true;
   }
   follow_cv.notify_all();
   if (follower.joinable()) follower.join();
+  if (rerep.joinable()) rerep.join();
   {
     std::lock_guard<std::mutex> lock(lease_mu);
     lease_stop = true;

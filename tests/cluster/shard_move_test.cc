@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -619,6 +620,43 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
   EXPECT_EQ(trainer.failures(), 0);
   EXPECT_EQ(trainer.stale_reads(), 0);
   trainer.Check();
+}
+
+// The leader's re-replication copies to a node that then hangs before its lease expires (the
+// copy's calls get no answer until they time out). Failovers must not wait for that copy: the
+// hung node's shards are promoted as soon as its lease expires, and its copy gives up later.
+// (Found in CI: the leader re-replicated onto a node frozen a moment before, on the thread that
+// also fails shards over, and the hung node's shards waited for the copy's 60 s timeout.)
+TEST(ClusterKillTest, AFailoverDoesNotWaitForAReReplicationStuckOnTheHungNode) {
+  EtcdCluster cluster = StartCluster("r1", 4);  // A 4 s lease: the leader starts its copy well before it expires.
+  auto& servers = cluster.servers;
+  ASSERT_NE(cluster.state, nullptr);
+  cluster::ClusterState& state = *cluster.state;
+  std::optional<uint32_t> leader;
+  ASSERT_TRUE(Eventually(10, [&] {
+    auto l = state.Leader();
+    if (l.ok()) leader = *l;
+    return leader.has_value();
+  }));
+  const uint32_t hung = (*leader + 1) % 3;
+  auto rec = state.GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  std::vector<uint32_t> owners = (*rec)->info.owners, backups = (*rec)->info.backups;
+  ASSERT_EQ(backups, (std::vector<uint32_t>{1, 2, 0, 1, 2, 0}));
+  // One shard backed by `hung` loses its backup: `hung` then backs the fewest shards, so the
+  // leader's next pass copies that shard to it.
+  const size_t unbacked = std::find(backups.begin(), backups.end(), hung) - backups.begin();
+  backups[unbacked] = cluster::kNoNode;
+  servers[hung]->Pause();
+  ASSERT_TRUE(state.SetMap("t", owners, backups, (*rec)->mod_revision).ok());
+  ASSERT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(hung) == 0; })) << "the hung node's shards were promoted";
+  const std::string copy_failed = "re-replicating shard " + std::to_string(unbacked) + " of 't': ";
+  ASSERT_TRUE(Eventually(30, [&] { return servers[*leader]->log().find(copy_failed) != std::string::npos; }))
+      << "the leader copied shard " << unbacked << " to the hung node " << hung;
+  const std::string log = servers[*leader]->log();
+  EXPECT_LT(log.find("failover of 't'"), log.find(copy_failed)) << "the failover came before the stuck copy gave up:\n" << log;
+  EXPECT_TRUE(Eventually(30, [&] { return cluster.AllBacked(); })) << "the two live nodes back each other's shards";
+  servers[hung]->Resume();
 }
 
 // Every row of the clusters' table "t" (3000 rows of dim 8), and a gradient of ones for each.

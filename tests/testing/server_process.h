@@ -60,8 +60,7 @@ class ServerProcess {
   ~ServerProcess() {
     Stop();
     if (::testing::Test::HasFailure()) {
-      std::ifstream log(dir_ + "/log");
-      std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      std::string text = log();
       if (text.size() > 4000) text = "..." + text.substr(text.size() - 4000);
       std::fprintf(stderr, "node %u's log (kept in %s):\n%s\n", node_id_, dir_.c_str(), text.c_str());
       return;
@@ -73,6 +72,11 @@ class ServerProcess {
   // The server's directory (its --data_dir is dir() + "/data").
   const std::string& dir() const { return dir_; }
   uint16_t admin_port() const { return admin_port_; }
+  // What the server logged so far (all its runs).
+  std::string log() const {
+    std::ifstream f(dir_ + "/log");
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  }
   pid_t pid() const { return pid_; }
 
   // SIGTERM, then SIGKILL if it has not exited within 10 s. Returns the exit status.
