@@ -26,15 +26,12 @@ std::optional<FailoverPlan> PlanFailover(const wire::TableInfo& info, const std:
   return plan;
 }
 
-std::optional<BackupPlan> NextBackup(const std::vector<TableRecord>& tables, const std::set<uint32_t>& up,
-                                     const std::set<uint32_t>& avoid) {
+std::optional<BackupPlan> NextBackup(const std::vector<TableRecord>& tables, const std::set<uint32_t>& up) {
   for (const TableRecord& rec : tables) {
     const wire::TableInfo& info = rec.info;
     if (info.backups.empty()) continue;  // Not a replicated table.
     std::map<uint32_t, int> load;        // Live candidates and the shards each backs.
-    for (uint32_t n : up) {
-      if (!avoid.count(n)) load[n] = 0;
-    }
+    for (uint32_t n : up) load[n] = 0;
     for (uint32_t b : info.backups) {
       if (auto it = load.find(b); it != load.end()) ++it->second;
     }

@@ -38,9 +38,8 @@ struct BackupPlan {
 // The next shard of a replicated table (one with backups) to get a backup again: the first one,
 // by table then shard, whose primary holds a lease and that has no backup. It goes to the live
 // node other than its primary that backs the fewest shards of that table (the lowest id among
-// equals), skipping nodes in `avoid` (ones that just failed a copy). nullopt if there is none.
-std::optional<BackupPlan> NextBackup(const std::vector<TableRecord>& tables, const std::set<uint32_t>& up,
-                                     const std::set<uint32_t>& avoid = {});
+// equals). nullopt if there is none.
+std::optional<BackupPlan> NextBackup(const std::vector<TableRecord>& tables, const std::set<uint32_t>& up);
 
 }  // namespace engram::cluster
 
