@@ -381,10 +381,12 @@ struct EtcdCluster {
            std::count((*r)->info.backups.begin(), (*r)->info.backups.end(), cluster::kNoNode) == 0;
   }
 };
-EtcdCluster StartCluster(const std::string& name, int lease_ttl_s, const std::string& create_flags = "") {
+EtcdCluster StartCluster(const std::string& name, int lease_ttl_s, const std::string& create_flags = "",
+                         const std::vector<std::string>& daemon_flags = {}) {
   EtcdCluster c;
   c.etcd = testing::EtcdProcess::Start();
   c.flags = {"--etcd=" + c.etcd->endpoint(), "--cluster=" + name, "--lease_ttl_s=" + std::to_string(lease_ttl_s)};
+  c.flags.insert(c.flags.end(), daemon_flags.begin(), daemon_flags.end());
   for (uint32_t n = 0; n < 3; ++n) c.servers.push_back(ServerProcess::Start(n, c.flags));
   c.at = "--etcd=" + c.etcd->endpoint() + " --cluster=" + name;
   const auto made = Ctl("create-table " + c.at + " --name=t --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros --shards=6 " +
@@ -628,7 +630,9 @@ TEST(ClusterKillTest, AFrozenOldPrimaryIsFailedOverAndTakesNothingWhenItComesBac
 // (Found in CI: the leader re-replicated onto a node frozen a moment before, on the thread that
 // also fails shards over, and the hung node's shards waited for the copy's 60 s timeout.)
 TEST(ClusterKillTest, AFailoverDoesNotWaitForAReReplicationStuckOnTheHungNode) {
-  EtcdCluster cluster = StartCluster("r1", 4);  // A 4 s lease: the leader starts its copy well before it expires.
+  // A 4 s lease and a leader checking five times a second: it starts the copy well before the
+  // hung node's lease expires (at least 2.7 s after the pause).
+  EtcdCluster cluster = StartCluster("r1", 4, "", {"--etcd_sync_ms=200"});
   auto& servers = cluster.servers;
   ASSERT_NE(cluster.state, nullptr);
   cluster::ClusterState& state = *cluster.state;
