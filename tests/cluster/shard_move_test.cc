@@ -652,8 +652,11 @@ TEST(ClusterKillTest, AFailoverDoesNotWaitForAReReplicationStuckOnTheHungNode) {
   const size_t unbacked = std::find(backups.begin(), backups.end(), hung) - backups.begin();
   backups[unbacked] = cluster::kNoNode;
   servers[hung]->Pause();
+  const auto paused = std::chrono::steady_clock::now();
   ASSERT_TRUE(state.SetMap("t", owners, backups, (*rec)->mod_revision).ok());
   ASSERT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(hung) == 0; })) << "the hung node's shards were promoted";
+  std::printf("hung node's shards promoted %.1f s after it froze (lease 4 s)\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - paused).count());
   const std::string copy_failed = "re-replicating shard " + std::to_string(unbacked) + " of 't': ";
   ASSERT_TRUE(Eventually(30, [&] { return servers[*leader]->log().find(copy_failed) != std::string::npos; }))
       << "the leader copied shard " << unbacked << " to the hung node " << hung;
