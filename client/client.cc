@@ -321,23 +321,27 @@ SlotCopyState FindInSetCopy(uint64_t row, uint32_t ways, size_t stride, size_t v
 
 }  // namespace
 
+std::vector<uint8_t> TableHandle::LeasesPassed(const std::vector<Direct>& direct, size_t num_servers) {
+  std::vector<uint8_t> passed(num_servers, 0);
+  if (direct.empty()) return passed;  // One-sided reads are off.
+  const int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  for (const Direct& d : direct) {
+    if (d.lease != nullptr && d.server >= 0 && static_cast<size_t>(d.server) < num_servers) {
+      passed[d.server] = now_ns >= d.lease->load(std::memory_order_acquire);
+    }
+  }
+  return passed;
+}
+
 Status TableHandle::MapArenas() {
   auto m = map();
   // Servers that own no shard of the table are not asked, nor those whose lease word has passed
   // (hung, cut off): they would not answer.
-  std::vector<bool> skip(client_->num_servers(), true);
+  const std::vector<uint8_t> passed = LeasesPassed(*direct(), client_->num_servers());
+  std::vector<uint8_t> skip(client_->num_servers(), 1);
   for (uint32_t s = 0; s < m->num_shards(); ++s) {
-    if (m->Owner(s) < skip.size()) skip[m->Owner(s)] = false;
-  }
-  {
-    const int64_t now_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    for (const Direct& d : *direct()) {
-      if (d.lease != nullptr && d.server >= 0 && static_cast<size_t>(d.server) < skip.size() &&
-          now_ns >= d.lease->load(std::memory_order_acquire)) {
-        skip[d.server] = true;
-      }
-    }
+    if (m->Owner(s) < skip.size()) skip[m->Owner(s)] = passed[m->Owner(s)];
   }
   auto direct = std::make_shared<std::vector<Direct>>(m->num_shards());
   const size_t stride = SlotLayout::For(info_.schema.value_bytes()).stride;
@@ -677,16 +681,7 @@ PendingPull TableHandle::StartPullImpl(std::span<const uint64_t> rows, uint8_t* 
   constexpr size_t kAhead = 8;  // Rows are random: start the cache misses of the next few early.
   // A server whose lease word has passed (hung, cut off from etcd, or catching up) is read by RPC:
   // decided once per pull and server.
-  std::vector<uint8_t> lease_passed(client_->num_servers(), 0);
-  if (!direct->empty()) {
-    const int64_t now_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    for (const Direct& d : *direct) {
-      if (d.lease != nullptr && d.server >= 0 && static_cast<size_t>(d.server) < lease_passed.size()) {
-        lease_passed[d.server] = now_ns >= d.lease->load(std::memory_order_acquire);
-      }
-    }
-  }
+  const std::vector<uint8_t> lease_passed = LeasesPassed(*direct, client_->num_servers());
   auto direct_of = [&](uint64_t row) -> const Direct* {
     const uint32_t shard = row < m->num_rows() ? m->ShardOf(row) : UINT32_MAX;
     const Direct* d = shard < direct->size() ? &(*direct)[shard] : nullptr;  // Empty when one-sided is off.

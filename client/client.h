@@ -203,6 +203,10 @@ class TableHandle {
   // again, asking only servers whose lease word has not passed: a hung server costs no second
   // timeout.
   Status Refresh(bool map_arenas = true);
+  // Per server (of `num_servers`): 1 if the lease word its mapped shards in `direct` are read
+  // under has passed on this host's steady clock (hung, cut off, or catching up): its shards go
+  // by RPC. Read once per pull (and per remap), not per row.
+  static std::vector<uint8_t> LeasesPassed(const std::vector<Direct>& direct, size_t num_servers);
   // StartPull; with `failed` (per server), rows of failed servers' shards go to their backups
   // (kPullAnyCopy) and nothing is read one-sidedly.
   PendingPull StartPullImpl(std::span<const uint64_t> rows, uint8_t* out, const std::vector<bool>* failed);

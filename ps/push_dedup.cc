@@ -68,18 +68,7 @@ void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome, std
   }
 }
 
-void PushDedup::Forget(uint64_t client, uint64_t seq) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
-  auto it = seen.find(seq);
-  if (it == seen.end() || it->second.done) return;
-  it->second.attempt.clear();
-  if (it->second.shards.empty()) {
-    seen.erase(it);
-  } else {
-    it->second.done = true;  // Reopened: what the earlier attempt applied stays known.
-  }
-}
+void PushDedup::Forget(uint64_t client, uint64_t seq) { Unapply(client, seq, {}); }
 
 void PushDedup::Unapply(uint64_t client, uint64_t seq, std::span<const uint32_t> lost) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -94,7 +83,7 @@ void PushDedup::Unapply(uint64_t client, uint64_t seq, std::span<const uint32_t>
   if (e.shards.empty()) {
     seen.erase(it);
   } else {
-    e.done = true;
+    e.done = true;  // Reopened: what the earlier attempts applied (and kept) stays known.
   }
 }
 

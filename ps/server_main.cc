@@ -88,6 +88,20 @@ Status ConnectEtcdOnce(std::unique_ptr<cluster::EtcdClient>* etcd) {
   return Status::OK();
 }
 
+// Logs a background step's failure unless it repeats the last one (a step retried every pass
+// that keeps failing the same way says so once). One per thread of work.
+class ChangedErrorLog {
+ public:
+  void Warn(const std::string& context, const std::string& error) {
+    if (error != last_) LOG(WARNING) << context << ": " << error;
+    last_ = error;
+  }
+  void Clear() { last_.clear(); }
+
+ private:
+  std::string last_;
+};
+
 int Die(const Status& s) {
   LOG(ERROR) << s.ToString();
   std::fprintf(stderr, "engram-server: %s\n", s.ToString().c_str());
@@ -437,13 +451,10 @@ int main(int argc, char** argv) {
   // `nodes` are the live nodes its new map goes to. Cancelled at shutdown.
   std::atomic<bool> rerep_busy{false}, rerep_stop{false};
   std::thread rerep;
-  std::string rerep_last_error;  // Used by one re-replication at a time (the next starts after a join).
+  ChangedErrorLog rerep_errors;  // Used by one re-replication at a time (the next starts after a join).
   auto rereplicate = [&](const cluster::BackupPlan& plan, const std::vector<uint32_t>& nodes) {
     const std::string what = "re-replicating shard " + std::to_string(plan.shard) + " of '" + plan.table + "'";
-    auto report = [&](const std::string& e) {
-      if (e != rerep_last_error) LOG(WARNING) << what << ": " << e;
-      rerep_last_error = e;
-    };
+    auto report = [&](const std::string& e) { rerep_errors.Warn(what, e); };
     std::unique_ptr<cluster::EtcdClient> etcd;
     if (Status st = ConnectEtcdOnce(&etcd); !st.ok()) return report(st.ToString());
     cluster::ClusterState state(etcd.get(), FLAGS_cluster);
@@ -463,7 +474,7 @@ int main(int argc, char** argv) {
     mo.cancel = &rerep_stop;
     auto e = mover.AddBackup(plan.table, plan.shard, plan.to, mo);
     if (!e.ok()) return report(e.status().ToString());
-    rerep_last_error.clear();
+    rerep_errors.Clear();
     LOG(WARNING) << "re-replicated shard " << plan.shard << " of '" << plan.table << "' to node " << plan.to << " (epoch "
                  << *e << ")";
   };
@@ -479,11 +490,8 @@ int main(int argc, char** argv) {
       eo.endpoint = FLAGS_etcd;
       eo.timeout = std::chrono::seconds(2);
       std::unique_ptr<cluster::EtcdClient> etcd;
-      std::string last_error;
-      auto report = [&](const std::string& e) {
-        if (e != last_error) LOG(WARNING) << "following etcd: " << e;
-        last_error = e;
-      };
+      ChangedErrorLog errors;
+      auto report = [&](const std::string& e) { errors.Warn("following etcd", e); };
       std::unique_lock<std::mutex> lock(follow_mu);
       for (bool first = true; !follow_stop; first = false) {
         if (!first) follow_cv.wait_for(lock, std::chrono::milliseconds(FLAGS_etcd_sync_ms), [&] { return follow_stop; });

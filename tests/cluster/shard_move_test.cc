@@ -697,17 +697,13 @@ TEST(ClusterKillTest, AReaderStopsReadingAHungNodesMemoryOnceItsLeasePassed) {
   EveryRowWriter writer(servers);
   const std::vector<uint64_t>& rows = writer.rows;
   ASSERT_TRUE(writer.PushOnes().ok());  // Every row is -1.
-  client::ClientOptions ro;
-  for (const auto& s : servers) ro.servers.push_back(s->address());
-  ro.max_attempts = 4;
-  ro.timeout = std::chrono::milliseconds(1000);
-  auto reader = client::Client::Connect(ro);
-  ASSERT_TRUE(reader.ok());
-  auto r = (*reader)->OpenTable("t");
+  auto reader = Connect(servers, 4, 1000);
+  ASSERT_NE(reader, nullptr);
+  auto r = reader->OpenTable("t");
   ASSERT_TRUE(r.ok());
   std::vector<float> got(rows.size() * 8);
   ASSERT_TRUE((*r)->PullF32(rows, got.data()).ok());
-  ASSERT_GT((*reader)->stats().rows_one_sided, 0u);
+  ASSERT_GT(reader->stats().rows_one_sided, 0u);
   servers[1]->Pause();
   EXPECT_TRUE(Eventually(20, [&] { return cluster.OwnedBy(1) == 0; }));
   // A writer that knows only node 0 (which now owns every shard) pushes every row again.
