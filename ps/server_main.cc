@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <atomic>
@@ -26,6 +27,7 @@
 #include "cluster/etcd_client.h"
 #include "client/transport.h"
 #include "cluster/membership.h"
+#include "cluster/rejoin.h"
 #include "cluster/repair.h"
 #include "cluster/shard_mover.h"
 #include "ps/thread_pool.h"
@@ -101,6 +103,34 @@ class ChangedErrorLog {
  private:
   std::string last_;
 };
+
+// Before registering: a restarted daemon gives up the copies it may have lost or that may lag
+// their other copy (cluster/rejoin.h), and says what it gave up and what it keeps.
+Status StepDownBeforeJoining(const std::function<void(const wire::TableInfo&)>& announce) {
+  std::unique_ptr<cluster::EtcdClient> etcd;
+  ENGRAM_RETURN_IF_ERROR(ConnectEtcdOnce(&etcd));
+  ENGRAM_ASSIGN_OR_RETURN(auto live, cluster::Membership::List(*etcd, FLAGS_cluster));
+  std::set<uint32_t> up;
+  for (const auto& n : live) up.insert(n.node_id);
+  cluster::ClusterState state(etcd.get(), FLAGS_cluster);
+  ENGRAM_ASSIGN_OR_RETURN(auto outcomes, cluster::StepDownOnRestart(state, up, FLAGS_node_id, announce));
+  for (const auto& o : outcomes) {
+    if (!o.handed_off.empty() || !o.dropped.empty()) {
+      LOG(WARNING) << "restarted: gave " << o.handed_off.size() << " shard(s) of '" << o.table
+                   << "' to their backups and stopped backing up " << o.dropped.size() << " (epoch " << o.epoch
+                   << "); re-replication copies them anew";
+    }
+    if (o.kept.empty()) continue;
+    if (FLAGS_data_dir.empty()) {
+      LOG(ERROR) << "restarted without --data_dir: " << o.kept.size() << " shard(s) of '" << o.table
+                 << "' have no other live copy; their rows written before the restart are lost";
+    } else {
+      LOG(INFO) << "restarted: keeps " << o.kept.size() << " shard(s) of '" << o.table
+                << "' (no live backup; served from what " << FLAGS_data_dir << " recovered)";
+    }
+  }
+  return Status::OK();
+}
 
 int Die(const Status& s) {
   LOG(ERROR) << s.ToString();
@@ -422,6 +452,9 @@ int main(int argc, char** argv) {
     self.node_id = FLAGS_node_id;
     self.data_address = data->host + ":" + std::to_string(transport->port());
     self.admin_address = admin->host + ":" + std::to_string((*http)->port());
+    if (Status st = StepDownBeforeJoining(broadcast); !st.ok()) {
+      return Die(st.WithContext("stepping down from the shards a restart may have lost"));
+    }
     auto joined = cluster::Membership::Join(mo, self);
     if (!joined.ok()) return Die(joined.status().WithContext("joining cluster '" + FLAGS_cluster + "' at etcd " + FLAGS_etcd));
     member = std::move(joined).value();

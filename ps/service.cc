@@ -288,7 +288,8 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
         ENGRAM_ASSIGN_OR_RETURN(uint64_t lsn, durability_->AppendApplied(applied));
         ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
       }
-      return Status::OK();
+      // The driver's last step before its flip: the copy is complete (see Table::SealIncoming).
+      return t->SealIncoming(shard);
     }
     case wire::MsgType::kShardRead: {
       uint64_t cursor = 0;

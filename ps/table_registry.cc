@@ -115,7 +115,7 @@ Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storag
       cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)),
       incoming_(num_shards_), replicas_(std::move(replicas)),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
-      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0),
+      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0), in_sealed_(num_shards_, false),
       out_seen_(new std::atomic<int64_t>[num_shards_]), in_seen_(new std::atomic<int64_t>[num_shards_]),
       dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
   for (uint32_t i = 0; i < num_shards_; ++i) {
@@ -519,6 +519,7 @@ Status Table::PrepareIncoming(uint32_t shard, uint64_t op) {
   in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
   if (incoming_[shard] && in_op_[shard] == op) return Status::OK();  // A retry of this step.
   in_op_[shard] = op;
+  in_sealed_[shard] = false;
   const cluster::RowRange r = map_.Range(shard);
   storage::ShardOptions so = shard_options_;
   if (schema_.dram_bytes > 0) {
@@ -561,6 +562,16 @@ Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images,
     ENGRAM_RETURN_IF_ERROR(to.Restore(im.row, im.version, im.value.data(), im.state.empty() ? nullptr : im.state.data()));
     if (sink) sink->Add(im.row, im.version, im.value.data(), im.state.empty() ? nullptr : im.state.data());
   }
+  return Status::OK();
+}
+
+Status Table::SealIncoming(uint32_t shard) {
+  std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
+  if (shard >= num_shards_ || !incoming_[shard]) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node");
+  }
+  in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  in_sealed_[shard] = true;
   return Status::OK();
 }
 
@@ -662,12 +673,13 @@ Status Table::AdoptMap(cluster::ShardMap map) {
                                       "; refusing map epoch " + std::to_string(map.epoch()));
   }
   for (uint32_t s = 0; s < num_shards_; ++s) {  // Checks first: nothing changes on failure.
-    if (map.Owner(s) == node_id_ && !shards_[s] && !incoming_[s] && !replicas_[s]) {
+    const bool complete_copy = incoming_[s] && in_sealed_[s];
+    if (map.Owner(s) == node_id_ && !shards_[s] && !complete_copy && !replicas_[s]) {
       return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
                                         "' gives this node shard " + std::to_string(s) +
-                                        ", but no copy of it was moved here (run the move again)");
+                                        ", but no complete copy of it was moved here (run the move again)");
     }
-    if (map.Backup(s) == node_id_ && !replicas_[s] && !incoming_[s]) {
+    if (map.Backup(s) == node_id_ && !replicas_[s] && !complete_copy) {
       return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
                                         "' makes this node shard " + std::to_string(s) +
                                         "'s backup, but no copy of it was made here");
@@ -676,17 +688,28 @@ Status Table::AdoptMap(cluster::ShardMap map) {
   auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
   for (uint32_t s = 0; s < num_shards_; ++s) {
     const bool mine = map.Owner(s) == node_id_;
+    const bool complete_copy = incoming_[s] && in_sealed_[s];
     if (mine && !shards_[s]) {
-      // A moved copy, or this node's replica promoted (its primary's lease expired).
-      // A move's copy (complete at its flip) before this node's replica: a replica may be stale,
-      // if this node missed the record that dropped it as the backup (it was unreachable then)
-      // and the primary stopped forwarding to it. Without a copy: a promotion.
-      shards_[s] = incoming_[s] ? std::move(incoming_[s]) : std::move(replicas_[s]);
+      // This node's replica promoted (its primary's lease expired), or a move onto its node
+      // flipped: the replica got every write its primary acknowledged, up to a move's freeze.
+      // Without a replica: a move's copy, sealed once the source froze and every row written
+      // since had been copied. A copy still being made is never served (its source may have
+      // failed mid-copy); it ends here, as a shard this node owns cannot be moved to it.
+      shards_[s] = replicas_[s] ? std::move(replicas_[s]) : std::move(incoming_[s]);
+      incoming_[s].reset();
+      in_op_[s] = 0;
+      in_sealed_[s] = false;
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
     }
-    if (map.Backup(s) == node_id_ && !replicas_[s]) replicas_[s] = std::move(incoming_[s]);  // A new backup.
+    // A new backup: its sealed copy, even over a replica kept from before (a node that missed the
+    // record dropping it as the backup keeps a replica its primary stopped forwarding to).
+    if (map.Backup(s) == node_id_ && (complete_copy || !replicas_[s]) && incoming_[s]) {
+      replicas_[s] = std::move(incoming_[s]);
+      in_op_[s] = 0;
+      in_sealed_[s] = false;
+    }
     // An incoming copy not installed by this map stays: another operation is still making it.
     if (map.Backup(s) != node_id_) replicas_[s].reset();
     const bool new_backup = map.Backup(s) != map_.Backup(s) && map.Backup(s) != cluster::kNoNode;
@@ -709,6 +732,7 @@ void Table::AbortMove(uint32_t shard, uint64_t op) {
   if (in_op_[shard] == op) {
     incoming_[shard].reset();
     in_op_[shard] = 0;
+    in_sealed_[shard] = false;
   }
   if (tracking_[shard] && out_op_[shard] == op) {
     --moves_;

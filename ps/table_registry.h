@@ -161,6 +161,12 @@ class Table {
   // write-ahead log).
   Status PrepareIncoming(uint32_t shard, uint64_t op);
   Status WriteIncoming(uint32_t shard, const std::vector<RowImage>& images, storage::RowImageSink* sink);
+  // The incoming copy is complete: its source is frozen and every row written there since the
+  // copy began has been written here (the driver's last step before the flip). Only a sealed
+  // copy is installed by a map that gives this node the shard without a replica of it, or makes
+  // it a new backup; a failover mid-copy promotes the replica instead. FailedPrecondition
+  // without an incoming copy.
+  Status SealIncoming(uint32_t shard);
   // On the node a shard moves from: TrackOutgoing starts recording the rows written to it;
   // FreezeOutgoing refuses its writes from now on (Unavailable: clients retry), waits for
   // writes in flight and returns how many rows were written since tracking began.
@@ -171,8 +177,9 @@ class Table {
   // most max_rows. Returns the next cursor (UINT64_MAX: done).
   StatusOr<uint64_t> ReadOutgoing(uint32_t shard, uint64_t cursor, uint32_t max_rows, bool dirty,
                                   std::vector<RowImage>* out) const;
-  // Installs a newer map: shards this node gains come from PrepareIncoming (FailedPrecondition
-  // if one has no copy here: nothing changes), shards it loses are retired (one-sided readers
+  // Installs a newer map: shards this node gains come from its replica (a promotion, or a move
+  // onto the backup's node) or else from a sealed incoming copy (FailedPrecondition if it has
+  // neither: nothing changes), shards it loses are retired (one-sided readers
   // fall back to the server) and dropped; the move state of a shard ends when it leaves this node
   // or gains a new backup (the two kinds of flip), and an incoming copy ends when it is installed;
   // a backup merely dropped from the map ends nothing (a move of that shard may be under way).
@@ -260,6 +267,7 @@ class Table {
   // The operation that tracks a shard (outgoing) or made its incoming copy, and when it last
   // took a step (steady-clock ms, for kMoveIdleTakeover).
   std::vector<uint64_t> out_op_, in_op_;                // GUARDED_BY(map_mu_)
+  std::vector<bool> in_sealed_;                         // GUARDED_BY(map_mu_): see SealIncoming.
   std::unique_ptr<std::atomic<int64_t>[]> out_seen_, in_seen_;
   bool Busy(uint64_t current, uint64_t op, const std::atomic<int64_t>& seen) const;
   mutable std::mutex dirty_mu_;

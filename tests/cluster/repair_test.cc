@@ -1,5 +1,6 @@
 // The placement leader's repair plans: failover and re-replication choices.
 #include "cluster/repair.h"
+#include "cluster/rejoin.h"
 
 #include <gtest/gtest.h>
 
@@ -66,6 +67,35 @@ TEST(NextBackupTest, SkipsUnreplicatedTablesAndShardsWhosePrimaryIsDead) {
   EXPECT_EQ(plan->table, "t");
   EXPECT_EQ(plan->shard, 1u) << "shard 0's primary (node 1) holds no lease";
   EXPECT_EQ(plan->to, 2u);
+}
+
+
+// A restarted node 1 (its old key may still be registered: it is in `up`) gives the shards it
+// owned to their live backups and stops backing up anything.
+TEST(PlanRejoinTest, ARestartedNodeHandsItsShardsToTheirLiveBackupsAndBacksUpNothing) {
+  const TableRecord rec = Record("t", {0, 1, 2, 0, 1, 2}, {1, 2, 0, 1, 2, 0});
+  auto plan = PlanRejoin(rec.info, 1, {0, 1, 2});
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(plan->owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
+  EXPECT_EQ(plan->backups, (std::vector<uint32_t>{kNo, kNo, 0, kNo, kNo, 0}));
+  EXPECT_EQ(plan->handed_off, (std::vector<uint32_t>{1, 4}));
+  EXPECT_EQ(plan->dropped, (std::vector<uint32_t>{0, 3}));
+  EXPECT_TRUE(plan->kept.empty());
+}
+
+TEST(PlanRejoinTest, AShardWithoutALiveBackupIsKept) {
+  const TableRecord rec = Record("t", {1, 1, 0}, {2, kNo, 1});
+  auto plan = PlanRejoin(rec.info, 1, {0, 1});  // Node 2 holds no lease.
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(plan->owners, (std::vector<uint32_t>{1, 1, 0}));
+  EXPECT_EQ(plan->backups, (std::vector<uint32_t>{2, kNo, kNo}));
+  EXPECT_EQ(plan->kept, (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(plan->dropped, (std::vector<uint32_t>{2}));
+}
+
+TEST(PlanRejoinTest, NothingChangesForANodeTheRecordNoLongerNamesOrThatOnlyKeeps) {
+  EXPECT_FALSE(PlanRejoin(Record("t", {0, 2}, {2, 0}).info, 1, {0, 1, 2}).has_value());
+  EXPECT_FALSE(PlanRejoin(Record("t", {1, 1}, {}).info, 1, {0, 1, 2}).has_value());  // Unreplicated.
 }
 
 }  // namespace

@@ -508,6 +508,9 @@ TEST(ClusterMoveTest, TheOldOwnerRetiresItsCopyBeforeTheNewOwnerServesIt) {
   ASSERT_TRUE(copy(0).ok());
   ASSERT_TRUE(step(1, wire::MsgType::kShardFreeze, op).ok());
   ASSERT_TRUE(copy(1).ok());
+  std::vector<uint8_t> none;
+  wire::Writer(&none).Put<uint32_t>(0);  // No push part applied to it: the copy is sealed.
+  ASSERT_TRUE(step(0, wire::MsgType::kShardAppliedWrite, none).ok());
   auto rec = cluster.state->GetTable("t");
   ASSERT_TRUE(rec.ok() && rec->has_value());
   std::vector<uint32_t> owners = (*rec)->info.owners;
@@ -789,6 +792,45 @@ TEST(ClusterKillTest, AKilledDaemonsShardsComeBackWithItsRestartAndLoseNoAcknowl
   EXPECT_GE(trainer.pushes(), at_restart + 10) << "training went on after the restart";
   EXPECT_EQ(trainer.failures(), 0);
   trainer.Check();
+}
+
+
+// A primary killed and started again at once, as systemd's Restart= does, comes back while its
+// old key is still registered: its tries exit until the old lease expires, and the one that gets
+// in registers before the leader's next pass (ten seconds apart here), so the leader never fails
+// its shards over. It must hand them to their backups (which hold every acknowledged push)
+// before it serves: without --data_dir it lost their rows (it served them empty: 30 of 100 rows
+// read 0 in the runs), and with one its log may lag what its backups applied.
+void ExpectAQuickRestartLosesNoAcknowledgedPush(const std::string& name, const std::vector<std::string>& flags) {
+  std::vector<std::string> daemon_flags = {"--etcd_sync_ms=10000"};
+  daemon_flags.insert(daemon_flags.end(), flags.begin(), flags.end());
+  EtcdCluster cluster = StartCluster(name, 2, "", daemon_flags);
+  EveryRowWriter writer(cluster.servers);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(writer.PushOnes().ok());  // Every row is -3.
+  ASSERT_GT(cluster.OwnedBy(2), 0);
+  cluster.servers[2]->Kill9();
+  cluster.servers[2]->Restart();
+  EXPECT_EQ(cluster.OwnedBy(2), 0) << "the restarted node kept shards whose backups were live";
+  EXPECT_NE(cluster.servers[2]->log().find("to their backups"), std::string::npos);
+  auto reader = Connect(cluster.servers, 8);
+  auto r = reader->OpenTable("t");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::vector<uint64_t> rows = AllRows();
+  std::vector<float> got(rows.size() * kDim, 0.0f);
+  const Status s = (*r)->PullF32(rows, got.data());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  size_t lost = 0;
+  for (size_t i = 0; i < rows.size(); ++i) lost += got[i * kDim] != -3.0f;
+  EXPECT_EQ(lost, 0u) << "rows whose acknowledged pushes were lost by the restart";
+  ASSERT_TRUE(writer.PushOnes().ok()) << "training goes on";
+}
+
+TEST(ClusterKillTest, AQuicklyRestartedInMemoryPrimaryHandsItsShardsToTheirBackups) {
+  ExpectAQuickRestartLosesNoAcknowledgedPush("qm", {"--data_dir="});
+}
+
+TEST(ClusterKillTest, AQuicklyRestartedDurablePrimaryHandsItsShardsToTheirBackups) {
+  ExpectAQuickRestartLosesNoAcknowledgedPush("qd", {});
 }
 
 }  // namespace

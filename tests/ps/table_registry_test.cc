@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "engram/init.h"
@@ -154,6 +155,87 @@ TEST(TableMoveTest, OtherFlipsAndDroppedBackupsLeaveAMoveInProgress) {
   std::vector<float> out(4);
   EXPECT_TRUE(table.Pull(std::vector<uint64_t>{10}, reinterpret_cast<uint8_t*>(out.data())).ok());
   EXPECT_TRUE(table.Push(std::vector<uint64_t>{70}, g.data()).IsUnavailable());
+}
+
+
+RowImage Image(uint64_t row, uint64_t version, float value) {
+  RowImage im;
+  im.row = row;
+  im.version = version;
+  im.value.resize(16);
+  const float v[4] = {value, value, value, value};
+  std::memcpy(im.value.data(), v, 16);
+  return im;
+}
+
+float First(const Table& t, uint64_t row) {
+  std::vector<float> out(4);
+  const Status s = t.Pull(std::vector<uint64_t>{row}, reinterpret_cast<uint8_t*>(out.data()));
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out[0];
+}
+
+// A move of shard 0 onto its backup's node (node 1) is under way, its copy unfinished, when the
+// source hangs and the leader promotes the backup: the replica (every acknowledged write) is
+// served, not the half-made copy.
+TEST(TableMoveTest, AFailoverMidMoveOntoTheBackupInstallsTheReplicaNotTheUnfinishedCopy) {
+  auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
+  ASSERT_TRUE(map.ok());
+  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
+  ASSERT_TRUE(t.ok());
+  Table& table = **t;
+  const RowImage acked = Image(5, 2, 1.0f);
+  ASSERT_TRUE(table.Restore(acked.row, acked.version, acked.value.data(), nullptr).ok());  // Replicated.
+  ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/7).ok());
+  ASSERT_TRUE(table.WriteIncoming(0, {Image(40, 2, 2.0f)}, nullptr).ok());  // Row 5 not copied yet.
+  auto promoted = cluster::ShardMap::Create(100, {1, 0}, 2, {cluster::kNoNode, cluster::kNoNode});
+  ASSERT_TRUE(promoted.ok());
+  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  EXPECT_EQ(First(table, 5), 1.0f) << "the unfinished copy was installed over the replica";
+  EXPECT_TRUE(table.WriteIncoming(0, {Image(40, 2, 2.0f)}, nullptr).code() == Code::kFailedPrecondition) << "the copy outlived its move";
+}
+
+// Without a replica, only a sealed copy (source frozen, every row copied) is installed.
+TEST(TableMoveTest, OnlyASealedCopyIsInstalledWhereThereIsNoReplica) {
+  auto map = cluster::ShardMap::Create(100, {0, 0}, 1);
+  ASSERT_TRUE(map.ok());
+  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
+  ASSERT_TRUE(t.ok());
+  Table& table = **t;
+  ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/7).ok());
+  ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 4, 2.0f)}, nullptr).ok());
+  auto moved = cluster::ShardMap::Create(100, {1, 0}, 2);
+  ASSERT_TRUE(moved.ok());
+  const Status unsealed = table.AdoptMap(*moved);
+  EXPECT_TRUE(unsealed.code() == Code::kFailedPrecondition) << unsealed.ToString();
+  EXPECT_NE(unsealed.message().find("no complete copy"), std::string::npos) << unsealed.ToString();
+  ASSERT_TRUE(table.SealIncoming(0).ok());
+  ASSERT_TRUE(table.AdoptMap(*moved).ok());
+  EXPECT_EQ(First(table, 5), 2.0f);
+  EXPECT_TRUE(table.SealIncoming(1).code() == Code::kFailedPrecondition);
+}
+
+// A node that missed the record dropping it as shard 0's backup keeps a replica its primary
+// stopped forwarding to; chosen as the backup again, it serves the fresh copy, also once promoted.
+TEST(TableMoveTest, ABackupChosenAgainReplacesItsStaleReplicaWithTheSealedCopy) {
+  auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
+  ASSERT_TRUE(map.ok());
+  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
+  ASSERT_TRUE(t.ok());
+  Table& table = **t;
+  const RowImage stale = Image(5, 2, 1.0f);
+  ASSERT_TRUE(table.Restore(stale.row, stale.version, stale.value.data(), nullptr).ok());
+  // Epoch 2 (dropping node 1) never reached it; epoch 3 makes it the backup again.
+  ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/9).ok());
+  ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 6, 3.0f)}, nullptr).ok());
+  ASSERT_TRUE(table.SealIncoming(0).ok());
+  auto again = cluster::ShardMap::Create(100, {0, 0}, 3, {1, cluster::kNoNode});
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(table.AdoptMap(*again).ok());
+  auto promoted = cluster::ShardMap::Create(100, {1, 0}, 4, {cluster::kNoNode, cluster::kNoNode});
+  ASSERT_TRUE(promoted.ok());
+  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  EXPECT_EQ(First(table, 5), 3.0f) << "the stale replica was kept";
 }
 
 }  // namespace
