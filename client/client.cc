@@ -38,8 +38,16 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   }
   if (options.max_attempts < 1) return Status::InvalidArgument("max_attempts must be >= 1");
   auto c = std::unique_ptr<Client>(new Client(options));
+  std::random_device rd;
+  auto random64 = [&rd] { return (uint64_t{rd()} << 32) ^ rd(); };
   c->client_id_ = options.client_id;
-  while (c->client_id_ == 0) c->client_id_ = std::random_device{}() * 0x100000001ull ^ std::random_device{}();
+  while (c->client_id_ == 0) c->client_id_ = random64();
+  // A new session per Client: the id mixed (splitmix64's finaliser) with a random incarnation.
+  const uint64_t incarnation = random64();
+  uint64_t z = c->client_id_ ^ (incarnation + 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  c->push_session_ = std::max<uint64_t>(z ^ (z >> 31), 1);
   if (options.servers.size() > kMaxServers) return Status::InvalidArgument("more than 1024 servers");
   ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create(options.progress_thread));
   for (size_t i = 0; i < options.servers.size(); ++i) ENGRAM_RETURN_IF_ERROR(c->AddServer(i, options.servers[i]));
@@ -890,7 +898,7 @@ Status TableHandle::Push(std::span<const uint64_t> rows, const float* grads) {
       for (uint32_t k : by[s]) part.idx.push_back(idx[k]);
       wire::Writer w(&part.payload);
       w.PutString(info_.schema.name);
-      w.Put<uint64_t>(client_->client_id_);
+      w.Put<uint64_t>(client_->push_session_);
       w.Put<uint64_t>(part.seq);
       w.Put<uint32_t>(static_cast<uint32_t>(part.idx.size()));
       // Fill each reserved block before reserving the next: Reserve may move the buffer.

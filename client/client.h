@@ -54,7 +54,11 @@ struct ClientOptions {
   // Pause before the second attempt, doubling for each later one (at most 1 s): a restarting
   // server gets time to come back.
   std::chrono::milliseconds retry_backoff{20};
-  // Identifies this client's pushes for exactly-once application; 0: random.
+  // Names this trainer (0: a random id). Exactly-once covers the retries of one Client object:
+  // each Client numbers its pushes in a session of its own, the id mixed with a random
+  // incarnation drawn at Connect (push_session()), so a trainer restarted with the same id starts
+  // a new session and its pushes are never taken for the previous process's (a process cannot
+  // resend its predecessor's pushes anyway: it does not know which of them were applied).
   uint64_t client_id = 0;
   // Progress transfers in a background thread while the caller computes (needed for pulls
   // started with StartPull/Prefetch to move before Wait). Blocking calls progress themselves.
@@ -237,6 +241,8 @@ class Client {
   // False for a node id that had no live daemon when this client connected.
   bool reachable(size_t i) const { return transport_->has_address(conns_[i]); }
   uint64_t client_id() const { return client_id_; }
+  // The key this Client's pushes are numbered under on the servers (see ClientOptions::client_id).
+  uint64_t push_session() const { return push_session_; }
   ClientStats stats() const {
     return {rows_one_sided_.load(), rows_rma_get_.load(), rows_rpc_.load(), torn_copies_.load(),
             rows_from_backups_.load()};
@@ -306,6 +312,7 @@ class Client {
 
   ClientOptions options_;
   uint64_t client_id_ = 0;
+  uint64_t push_session_ = 0;
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<uint64_t> rows_one_sided_{0}, rows_rma_get_{0}, rows_rpc_{0}, torn_copies_{0}, rows_from_backups_{0};
   std::unique_ptr<Transport> transport_;

@@ -121,6 +121,35 @@ TEST_F(DataPlaneTest, AsyncPushAndPullComplete) {
   EXPECT_EQ(out2[4], -2.0f);
 }
 
+// A trainer that fixes its client id and is restarted numbers its pushes from 1 again: they
+// are a new session's, not duplicates of the previous process's (which were all answered OK and
+// dropped: row 4 read 0 in the run).
+TEST_F(DataPlaneTest, ARestartedTrainerWithAFixedClientIdLosesNoPush) {
+  TableSchema s = Schema("fixed", OptimizerKind::kSgd, 1000, 4);
+  s.init.kind = InitKind::kZeros;
+  ASSERT_TRUE(client_->CreateTable(s, 4).ok());
+  auto run = [&](uint64_t row) {
+    client::ClientOptions o;
+    o.servers = {s0_->address(), s1_->address()};
+    o.client_id = 42;
+    auto c = client::Client::Connect(o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ((*c)->client_id(), 42u);
+    auto t = (*c)->OpenTable("fixed");
+    ASSERT_TRUE(t.ok());
+    const std::vector<float> g(4, 1.0f);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->Push(std::vector<uint64_t>{row}, g.data()).ok());
+  };
+  run(3);
+  run(4);  // The same id, restarted.
+  auto t = client_->OpenTable("fixed");
+  ASSERT_TRUE(t.ok());
+  std::vector<float> got(8);
+  ASSERT_TRUE((*t)->PullF32(std::vector<uint64_t>{3, 4}, got.data()).ok());
+  EXPECT_EQ(got[0], -3.0f);
+  EXPECT_EQ(got[4], -3.0f) << "the restarted trainer's pushes were taken as duplicates";
+}
+
 TEST_F(DataPlaneTest, ConcurrentClientsPushingTheSameRowsLoseNoUpdate) {
   TableSchema s = Schema("sgd", OptimizerKind::kSgd, 1000, 4);
   s.init.kind = InitKind::kZeros;
