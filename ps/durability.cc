@@ -186,6 +186,7 @@ StatusOr<std::unique_ptr<Durability>> Durability::Open(const DurabilityOptions& 
                                                         },
                                                         &rs));
   st.torn_tails = rs.torn_tails;
+  st.corrupt = rs.corrupt;
   storage::WalOptions wo;
   wo.sync = options.sync;
   wo.sync_interval_ms = options.sync_interval_ms;

@@ -74,6 +74,9 @@ struct RecoveryStats {
   uint64_t tables = 0, checkpoint_rows = 0, log_records = 0, log_rows = 0, applied_pushes = 0;
   uint64_t checkpoint = 0;  // The checkpoint recovered from (0: none).
   std::vector<std::string> torn_tails;
+  // Log segments damaged in the middle (storage::WalReplayStats::corrupt): recovery stopped at
+  // the damage, so acknowledged writes after it are missing here.
+  std::vector<std::string> corrupt;
 };
 
 struct CheckpointStats {
@@ -87,7 +90,8 @@ class Durability {
   // Opens the data directory, recovers `registry` and `dedup` from the catalog, the newest
   // checkpoint and the log, then opens a fresh log segment for new writes. `registry` must be
   // empty. A corrupt catalog or checkpoint is an error (the server must not start and
-  // overwrite what is there); a torn log tail is normal after a crash (reported in stats).
+  // overwrite what is there); a torn log tail is normal after a crash (reported in stats), a log
+  // damaged mid-segment is reported in stats too (the caller decides whether to serve).
   static StatusOr<std::unique_ptr<Durability>> Open(const DurabilityOptions& options, TableRegistry* registry,
                                                     PushDedup* dedup, RecoveryStats* stats);
 

@@ -41,6 +41,10 @@ DEFINE_string(data_dir, "", "directory for this server's catalog, write-ahead lo
 DEFINE_string(durability, "sync", "with --data_dir: sync (a push or put is acknowledged once its log record is on disk, "
                                   "group commit), async (the log is synced every --wal_sync_interval_ms: a machine "
                                   "crash loses at most that much acknowledged data; a process crash loses nothing)");
+DEFINE_bool(recover_past_corruption, false, "with --data_dir: serve what a damaged write-ahead log holds before the "
+            "damage (the acknowledged writes logged after it are lost). Off: the daemon refuses to start while shards "
+            "it would serve from the damaged log have no other live copy (with --etcd, those with a live backup are "
+            "handed to it)");
 DEFINE_int32(wal_sync_interval_ms, 100, "with --durability=async: how often the log is synced");
 DEFINE_string(etcd, "", "HOST:PORT of etcd (its client URL): join the cluster's membership under a lease and fence "
                         "writes whenever the lease cannot be renewed. Empty: single-node mode, no etcd");
@@ -106,7 +110,8 @@ class ChangedErrorLog {
 
 // Before registering: a restarted daemon gives up the copies it may have lost or that may lag
 // their other copy (cluster/rejoin.h), and says what it gave up and what it keeps.
-Status StepDownBeforeJoining(const std::function<void(const wire::TableInfo&)>& announce) {
+// Returns how many shards it keeps (those without a live backup).
+StatusOr<size_t> StepDownBeforeJoining(const std::function<void(const wire::TableInfo&)>& announce) {
   std::unique_ptr<cluster::EtcdClient> etcd;
   ENGRAM_RETURN_IF_ERROR(ConnectEtcdOnce(&etcd));
   ENGRAM_ASSIGN_OR_RETURN(auto live, cluster::Membership::List(*etcd, FLAGS_cluster));
@@ -114,7 +119,9 @@ Status StepDownBeforeJoining(const std::function<void(const wire::TableInfo&)>& 
   for (const auto& n : live) up.insert(n.node_id);
   cluster::ClusterState state(etcd.get(), FLAGS_cluster);
   ENGRAM_ASSIGN_OR_RETURN(auto outcomes, cluster::StepDownOnRestart(state, up, FLAGS_node_id, announce));
+  size_t kept = 0;
   for (const auto& o : outcomes) {
+    kept += o.kept.size();
     if (!o.handed_off.empty() || !o.dropped.empty()) {
       LOG(WARNING) << "restarted: gave " << o.handed_off.size() << " shard(s) of '" << o.table
                    << "' to their backups and stopped backing up " << o.dropped.size() << " (epoch " << o.epoch
@@ -129,7 +136,13 @@ Status StepDownBeforeJoining(const std::function<void(const wire::TableInfo&)>& 
                 << "' (no live backup; served from what " << FLAGS_data_dir << " recovered)";
     }
   }
-  return Status::OK();
+  return kept;
+}
+
+Status LogDamaged(const std::vector<std::string>& where, const std::string& what) {
+  return Status::DataLoss("the write-ahead log in " + FLAGS_data_dir + " is damaged (" + where[0] +
+                          "): acknowledged writes logged after it are lost on this node, and " + what +
+                          "; restore the log, or start with --recover_past_corruption to serve without them");
 }
 
 int Die(const Status& s) {
@@ -365,6 +378,7 @@ int main(int argc, char** argv) {
   }
   auto service_owner = std::make_unique<ps::Service>(opts);
   ps::Service& service = *service_owner;
+  std::vector<std::string> log_damage;  // Damaged log segments found by recovery.
   if (!FLAGS_data_dir.empty()) {
     if (FLAGS_durability != "sync" && FLAGS_durability != "async") {
       return Die(Status::InvalidArgument("--durability must be sync or async, not '" + FLAGS_durability + "'"));
@@ -382,6 +396,14 @@ int main(int argc, char** argv) {
               << rs.log_rows << " rows), " << rs.applied_pushes << " applied pushes remembered; durability "
               << FLAGS_durability;
     for (const auto& t : rs.torn_tails) LOG(WARNING) << "log segment ended in a torn record (a crash mid-write): " << t;
+    for (const auto& c : rs.corrupt) {
+      LOG(ERROR) << "log segment damaged (a bad record followed by valid ones: not a crash's torn tail): " << c
+                 << "; recovery stopped there";
+    }
+    log_damage = rs.corrupt;
+    if (!log_damage.empty() && FLAGS_etcd.empty() && !FLAGS_recover_past_corruption) {
+      return Die(LogDamaged(log_damage, "no other copy of this node's tables exists"));
+    }
   } else {
     LOG(WARNING) << "no --data_dir: tables live in memory only and are lost when the server stops";
   }
@@ -452,8 +474,10 @@ int main(int argc, char** argv) {
     self.node_id = FLAGS_node_id;
     self.data_address = data->host + ":" + std::to_string(transport->port());
     self.admin_address = admin->host + ":" + std::to_string((*http)->port());
-    if (Status st = StepDownBeforeJoining(broadcast); !st.ok()) {
-      return Die(st.WithContext("stepping down from the shards a restart may have lost"));
+    auto kept = StepDownBeforeJoining(broadcast);
+    if (!kept.ok()) return Die(kept.status().WithContext("stepping down from the shards a restart may have lost"));
+    if (!log_damage.empty() && *kept > 0 && !FLAGS_recover_past_corruption) {
+      return Die(LogDamaged(log_damage, std::to_string(*kept) + " shard(s) it owns have no live backup to take them"));
     }
     auto joined = cluster::Membership::Join(mo, self);
     if (!joined.ok()) return Die(joined.status().WithContext("joining cluster '" + FLAGS_cluster + "' at etcd " + FLAGS_etcd));

@@ -202,6 +202,30 @@ uint64_t WriteAheadLog::synced_lsn() const {
   return synced_lsn_;
 }
 
+namespace {
+
+// The offset of the first valid record (a nonzero length that fits and a matching checksum)
+// starting after `from` in the `size`-byte segment `fd`, or -1.
+int64_t NextValidRecord(int fd, uint64_t from, uint64_t size) {
+  if (size <= from + 1) return -1;
+  std::vector<uint8_t> rest(size - from - 1);
+  size_t got = 0;
+  while (got < rest.size()) {
+    const ssize_t r = ::pread(fd, rest.data() + got, rest.size() - got, static_cast<off_t>(from + 1 + got));
+    if (r <= 0) break;
+    got += static_cast<size_t>(r);
+  }
+  for (size_t p = 0; p + 8 <= got; ++p) {
+    uint32_t frame[2];
+    std::memcpy(frame, rest.data() + p, sizeof(frame));
+    if (frame[0] == 0 || frame[0] > got - p - 8) continue;
+    if (Crc32c(rest.data() + p + 8, frame[0]) == frame[1]) return static_cast<int64_t>(from + 1 + p);
+  }
+  return -1;
+}
+
+}  // namespace
+
 Status WriteAheadLog::Replay(const std::string& dir, uint64_t first_segment,
                              const std::function<Status(std::span<const uint8_t>)>& fn, WalReplayStats* stats) {
   ENGRAM_ASSIGN_OR_RETURN(auto segs, Segments(dir));
@@ -231,7 +255,7 @@ Status WriteAheadLog::Replay(const std::string& dir, uint64_t first_segment,
     while (off < size) {
       uint32_t frame[2];
       if (size - off < sizeof(frame) || !read_exact(reinterpret_cast<uint8_t*>(frame), sizeof(frame))) break;
-      if (frame[0] > size - off - sizeof(frame)) break;  // Cut short.
+      if (frame[0] == 0 || frame[0] > size - off - sizeof(frame)) break;  // Cut short (or zeroed).
       buf.resize(frame[0]);
       off += sizeof(frame);
       if (!read_exact(buf.data(), buf.size()) || Crc32c(buf.data(), buf.size()) != frame[1]) {
@@ -247,7 +271,18 @@ Status WriteAheadLog::Replay(const std::string& dir, uint64_t first_segment,
     if (!result.ok()) return result.WithContext("replaying " + path);
     if (stats) {
       stats->segments++;
-      if (off < size) stats->torn_tails.push_back(path + ": " + std::to_string(off) + " of " + std::to_string(size));
+      if (off < size) {
+        const std::string where = path + ": " + std::to_string(off) + " of " + std::to_string(size);
+        const int fd2 = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        const int64_t next = fd2 < 0 ? -1 : NextValidRecord(fd2, off, size);
+        if (fd2 >= 0) ::close(fd2);
+        if (next >= 0) {
+          stats->corrupt.push_back(where + ", a valid record follows at " + std::to_string(next));
+          return Status::OK();  // Later records may build on the lost ones (row versions).
+        } else {
+          stats->torn_tails.push_back(where);
+        }
+      }
     }
   }
   return Status::OK();

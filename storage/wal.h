@@ -42,6 +42,10 @@ struct WalReplayStats {
   // Segments whose last record was cut short or failed its checksum (a crash while writing an
   // unacknowledged record): replay stopped there. "name: offset of size" each.
   std::vector<std::string> torn_tails;
+  // Segments with a bad record followed by a valid one: not a crash (a crash tears only the end
+  // of what was being written) but damage (a bad sector, a bad copy), and acknowledged records
+  // after it are lost. Replay stopped at the bad record. "name: offset of size, ..." each.
+  std::vector<std::string> corrupt;
 };
 
 class WriteAheadLog {
@@ -62,7 +66,8 @@ class WriteAheadLog {
   uint64_t synced_lsn() const;
 
   // Calls fn(payload) for each record of the segments numbered >= first_segment, in order. A
-  // torn tail ends its segment (see WalReplayStats). fn's error stops the replay.
+  // torn tail ends its segment (replay goes on with the next); a damaged record ends the replay
+  // (see WalReplayStats: corrupt). fn's error stops the replay.
   static Status Replay(const std::string& dir, uint64_t first_segment,
                        const std::function<Status(std::span<const uint8_t>)>& fn, WalReplayStats* stats);
   // Segment numbers present in dir, ascending.

@@ -801,7 +801,9 @@ TEST(ClusterKillTest, AKilledDaemonsShardsComeBackWithItsRestartAndLoseNoAcknowl
 // its shards over. It must hand them to their backups (which hold every acknowledged push)
 // before it serves: without --data_dir it lost their rows (it served them empty: 30 of 100 rows
 // read 0 in the runs), and with one its log may lag what its backups applied.
-void ExpectAQuickRestartLosesNoAcknowledgedPush(const std::string& name, const std::vector<std::string>& flags) {
+// With `damage_log`, its log is damaged mid-segment too: its backups take its shards all the same.
+void ExpectAQuickRestartLosesNoAcknowledgedPush(const std::string& name, const std::vector<std::string>& flags,
+                                                bool damage_log = false) {
   std::vector<std::string> daemon_flags = {"--etcd_sync_ms=10000"};
   daemon_flags.insert(daemon_flags.end(), flags.begin(), flags.end());
   EtcdCluster cluster = StartCluster(name, 2, "", daemon_flags);
@@ -809,9 +811,13 @@ void ExpectAQuickRestartLosesNoAcknowledgedPush(const std::string& name, const s
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(writer.PushOnes().ok());  // Every row is -3.
   ASSERT_GT(cluster.OwnedBy(2), 0);
   cluster.servers[2]->Kill9();
+  if (damage_log) {
+    ASSERT_GT(cluster.servers[2]->DamageLog(), 0u);
+  }
   cluster.servers[2]->Restart();
   EXPECT_EQ(cluster.OwnedBy(2), 0) << "the restarted node kept shards whose backups were live";
   EXPECT_NE(cluster.servers[2]->log().find("to their backups"), std::string::npos);
+  if (damage_log) EXPECT_NE(cluster.servers[2]->log().find("log segment damaged"), std::string::npos);
   auto reader = Connect(cluster.servers, 8);
   auto r = reader->OpenTable("t");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -831,6 +837,10 @@ TEST(ClusterKillTest, AQuicklyRestartedInMemoryPrimaryHandsItsShardsToTheirBacku
 
 TEST(ClusterKillTest, AQuicklyRestartedDurablePrimaryHandsItsShardsToTheirBackups) {
   ExpectAQuickRestartLosesNoAcknowledgedPush("qd", {});
+}
+
+TEST(ClusterKillTest, APrimaryRestartedOnADamagedLogHandsItsShardsToTheirBackups) {
+  ExpectAQuickRestartLosesNoAcknowledgedPush("qc", {}, /*damage_log=*/true);
 }
 
 }  // namespace

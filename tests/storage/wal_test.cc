@@ -103,6 +103,47 @@ TEST(WalTest, ATornOrCorruptTailEndsItsSegmentAndIsReported) {
   EXPECT_EQ(stats2.torn_tails.size(), 1u);
 }
 
+// One byte flipped in the middle of a segment (a bad sector, a bad copy): a valid record follows
+// the bad one, so it is damage, not a crash's torn tail, and replay stops there.
+TEST(WalTest, ABadRecordFollowedByAValidOneIsCorruptionNotATornTail) {
+  TempDir d;
+  {
+    auto log = WriteAheadLog::Open(d.path(), {});
+    ASSERT_TRUE(log.ok());
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*log)->Append(Bytes(std::string(100, char('a' + i)))).ok());
+    ASSERT_TRUE((*log)->Rotate().ok());
+    ASSERT_TRUE((*log)->Append(Bytes("later")).ok());
+  }
+  const std::string seg = WriteAheadLog::SegmentPath(d.path(), 1);
+  const int fd = ::open(seg.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  const char x = 'X';
+  ASSERT_EQ(::pwrite(fd, &x, 1, 8 + 100 + 8 + 50), 1);  // Inside the second record.
+  ::close(fd);
+  WalReplayStats stats;
+  auto got = ReplayAll(d.path(), 0, &stats);
+  ASSERT_EQ(got.size(), 1u) << "nothing after the damage is replayed, in this segment or a later one";
+  EXPECT_TRUE(stats.torn_tails.empty());
+  ASSERT_EQ(stats.corrupt.size(), 1u);
+  EXPECT_NE(stats.corrupt[0].find("108 of 324"), std::string::npos) << stats.corrupt[0];
+}
+
+// A zeroed tail (a file extended but its blocks never written) is a torn tail, not records.
+TEST(WalTest, AZeroedTailIsATornTail) {
+  TempDir d;
+  {
+    auto log = WriteAheadLog::Open(d.path(), {});
+    ASSERT_TRUE(log.ok());
+    ASSERT_TRUE((*log)->Append(Bytes("one")).ok());
+  }
+  const std::string seg = WriteAheadLog::SegmentPath(d.path(), 1);
+  std::filesystem::resize_file(seg, std::filesystem::file_size(seg) + 4096);
+  WalReplayStats stats;
+  EXPECT_EQ(ReplayAll(d.path(), 0, &stats).size(), 1u);
+  EXPECT_EQ(stats.torn_tails.size(), 1u);
+  EXPECT_TRUE(stats.corrupt.empty());
+}
+
 TEST(WalTest, RotationAndDroppingOldSegments) {
   TempDir d;
   auto log = WriteAheadLog::Open(d.path(), {});

@@ -2,6 +2,7 @@
 #ifndef ENGRAM_TESTS_TESTING_SERVER_PROCESS_H_
 #define ENGRAM_TESTS_TESTING_SERVER_PROCESS_H_
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -42,6 +44,27 @@ class ServerProcess {
   // recovers its tables), same data port (clients reconnect to the address they know).
   // A few tries, a second apart: what made the first fail (the old lease not yet expired, the
   // port not yet free) is usually gone by the next.
+  // Flips one byte in the middle of the largest write-ahead log segment (a bad sector, a bad
+  // copy), for a stopped server. Returns the segment's size (0: no segment).
+  uintmax_t DamageLog() const {
+    std::string segment;
+    uintmax_t size = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/data/wal")) {
+      if (e.file_size() > size) size = e.file_size(), segment = e.path().string();
+    }
+    if (size == 0) return 0;
+    const int fd = ::open(segment.c_str(), O_RDWR);
+    if (fd < 0) return 0;
+    uint8_t b = 0;
+    if (::pread(fd, &b, 1, static_cast<off_t>(size / 2)) == 1) {
+      b ^= 0xff;
+      if (::pwrite(fd, &b, 1, static_cast<off_t>(size / 2)) != 1) size = 0;
+    }
+    ::close(fd);
+    return size;
+  }
+  // A flag for the next Start/Restart (after those given; the last of a flag wins).
+  void AddFlag(std::string flag) { flags_.push_back(std::move(flag)); }
   void Restart() {
     if (pid_ > 0) throw std::runtime_error("Restart of a running server");
     for (int attempt = 1;; ++attempt) {
