@@ -817,7 +817,9 @@ void ExpectAQuickRestartLosesNoAcknowledgedPush(const std::string& name, const s
   cluster.servers[2]->Restart();
   EXPECT_EQ(cluster.OwnedBy(2), 0) << "the restarted node kept shards whose backups were live";
   EXPECT_NE(cluster.servers[2]->log().find("to their backups"), std::string::npos);
-  if (damage_log) EXPECT_NE(cluster.servers[2]->log().find("log segment damaged"), std::string::npos);
+  if (damage_log) {
+    EXPECT_NE(cluster.servers[2]->log().find("log segment damaged"), std::string::npos);
+  }
   auto reader = Connect(cluster.servers, 8);
   auto r = reader->OpenTable("t");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
