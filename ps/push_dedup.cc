@@ -6,10 +6,39 @@
 
 namespace engram::ps {
 
+PushDedup::PushDedup(size_t window, std::chrono::milliseconds idle_forget, std::function<int64_t()> now_ms)
+    : window_(window),
+      idle_forget_ms_(idle_forget.count()),
+      now_ms_(now_ms ? std::move(now_ms) : [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+      }) {}
+
+std::map<uint64_t, PushDedup::Entry>& PushDedup::Use(uint64_t client) {
+  const int64_t now = now_ms_();
+  // A sweep at most every tenth of the idle period: the cost of a scan, amortised.
+  if (now - last_sweep_ms_ >= idle_forget_ms_ / 10) {
+    last_sweep_ms_ = now;
+    for (auto it = clients_.begin(); it != clients_.end();) {
+      const auto& seen = it->second.seen;
+      const bool idle = now - it->second.last_ms > idle_forget_ms_ && it->first != client;
+      if (idle && std::all_of(seen.begin(), seen.end(), [](const auto& kv) { return kv.second.done; })) {
+        it = clients_.erase(it);
+        ++forgotten_;
+      } else {
+        ++it;
+      }
+    }
+  }
+  Window& w = clients_[client];
+  w.last_ms = now;
+  return w.seen;
+}
+
 PushDedup::Verdict PushDedup::Begin(uint64_t client, uint64_t seq, std::span<const uint32_t> shards, Status* outcome,
                                     std::vector<uint32_t>* to_apply) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
+  auto& seen = Use(client);
   auto it = seen.find(seq);
   to_apply->clear();
   if (it != seen.end()) {
@@ -48,14 +77,14 @@ void Merge(std::vector<uint32_t>* into, std::span<const uint32_t> more) {
 
 void PushDedup::MarkApplied(uint64_t client, uint64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
+  auto& seen = Use(client);
   auto it = seen.find(seq);
   if (it != seen.end()) Merge(&it->second.shards, it->second.attempt);
 }
 
 void PushDedup::Finish(uint64_t client, uint64_t seq, const Status& outcome, std::span<const uint32_t> applied) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
+  auto& seen = Use(client);
   auto it = seen.find(seq);
   if (it == seen.end()) return;  // Slid out of the window meanwhile.
   Entry& e = it->second;
@@ -72,7 +101,7 @@ void PushDedup::Forget(uint64_t client, uint64_t seq) { Unapply(client, seq, {})
 
 void PushDedup::Unapply(uint64_t client, uint64_t seq, std::span<const uint32_t> lost) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
+  auto& seen = Use(client);
   auto it = seen.find(seq);
   if (it == seen.end() || it->second.done) return;
   Entry& e = it->second;
@@ -89,14 +118,14 @@ void PushDedup::Unapply(uint64_t client, uint64_t seq, std::span<const uint32_t>
 
 void PushDedup::MarkLogged(uint64_t client, uint64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
+  auto& seen = Use(client);
   auto it = seen.find(seq);
   if (it != seen.end()) it->second.logged = true;
 }
 
 void PushDedup::RecordApplied(uint64_t client, uint64_t seq, std::span<const uint32_t> shards, bool all_shards) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& seen = clients_[client];
+  auto& seen = Use(client);
   auto [it, fresh] = seen.try_emplace(seq);
   Entry& e = it->second;
   if (fresh || e.done) {  // One being applied now (under Begin) is finished by its Finish.
@@ -112,7 +141,8 @@ void PushDedup::RecordApplied(uint64_t client, uint64_t seq, std::span<const uin
 std::vector<PushDedup::Applied> PushDedup::Logged() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Applied> out;
-  for (const auto& [client, seen] : clients_) {
+  for (const auto& [client, w] : clients_) {
+    const auto& seen = w.seen;
     for (const auto& [seq, e] : seen) {
       if (e.logged) out.push_back(Applied{client, seq, e.all_shards, e.shards});
     }
@@ -123,7 +153,8 @@ std::vector<PushDedup::Applied> PushDedup::Logged() const {
 std::vector<std::pair<uint64_t, uint64_t>> PushDedup::AppliedTo(uint32_t shard) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& [client, seen] : clients_) {
+  for (const auto& [client, w] : clients_) {
+    const auto& seen = w.seen;
     for (const auto& [seq, e] : seen) {
       if (e.all_shards || std::binary_search(e.shards.begin(), e.shards.end(), shard)) {
         out.emplace_back(client, seq);
@@ -136,6 +167,16 @@ std::vector<std::pair<uint64_t, uint64_t>> PushDedup::AppliedTo(uint32_t shard) 
 uint64_t PushDedup::duplicates() const {
   std::lock_guard<std::mutex> lock(mu_);
   return duplicates_;
+}
+
+size_t PushDedup::clients() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return clients_.size();
+}
+
+uint64_t PushDedup::forgotten() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return forgotten_;
 }
 
 }  // namespace engram::ps

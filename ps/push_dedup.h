@@ -8,11 +8,17 @@
 // the table shards each was applied to. A retransmission whose shards were all applied gets the
 // first outcome back; one with rows of shards not applied under that number applies those rows
 // (and only those); one that arrives while the original is still applying is told to retry.
+// A client (a Client object's push session) that sent nothing for `idle_forget` is forgotten
+// with its window: every Client numbers its pushes in a session of its own, so the sessions of
+// trainers that ended would otherwise pile up, in memory, in every checkpoint and in every move's
+// list. A retransmission comes within its client's call deadline, far shorter.
 // Thread-safe.
 #ifndef ENGRAM_PS_PUSH_DEDUP_H_
 #define ENGRAM_PS_PUSH_DEDUP_H_
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <mutex>
@@ -26,7 +32,9 @@ namespace engram::ps {
 
 class PushDedup {
  public:
-  explicit PushDedup(size_t window = 1 << 16) : window_(window) {}
+  // `now_ms`: a steady clock in milliseconds (injectable for tests; default the real one).
+  explicit PushDedup(size_t window = 1 << 16, std::chrono::milliseconds idle_forget = std::chrono::hours(1),
+                     std::function<int64_t()> now_ms = nullptr);
 
   enum class Verdict {
     kApply,       // First time seen: apply, then call Finish().
@@ -72,6 +80,9 @@ class PushDedup {
   std::vector<std::pair<uint64_t, uint64_t>> AppliedTo(uint32_t shard) const;
   // Number of pushes recognised as duplicates so far.
   uint64_t duplicates() const;
+  // Clients remembered now, and clients forgotten so far for being idle.
+  size_t clients() const;
+  uint64_t forgotten() const;
 
  private:
   struct Entry {
@@ -83,10 +94,21 @@ class PushDedup {
     std::vector<uint32_t> shards;  // Sorted: the shards its rows were applied to so far.
     std::vector<uint32_t> attempt;  // Sorted: the shards the attempt in progress is applying.
   };
+  struct Window {
+    std::map<uint64_t, Entry> seen;  // By sequence number.
+    int64_t last_ms = 0;             // When it was last used.
+  };
+  // REQUIRES: mu_ held. The client's window, marked used now; every so often, first forgets the
+  // clients idle for longer than idle_forget_ whose parts are all done.
+  std::map<uint64_t, Entry>& Use(uint64_t client);
   const size_t window_;
+  const int64_t idle_forget_ms_;
+  const std::function<int64_t()> now_ms_;
   mutable std::mutex mu_;
-  std::unordered_map<uint64_t, std::map<uint64_t, Entry>> clients_;  // GUARDED_BY(mu_)
-  uint64_t duplicates_ = 0;                                          // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, Window> clients_;  // GUARDED_BY(mu_)
+  uint64_t duplicates_ = 0;                       // GUARDED_BY(mu_)
+  uint64_t forgotten_ = 0;                        // GUARDED_BY(mu_)
+  int64_t last_sweep_ms_ = 0;                     // GUARDED_BY(mu_)
 };
 
 }  // namespace engram::ps

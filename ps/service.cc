@@ -695,16 +695,17 @@ Status Service::Replicate(wire::Reader& r) {
   std::optional<LogRecord> record;
   if (durability_) record.emplace(push ? RecordKind::kPush : RecordKind::kPut, *t, client, seq);
   std::vector<uint32_t> shards;
-  ENGRAM_RETURN_IF_ERROR(t->ApplyReplica(r, record ? &*record : nullptr, &shards));
-  if (record && record->rows() > 0) {
-    uint64_t lsn = 0;
-    ENGRAM_RETURN_IF_ERROR(LogWrite(&*record, &lsn));
-    ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
-  }
-  if (push) {
-    // After a promotion, the trainer's retry of this push is answered, not applied again.
-    dedup_.RecordApplied(client, seq, shards, /*all_shards=*/false);
-  }
+  uint64_t lsn = 0;
+  // Under the replica shards' write locks, right after the rows changed: the exactly-once entry
+  // (after a promotion, however soon, the trainer's retry of this push is answered, not applied
+  // again; a checkpoint has both or neither) and the log record (in apply order).
+  auto applied = [&]() -> Status {
+    if (push) dedup_.RecordApplied(client, seq, shards, /*all_shards=*/false);
+    if (record && record->rows() > 0) ENGRAM_RETURN_IF_ERROR(LogWrite(&*record, &lsn));
+    return Status::OK();
+  };
+  ENGRAM_RETURN_IF_ERROR(t->ApplyReplica(r, record ? &*record : nullptr, &shards, applied));
+  if (lsn != 0) ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));  // Outside the locks: group commit.
   return Status::OK();
 }
 
@@ -810,6 +811,12 @@ std::string Service::MetricsText() const {
   line("# HELP engram_duplicate_pushes_total Retransmitted pushes recognised and not applied again.");
   line("# TYPE engram_duplicate_pushes_total counter");
   line("engram_duplicate_pushes_total " + std::to_string(counters_.duplicate_pushes.load()));
+  line("# HELP engram_push_sessions Client push sessions whose recent parts this node remembers (exactly-once).");
+  line("# TYPE engram_push_sessions gauge");
+  line("engram_push_sessions " + std::to_string(dedup_.clients()));
+  line("# HELP engram_push_sessions_forgotten_total Push sessions forgotten after an hour without pushes.");
+  line("# TYPE engram_push_sessions_forgotten_total counter");
+  line("engram_push_sessions_forgotten_total " + std::to_string(dedup_.forgotten()));
   line("# HELP engram_table_rows_touched Rows materialised on this node.");
   line("# TYPE engram_table_rows_touched gauge");
   line("# HELP engram_table_bytes_per_row Bytes one materialised row costs (value slot + optimizer state).");

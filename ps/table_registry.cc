@@ -431,7 +431,8 @@ std::vector<uint32_t> Table::ShardsOf(std::span<const uint64_t> rows) const {
   return out;
 }
 
-Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::vector<uint32_t>* shards) {
+Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::vector<uint32_t>* shards,
+                           const std::function<Status()>& applied) {
   std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
   uint32_t blocks = 0;
   ENGRAM_RETURN_IF_ERROR(r.Get(&blocks));
@@ -491,7 +492,7 @@ Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::ve
       }
     }
   }
-  return Status::OK();
+  return applied ? applied() : Status::OK();
 }
 
 namespace {

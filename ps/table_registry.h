@@ -146,8 +146,13 @@ class Table {
   // A backup applying its primary's kReplicate payload (after the table name, client and seq were
   // read): every block's rows, in order, on this node's replicas, each reported to `sink`; all
   // blocks are checked first. FailedPrecondition if this node holds no replica of a shard;
-  // DataLoss on a gap.
-  Status ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::vector<uint32_t>* shards = nullptr);
+  // DataLoss on a gap. `shards` (if set) receives the replica's shards before any row changes;
+  // `applied` (if set) runs once every row is applied, still under the shards' write locks (the
+  // exactly-once entry and the log record: a promotion or a checkpoint then sees the rows and
+  // the entry together, and the log holds each shard's records in apply order); its error fails
+  // the call, with the rows applied.
+  Status ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::vector<uint32_t>* shards = nullptr,
+                      const std::function<Status()>& applied = nullptr);
 
   // Live shard moves (ps/service.h documents the protocol). On the node a shard moves to:
   // Each step names its operation (`op`, nonzero, chosen by the move's driver): one operation

@@ -98,5 +98,30 @@ TEST_F(PushDedupTest, AShardLostWhileApplyingCountsAsNotAppliedThere) {
   EXPECT_EQ(Begin(7, 2, {3}), V::kApply);
 }
 
+
+// Sessions of trainers that ended are forgotten once idle for the configured time (a fake clock
+// here); a session still pushing, or with a part still applying, is kept.
+TEST(PushDedupForgetTest, IdleSessionsAreForgottenAndBusyOnesKept) {
+  int64_t now = 0;
+  PushDedup d(1 << 16, std::chrono::milliseconds(1000), [&now] { return now; });
+  Status prior;
+  Shards to_apply;
+  ASSERT_EQ(d.Begin(1, 1, Shards{0}, &prior, &to_apply), V::kApply);
+  d.Finish(1, 1, Status::OK(), to_apply);
+  ASSERT_EQ(d.Begin(2, 1, Shards{0}, &prior, &to_apply), V::kApply);  // Still applying when idle.
+  d.RecordApplied(3, 1, Shards{0});
+  EXPECT_EQ(d.clients(), 3u);
+  now = 900;
+  ASSERT_EQ(d.Begin(3, 2, Shards{0}, &prior, &to_apply), V::kApply);  // Client 3 keeps pushing.
+  d.Finish(3, 2, Status::OK(), to_apply);
+  now = 1500;
+  ASSERT_EQ(d.Begin(4, 1, Shards{0}, &prior, &to_apply), V::kApply);
+  EXPECT_EQ(d.clients(), 3u) << "only client 1 was idle with every part done";
+  EXPECT_EQ(d.forgotten(), 1u);
+  EXPECT_EQ(d.Begin(3, 2, Shards{0}, &prior, &to_apply), V::kDuplicate) << "a busy session lost its window";
+  EXPECT_EQ(d.Begin(2, 1, Shards{0}, &prior, &to_apply), V::kInProgress);
+  EXPECT_TRUE(d.AppliedTo(0).size() >= 2);
+}
+
 }  // namespace
 }  // namespace engram::ps
