@@ -485,7 +485,7 @@ StatusOr<ReplyMessage> Transport::Wait(uint64_t id, Clock::time_point deadline, 
         } else {
           pending_.erase(it);
         }
-        if (cancelled) return Status::Aborted("gave up waiting for server " + who + ": shutting down");
+        if (cancelled) return Status::Aborted("gave up waiting for server " + who + " (the caller cancelled the wait)");
         return Status::DeadlineExceeded("no reply from server " + who + " before the deadline");
       }
       if (now > spin_until) arm = ucp_worker_arm(ucx_->worker()) == UCS_OK;

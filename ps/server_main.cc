@@ -198,8 +198,11 @@ int main(int argc, char** argv) {
       t->Reply(r.conn_id, r.header, reply.code, std::move(reply.payload));
     };
     if (!ps::Service::IsHeavy(req.header, req.payload.size())) {
-      run(req);
-      return;
+      // On the I/O thread, unless it would wait for a lock: then on a worker like heavy ones.
+      if (auto reply = svc->HandleOnIoThread(req.header, req.payload.data(), req.payload.size())) {
+        t->Reply(req.conn_id, req.header, reply->code, std::move(reply->payload));
+        return;
+      }
     }
     std::lock_guard<std::mutex> lock(pool_mu);
     if (stopping) {
@@ -321,9 +324,8 @@ int main(int argc, char** argv) {
     ENGRAM_ASSIGN_OR_RETURN(auto reply, peers->Wait(id, client::Clock::now() + std::chrono::milliseconds(wait_ms), cancel));
     return std::move(reply.payload);
   };
-  opts.peer_call = [&](const std::string& address, wire::MsgType type, std::vector<uint8_t> payload) {
-    return peer_call_until(address, type, std::move(payload), nullptr);
-  };
+  opts.peer_call = peer_call_until;
+  opts.backup_silence = std::chrono::seconds(2 * FLAGS_lease_ttl_s);
   if (!FLAGS_etcd.empty()) {
     opts.node_address = [&](uint32_t node) -> StatusOr<std::string> {
       ENGRAM_ASSIGN_OR_RETURN(auto nodes, opts.cluster_nodes());
@@ -342,7 +344,7 @@ int main(int argc, char** argv) {
     wire::PutTableInfo(w, info);
     for (const auto& [id, addr] : *nodes) {
       if (id == FLAGS_node_id) continue;
-      auto r = opts.peer_call(addr, wire::MsgType::kAdoptMap, p);
+      auto r = opts.peer_call(addr, wire::MsgType::kAdoptMap, p, nullptr);
       if (!r.ok()) LOG(WARNING) << "node " << id << " did not adopt epoch " << info.epoch << " of '" << info.schema.name
                                 << "': " << r.status().ToString();
     }

@@ -75,16 +75,32 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
     case wire::MsgType::kCreateTable: return true;
     case wire::MsgType::kPull:
     case wire::MsgType::kPullAnyCopy: return payload_len > kSmallPullRows * sizeof(uint64_t);
-    default: return false;
+    case wire::MsgType::kHello: return false;
+    default: return true;  // Admin and metadata calls take table locks: off the I/O thread.
   }
 }
 
+std::optional<Reply> Service::HandleOnIoThread(const wire::Header& h, const uint8_t* payload, size_t len) {
+  const auto type = static_cast<wire::MsgType>(h.type);
+  if (type != wire::MsgType::kPull && type != wire::MsgType::kPullAnyCopy) return Handle(h, payload, len);
+  Reply reply;
+  wire::Reader r(payload, len);
+  bool would_block = false;
+  Status s = Pull(h, r, &reply.payload, type == wire::MsgType::kPullAnyCopy, &would_block);
+  if (would_block) return std::nullopt;
+  return Answer(h, s, std::move(reply));
+}
+
 Reply Service::Handle(const wire::Header& h, const uint8_t* payload, size_t len) {
-  const size_t slot = h.type < 16 ? h.type : 0;
-  counters_.requests[slot]++;
   Reply reply;
   wire::Reader r(payload, len);
   Status s = Run(h, r, &reply.payload);
+  return Answer(h, s, std::move(reply));
+}
+
+Reply Service::Answer(const wire::Header& h, const Status& s, Reply reply) {
+  const size_t slot = h.type < 16 ? h.type : 0;
+  counters_.requests[slot]++;
   if (!s.ok()) {
     counters_.errors[slot]++;
     reply.code = s.code();
@@ -324,7 +340,7 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
         pw.PutString(name);
         pw.Put<uint32_t>(shard);
         PutImages(pw, images, vb, sb);
-        ENGRAM_RETURN_IF_ERROR(options_.peer_call(to, wire::MsgType::kShardWrite, std::move(p)).status().WithContext(
+        ENGRAM_RETURN_IF_ERROR(options_.peer_call(to, wire::MsgType::kShardWrite, std::move(p), nullptr).status().WithContext(
             "sending shard rows to " + to));
       }
       w.Put<uint64_t>(next);
@@ -433,7 +449,8 @@ Status Service::ReadRows(wire::Reader& r, std::vector<uint64_t>* rows) {
   return Status::OK();
 }
 
-Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy) {
+Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy,
+                     bool* would_block) {
   if (options_.read_allowed && !options_.read_allowed()) {
     return Status::Unavailable("node " + std::to_string(options_.node_id) +
                                " holds no etcd lease now, or is catching up with the cluster's shard maps after "
@@ -448,7 +465,7 @@ Status Service::Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t
   w.Put<uint32_t>(static_cast<uint32_t>(rows.size()));
   w.Put<uint32_t>(static_cast<uint32_t>(vb));
   uint8_t* dst = w.Reserve(rows.size() * vb);  // Gather straight into the reply.
-  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst, h.epoch, any_copy));
+  ENGRAM_RETURN_IF_ERROR(t->Pull(rows, dst, h.epoch, any_copy, would_block));
   counters_.rows_pulled += rows.size();
   return Status::OK();
 }
@@ -617,7 +634,7 @@ Status Service::AdoptRecord(const wire::TableInfo& info, bool retire_first) {
     for (uint32_t n : losing) {
       auto addr = options_.node_address(n);
       if (!addr.ok()) continue;  // Not live (a promotion): nothing to retire there.
-      if (auto r = options_.peer_call(*addr, wire::MsgType::kAdoptMap, p); !r.ok()) {
+      if (auto r = options_.peer_call(*addr, wire::MsgType::kAdoptMap, p, nullptr); !r.ok()) {
         LOG(WARNING) << "node " << n << " did not take epoch " << map.epoch() << " of '" << info.schema.name
                      << "' before this node serves its shards: " << r.status().ToString();
       }
@@ -640,7 +657,15 @@ Status Service::AdoptRecord(const wire::TableInfo& info, bool retire_first) {
 Status Service::SendReplica(uint32_t node, std::vector<uint8_t> payload) {
   if (!options_.node_address || !options_.peer_call) return Status::FailedPrecondition("this server cannot reach its peers");
   ENGRAM_ASSIGN_OR_RETURN(std::string addr, options_.node_address(node));
-  return options_.peer_call(addr, wire::MsgType::kReplicate, std::move(payload)).status();
+  const auto silent = backups_.Begin(node);
+  if (!silent) {
+    return Status::Unavailable("backup node " + std::to_string(node) +
+                               " went silent (a replica to it got no answer in time); not waiting on it again yet");
+  }
+  const Status s = options_.peer_call(addr, wire::MsgType::kReplicate, std::move(payload), silent.get()).status();
+  const bool answered = s.ok() || (s.code() != Code::kDeadlineExceeded && !s.IsUnavailable() && s.code() != Code::kAborted);
+  backups_.End(node, silent, answered);
+  return s;
 }
 
 StatusOr<std::pair<uint64_t, uint64_t>> Service::RestoreTable(Table& t, const std::string& label) {

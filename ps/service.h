@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "engram/status.h"
 #include "engram/wire.h"
+#include "ps/backup_links.h"
 #include "ps/durability.h"
 #include "ps/push_dedup.h"
 #include "ps/table_registry.h"
@@ -59,11 +61,15 @@ struct ServiceOptions {
   // know (after add-node). Empty: kNodes answers FailedPrecondition (no cluster).
   std::function<StatusOr<std::vector<std::pair<uint32_t, std::string>>>()> cluster_nodes;
   // Calls another daemon (by data address) and returns its reply payload: shard moves stream
-  // rows from the source straight to the destination. Empty: kShardPush answers
-  // FailedPrecondition and the move's driver relays the rows itself.
+  // rows from the source straight to the destination. The wait gives up (Aborted) once `cancel`
+  // (may be null) turns true. Empty: kShardPush answers FailedPrecondition and the move's driver
+  // relays the rows itself.
   std::function<StatusOr<std::vector<uint8_t>>(const std::string& address, wire::MsgType type,
-                                               std::vector<uint8_t> payload)>
+                                               std::vector<uint8_t> payload, const std::atomic<bool>* cancel)>
       peer_call;
+  // How long a backup node whose replica got no answer is not waited on again (see
+  // ps/backup_links.h): the daemon uses two lease TTLs.
+  std::chrono::milliseconds backup_silence{10000};
   // Replication (with a cluster): a node's data address, and dropping unreachable backups of a
   // table's shards from the cluster's record (compare-and-swap; returns the new record, which
   // every live node must then adopt). When the record no longer makes this node the owner of one
@@ -80,7 +86,10 @@ struct Reply {
 class Service {
  public:
   explicit Service(ServiceOptions options)
-      : options_(options), registry_(options.node_id, options.shard), started_(std::chrono::steady_clock::now()) {}
+      : options_(options),
+        registry_(options.node_id, options.shard),
+        backups_(options.backup_silence),
+        started_(std::chrono::steady_clock::now()) {}
 
   // Makes writes durable under options.dir and recovers what is there (see ps/durability.h).
   // Call once, before the first request.
@@ -107,8 +116,13 @@ class Service {
   // Executes one request. `payload` is the request's bytes after the header.
   Reply Handle(const wire::Header& header, const uint8_t* payload, size_t len);
 
-  // Whether a request should run off the I/O thread (it may take more than a few microseconds).
+  // Whether a request should run off the I/O thread (it may take more than a few microseconds,
+  // or wait for a lock): all but kHello and small pulls.
   static bool IsHeavy(const wire::Header& header, size_t payload_len);
+  // Executes a light request on the transport's I/O thread, which must never wait: nullopt when
+  // it would (a small pull of a table whose map lock a map change holds or waits for, behind
+  // writes waiting on a slow backup); the caller then runs Handle on a worker thread.
+  std::optional<Reply> HandleOnIoThread(const wire::Header& header, const uint8_t* payload, size_t len);
 
   const TableRegistry& registry() const { return registry_; }
   // Prometheus text exposition of the service's counters and tables.
@@ -130,7 +144,10 @@ class Service {
   Status Run(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out);
   Status CreateTable(wire::Reader& r);
   // `any_copy`: kPullAnyCopy (this node's backup copies serve too).
-  Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy = false);
+  Status Pull(const wire::Header& h, wire::Reader& r, std::vector<uint8_t>* out, bool any_copy = false,
+              bool* would_block = nullptr);
+  // The reply to a request that ran (counts it, and turns an error into its code and message).
+  Reply Answer(const wire::Header& h, const Status& s, Reply reply);
   Status Push(const wire::Header& h, wire::Reader& r);
   Status Put(const wire::Header& h, wire::Reader& r);
   // Replication: sends a kReplicate payload to `node`; applies one received from a primary;
@@ -157,6 +174,7 @@ class Service {
   const ServiceOptions options_;
   TableRegistry registry_;
   PushDedup dedup_;
+  BackupLinks backups_;
   std::unique_ptr<Durability> durability_;
   Counters counters_;
   const std::chrono::steady_clock::time_point started_;

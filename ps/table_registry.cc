@@ -209,8 +209,14 @@ Status Table::Route(std::span<const uint64_t> rows, std::vector<std::vector<uint
   return Status::OK();
 }
 
-Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch, bool any_copy) const {
-  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_);
+Status Table::Pull(std::span<const uint64_t> rows, uint8_t* out, uint64_t epoch, bool any_copy, bool* would_block) const {
+  std::shared_lock<WriterPreferringSharedMutex> map_lock(map_mu_, std::defer_lock);
+  if (would_block == nullptr) {
+    map_lock.lock();
+  } else if (!map_lock.try_lock()) {
+    *would_block = true;
+    return Status::Unavailable("table '" + schema_.name + "' is changing its map");
+  }
   ENGRAM_RETURN_IF_ERROR(CheckEpoch(epoch));
   const size_t vb = schema_.value_bytes();
   // Fast path: the whole batch in one local shard needs no regrouping (common with one shard

@@ -70,6 +70,11 @@ class WriterPreferringSharedMutex {
     rw_.lock_shared();
   }
   void unlock_shared() { rw_.unlock_shared(); }
+  // False at once while an exclusive locker holds or waits for the lock.
+  bool try_lock_shared() {
+    std::unique_lock<std::mutex> g(gate_, std::try_to_lock);
+    return g.owns_lock() && rw_.try_lock_shared();
+  }
 
  private:
   std::mutex gate_;
@@ -116,8 +121,11 @@ class Table {
   // `epoch` (0: not checked) is not the table's. With `any_copy`, this node's backup copy of a
   // shard serves too (it holds every acknowledged write), and a shard of which this node has
   // no copy is Unavailable (retry: the client's view of the map is moving).
+  // With `would_block` set, the call never waits for the table's map lock: while a map change
+  // holds it or waits for it (behind writes waiting on a slow backup), it sets *would_block and
+  // returns Unavailable at once (an I/O thread hands the pull to a worker instead).
   Status Pull(std::span<const uint64_t> rows, uint8_t* out /* (n, value_bytes) */, uint64_t epoch = 0,
-              bool any_copy = false) const;
+              bool any_copy = false, bool* would_block = nullptr) const;
   // Gradients for `rows` (f32, dim each); duplicates summed; all-or-nothing validation.
   // Unavailable (retry) while a shard it touches is frozen for a move.
   Status Push(std::span<const uint64_t> rows, const float* grads /* (n, dim) */, const WriteLog* log = nullptr,

@@ -901,5 +901,67 @@ TEST(ClusterKillTest, AFailoverMidMoveOntoTheBackupServesTheReplicaNotTheUnfinis
   EXPECT_EQ(wrong, 0u) << "rows served from the move's unfinished copy";
 }
 
+
+// A backup that hangs must not freeze its healthy primary. Node 1 backs node 0's shards 0 and 3
+// and is frozen; a push to shard 0 waits on it from then on, a push to shard 3 from half a lease
+// TTL later (its wait is the one to force: it holds the table's map lock when the first push
+// gives up and drops the backup, so that map change queues behind it and every new reader of the
+// table queues behind the map change; a small pull waiting so on the I/O thread held up every
+// reply of the node, for any table). Readers of both tables on node 0 must be served on.
+TEST(ClusterKillTest, AHungBackupDoesNotFreezeItsHealthyPrimary) {
+  constexpr int kTtl = 4;
+  EtcdCluster cluster = StartCluster("hb", kTtl);
+  auto& servers = cluster.servers;
+  ASSERT_NE(cluster.state, nullptr);
+  const auto made = Ctl("create-table " + cluster.at + " --name=u --rows=3000 --dim=8 --optimizer=sgd --lr=1 --init=zeros "
+                        "--shards=6 --replicas=1");
+  ASSERT_EQ(made.first, 0) << made.second;
+  auto rec = cluster.state->GetTable("t");
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  const wire::TableInfo& t = (*rec)->info;
+  ASSERT_TRUE(t.owners[0] == 0 && t.backups[0] == 1 && t.owners[3] == 0 && t.backups[3] == 1);
+  client::ClientOptions ro;  // A reader by RPC (one-sided reads never reach the server).
+  for (const auto& sv : servers) ro.servers.push_back(sv->address());
+  ro.one_sided = false;
+  ro.max_attempts = 20;
+  auto reader = client::Client::Connect(ro);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  auto rt = (*reader)->OpenTable("t");
+  auto ru = (*reader)->OpenTable("u");
+  ASSERT_TRUE(rt.ok() && ru.ok());
+  EveryRowWriter a(servers), b(servers);
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> worst_t_ms{0}, worst_u_ms{0};
+  std::atomic<int> read_errors{0};
+  auto read = [&](client::TableHandle* h, std::atomic<int64_t>* worst) {  // One reader thread per table.
+    std::vector<float> v(kDim);
+    while (!stop.load()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!h->PullF32(std::vector<uint64_t>{10}, v.data()).ok()) ++read_errors;
+      const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+      if (ms > worst->load()) worst->store(ms);
+    }
+  };
+  std::thread read_t(read, rt->get(), &worst_t_ms), read_u(read, ru->get(), &worst_u_ms);
+  const std::vector<uint64_t> shard0 = {0, 1, 2}, shard3 = {1500, 1501, 1502};
+  const std::vector<float> ones(3 * kDim, 1.0f);
+  servers[1]->Pause();
+  std::thread first([&] { EXPECT_TRUE(a.table->Push(shard0, ones.data()).ok()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(kTtl * 1000 / 2));  // The forced step: half a TTL later.
+  const Status second = b.table->Push(shard3, ones.data());
+  first.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  stop = true;
+  read_t.join();
+  read_u.join();
+  servers[1]->Resume();
+  EXPECT_TRUE(second.ok()) << second.ToString();
+  EXPECT_EQ(read_errors.load(), 0);
+  std::printf("worst pull on the healthy primary while its backup hung: table t %lld ms, table u %lld ms\n",
+              static_cast<long long>(worst_t_ms.load()), static_cast<long long>(worst_u_ms.load()));
+  EXPECT_LT(worst_u_ms.load(), 1000) << "another table's pulls waited behind the hung backup";
+  EXPECT_LT(worst_t_ms.load(), 1000) << "the table's pulls waited behind writes waiting on the hung backup";
+}
+
 }  // namespace
 }  // namespace engram
