@@ -178,6 +178,7 @@ StatusOr<std::unique_ptr<Durability>> Durability::Open(const DurabilityOptions& 
       return dur->ApplyRecord(p, registry, dedup, &st, true);
     }, &rs));
     if (!rs.torn_tails.empty()) return Status::DataLoss("checkpoint " + cp + " is damaged: " + rs.torn_tails[0]);
+    if (!rs.corrupt.empty()) return Status::DataLoss("checkpoint " + cp + " is damaged: " + rs.corrupt[0]);
   }
   storage::WalReplayStats rs;
   ENGRAM_RETURN_IF_ERROR(storage::WriteAheadLog::Replay(options.dir + "/wal", first_segment,

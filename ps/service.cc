@@ -491,8 +491,10 @@ Status Service::CheckBudget() const {
 
 Status Service::Push(const wire::Header& h, wire::Reader& r) {
   // The epoch is checked after the exactly-once table: a retransmission of a push this node
-  // applied before its map changed (a move, a failover) must get its outcome, not
-  // StaleShardMap (the client would send the rows elsewhere and they would apply twice).
+  // applied before its map changed must get its outcome, not StaleShardMap. But only for the
+  // shards this node still owns: where they went (a move, a failover, a restarted node's step
+  // down), their new owner has the part's entry if it has its rows (moves carry the entries,
+  // backups record them with the rows), and applies the rows if it has not.
   std::string name;
   ENGRAM_RETURN_IF_ERROR(r.GetString(&name, 128));
   ENGRAM_ASSIGN_OR_RETURN(auto t, registry_.Get(name));
@@ -515,7 +517,18 @@ Status Service::Push(const wire::Header& h, wire::Reader& r) {
   const std::vector<uint32_t> shards = t->ShardsOf(rows);
   std::vector<uint32_t> to_apply;
   switch (dedup_.Begin(client, seq, shards, &prior, &to_apply)) {
-    case PushDedup::Verdict::kDuplicate: counters_.duplicate_pushes++; return prior;
+    case PushDedup::Verdict::kDuplicate: {
+      counters_.duplicate_pushes++;
+      const cluster::ShardMap map = t->shard_map();
+      for (uint32_t s : shards) {
+        if (map.Owner(s) != options_.node_id) {
+          return Status::StaleShardMap(map.epoch(), "push " + std::to_string(seq) + " touches shard " + std::to_string(s) +
+                                                        " of '" + name + "', which node " + std::to_string(map.Owner(s)) +
+                                                        " owns now (epoch " + std::to_string(map.epoch()) + ")");
+        }
+      }
+      return prior;
+    }
     case PushDedup::Verdict::kInProgress:
       counters_.duplicate_pushes++;
       return Status::Unavailable("push " + std::to_string(seq) + " is still being applied; retry");

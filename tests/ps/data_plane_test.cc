@@ -255,6 +255,35 @@ TEST_F(RawFrameTest, APartResentUnderItsNumberAppliesOnlyTheShardsItWasNotApplie
   EXPECT_EQ(v[16], 0.0f);
 }
 
+// A node answers a retransmission as a duplicate only for shards it still owns: one that lost a
+// shard (a restarted node's step down, a failover) may hold the entry of a part whose rows never
+// reached the shard's new owner; that owner must decide (it has the entry if it has the rows).
+TEST_F(RawFrameTest, ADuplicateIsAnsweredOnlyForShardsThisNodeStillOwns) {
+  TableSchema s = Schema("u", OptimizerKind::kSgd, 100, 4);  // Shards: rows 0-49 and 50-99.
+  s.init.kind = InitKind::kZeros;
+  ASSERT_TRUE(client_->CreateTable(s, 2).ok());
+  const std::vector<float> one(4, 1.0f);
+  ASSERT_TRUE(Call(wire::MsgType::kPush, PushPayload("u", 77, 9, {60}, one)).ok());
+  std::vector<uint8_t> name;
+  wire::Writer(&name).PutString("u");
+  auto described = client_->AdminCall(0, wire::MsgType::kDescribeTable, name);
+  ASSERT_TRUE(described.ok()) << described.status().ToString();
+  wire::Reader rd(described->data(), described->size());
+  wire::TableInfo info;
+  ASSERT_TRUE(wire::GetTableInfo(rd, &info).ok());
+  info.epoch += 1;
+  info.owners[1] = 1;  // Shard 1 went to node 1.
+  std::vector<uint8_t> map;
+  wire::Writer mw(&map);
+  wire::PutTableInfo(mw, info);
+  mw.Put<uint8_t>(1);  // Forwarded: no retiring elsewhere first.
+  ASSERT_TRUE(Call(wire::MsgType::kAdoptMap, map).ok());
+  const Status again = Call(wire::MsgType::kPush, PushPayload("u", 77, 9, {60}, one));
+  EXPECT_TRUE(again.IsStaleShardMap()) << again.ToString();
+  ASSERT_TRUE(Call(wire::MsgType::kPush, PushPayload("u", 77, 10, {3}, one)).ok());
+  EXPECT_TRUE(Call(wire::MsgType::kPush, PushPayload("u", 77, 10, {3}, one)).ok()) << "a shard it owns: a duplicate";
+}
+
 TEST_F(RawFrameTest, EachMalformedInputGetsItsErrorAndTheDaemonSurvives) {
   struct Case {
     const char* what;

@@ -252,6 +252,27 @@ TEST(RecoveryTest, ADamagedLogIsRefusedAsDataLossNotServedAsATornTail) {
   EXPECT_LE(v[0], 0.0f);
 }
 
+// A checkpoint damaged in the middle is refused too (the log it covered is gone: serving what
+// precedes the damage would serve initial values for the rest).
+TEST(RecoveryTest, ADamagedCheckpointIsRefused) {
+  auto server = ServerProcess::Start(0, {"--checkpoint_interval_s=0"});
+  {
+    auto c = Connect(*server);
+    ASSERT_TRUE(c->CreateTable(Schema("a", OptimizerKind::kAdam, 5000, 16), 4).ok());
+    auto t = c->OpenTable("a");
+    ASSERT_TRUE(t.ok());
+    std::vector<uint64_t> rows(2000);
+    for (uint64_t i = 0; i < rows.size(); ++i) rows[i] = i * 2;
+    const std::vector<float> g(rows.size() * 16, 0.5f);
+    ASSERT_TRUE((*t)->Push(rows, g.data()).ok());
+    ASSERT_TRUE(c->Checkpoint(0).ok());
+  }
+  server->Kill9();
+  ASSERT_GT(server->DamageLog("checkpoints"), 1000u);
+  EXPECT_THROW(server->Restart(), std::runtime_error);
+  EXPECT_NE(server->log().find("is damaged"), std::string::npos);
+}
+
 TEST(RecoveryTest, AServerWithoutDataDirRefusesCheckpoints) {
   // --data_dir= (empty) after the harness's own flag: nothing is durable.
   auto server = ServerProcess::Start(0, {"--data_dir="});

@@ -46,11 +46,12 @@ class ServerProcess {
   // port not yet free) is usually gone by the next.
   // Flips one byte in the middle of the largest write-ahead log segment (a bad sector, a bad
   // copy), for a stopped server. Returns the segment's size (0: no segment).
-  uintmax_t DamageLog() const {
+  // `under`: another folder of the data directory (e.g. "checkpoints": its largest file).
+  uintmax_t DamageLog(const std::string& under = "wal") const {
     std::string segment;
     uintmax_t size = 0;
-    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/data/wal")) {
-      if (e.file_size() > size) size = e.file_size(), segment = e.path().string();
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir_ + "/data/" + under)) {
+      if (e.is_regular_file() && e.file_size() > size) size = e.file_size(), segment = e.path().string();
     }
     if (size == 0) return 0;
     const int fd = ::open(segment.c_str(), O_RDWR);
