@@ -194,6 +194,18 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
                            std::to_string(from) + " to node " + std::to_string(to) + " (aborted; nothing changed)");
   };
   auto cancelled = [&] { return options.cancel != nullptr && options.cancel->load(); };
+  {
+    // The destination first adopts the record this operation starts from: a node that missed
+    // the record dropping it as the shard's backup ends the replica its primary stopped feeding
+    // (the flip would keep it over the copy).
+    std::vector<uint8_t> rec;
+    wire::Writer rw(&rec);
+    wire::PutTableInfo(rw, info);
+    if (auto r = calls_.call(to, wire::MsgType::kAdoptMap, rec); !r.ok()) {
+      return r.status().WithContext("node " + std::to_string(to) + " cannot adopt epoch " + std::to_string(info.epoch) +
+                                    " of '" + name + "' (nothing changed)");
+    }
+  }
   if (Status s = OpStep(to, wire::MsgType::kShardPrepare, name, shard, op, options); !s.ok()) return abort(s);
   if (Status s = OpStep(from, wire::MsgType::kShardTrack, name, shard, op, options); !s.ok()) return abort(s);
   for (uint64_t cursor = 0; cursor != UINT64_MAX;) {  // 3. Bulk copy while writes continue.
@@ -217,7 +229,15 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
   // their retransmissions as duplicates once it owns the shard.
   std::vector<uint8_t> applied;
   if (Status s = Step(from, wire::MsgType::kShardAppliedRead, name, shard, &applied); !s.ok()) return abort(s);
-  if (Status s = Step(to, wire::MsgType::kShardAppliedWrite, name, shard, nullptr, applied); !s.ok()) return abort(s);
+  {
+    std::vector<uint8_t> sealed;  // The operation, then the parts: the destination seals this copy.
+    wire::Writer(&sealed).Put<uint64_t>(op);
+    sealed.insert(sealed.end(), applied.begin(), applied.end());
+    if (Status s = Step(to, wire::MsgType::kShardAppliedWrite, name, shard, nullptr, sealed); !s.ok()) return abort(s);
+  }
+  // Still this operation's freeze on the source (a driver paused long enough lost it to another
+  // operation, which unfroze the source: the sealed copy may miss writes): checked after the seal.
+  if (Status s = OpStep(from, wire::MsgType::kShardFreeze, name, shard, op, once); !s.ok()) return abort(s);
   report("delta");
   if (cancelled()) return abort(Status::Aborted("interrupted"));
   // 6. The new map, agreed in etcd first when there is a cluster.

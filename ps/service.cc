@@ -259,7 +259,7 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
   const size_t sb = IsTrainable(t->schema().dtype) ? storage::OptimizerStateBytes(t->schema().optimizer, t->schema().dim) : 0;
   uint64_t op = 0;  // The steps that start, freeze or end an operation name it.
   if (type == wire::MsgType::kShardPrepare || type == wire::MsgType::kShardTrack || type == wire::MsgType::kShardAbort ||
-      type == wire::MsgType::kShardFreeze) {
+      type == wire::MsgType::kShardFreeze || type == wire::MsgType::kShardAppliedWrite) {
     ENGRAM_RETURN_IF_ERROR(r.Get(&op));
     if (op == 0) return Status::InvalidArgument("a move step needs a nonzero operation id");
   }
@@ -297,6 +297,9 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
         ENGRAM_RETURN_IF_ERROR(r.Get(&a.seq));
         a.shards = {shard};
       }
+      // The driver's last step before its flip: the copy is complete (see Table::SealIncoming).
+      // Sealed first: the entries of another operation's copy are not recorded.
+      ENGRAM_RETURN_IF_ERROR(t->SealIncoming(shard, op));
       // Recorded first, logged second: a checkpoint in between lists them (and the record goes
       // to the log after it), never neither.
       for (const auto& a : applied) dedup_.RecordApplied(a.client, a.seq, a.shards, /*all_shards=*/false);
@@ -304,8 +307,7 @@ Status Service::MoveStep(wire::MsgType type, wire::Reader& r, std::vector<uint8_
         ENGRAM_ASSIGN_OR_RETURN(uint64_t lsn, durability_->AppendApplied(applied));
         ENGRAM_RETURN_IF_ERROR(durability_->Sync(lsn));
       }
-      // The driver's last step before its flip: the copy is complete (see Table::SealIncoming).
-      return t->SealIncoming(shard);
+      return Status::OK();
     }
     case wire::MsgType::kShardRead: {
       uint64_t cursor = 0;

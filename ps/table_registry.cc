@@ -115,7 +115,7 @@ Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storag
       cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)),
       incoming_(num_shards_), replicas_(std::move(replicas)),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
-      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0), in_sealed_(num_shards_, false),
+      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0), in_sealed_ms_(num_shards_, 0),
       out_seen_(new std::atomic<int64_t>[num_shards_]), in_seen_(new std::atomic<int64_t>[num_shards_]),
       dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
   for (uint32_t i = 0; i < num_shards_; ++i) {
@@ -526,7 +526,7 @@ Status Table::PrepareIncoming(uint32_t shard, uint64_t op) {
   in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
   if (incoming_[shard] && in_op_[shard] == op) return Status::OK();  // A retry of this step.
   in_op_[shard] = op;
-  in_sealed_[shard] = false;
+  in_sealed_ms_[shard] = 0;
   const cluster::RowRange r = map_.Range(shard);
   storage::ShardOptions so = shard_options_;
   if (schema_.dram_bytes > 0) {
@@ -572,14 +572,19 @@ Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images,
   return Status::OK();
 }
 
-Status Table::SealIncoming(uint32_t shard) {
+Status Table::SealIncoming(uint32_t shard, uint64_t op) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
-  if (shard >= num_shards_ || !incoming_[shard]) {
-    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node");
+  if (shard >= num_shards_ || !incoming_[shard] || in_op_[shard] != op) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node by this operation");
   }
   in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
-  in_sealed_[shard] = true;
+  in_sealed_ms_[shard] = std::max<int64_t>(NowMs(), 1);
   return Status::OK();
+}
+
+bool Table::CompleteCopy(uint32_t s) const {
+  return incoming_[s] && in_sealed_ms_[s] != 0 &&
+         NowMs() - in_sealed_ms_[s] < std::chrono::duration_cast<std::chrono::milliseconds>(kMoveIdleTakeover).count();
 }
 
 Status Table::BeginRestore() {
@@ -680,7 +685,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
                                       "; refusing map epoch " + std::to_string(map.epoch()));
   }
   for (uint32_t s = 0; s < num_shards_; ++s) {  // Checks first: nothing changes on failure.
-    const bool complete_copy = incoming_[s] && in_sealed_[s];
+    const bool complete_copy = CompleteCopy(s);
     if (map.Owner(s) == node_id_ && !shards_[s] && !complete_copy && !replicas_[s]) {
       return Status::FailedPrecondition("map epoch " + std::to_string(map.epoch()) + " of table '" + schema_.name +
                                         "' gives this node shard " + std::to_string(s) +
@@ -695,7 +700,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
   auto writes = LockWrites();  // Also excludes Rewrite (restores), which holds only these.
   for (uint32_t s = 0; s < num_shards_; ++s) {
     const bool mine = map.Owner(s) == node_id_;
-    const bool complete_copy = incoming_[s] && in_sealed_[s];
+    const bool complete_copy = CompleteCopy(s);
     if (mine && !shards_[s]) {
       // This node's replica promoted (its primary's lease expired), or a move onto its node
       // flipped: the replica got every write its primary acknowledged, up to a move's freeze.
@@ -705,17 +710,18 @@ Status Table::AdoptMap(cluster::ShardMap map) {
       shards_[s] = replicas_[s] ? std::move(replicas_[s]) : std::move(incoming_[s]);
       incoming_[s].reset();
       in_op_[s] = 0;
-      in_sealed_[s] = false;
+      in_sealed_ms_[s] = 0;
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
     }
-    // A new backup: its sealed copy, even over a replica kept from before (a node that missed the
-    // record dropping it as the backup keeps a replica its primary stopped forwarding to).
-    if (map.Backup(s) == node_id_ && (complete_copy || !replicas_[s]) && incoming_[s]) {
+    // A new backup: its sealed copy. (A node that missed the record dropping it as the backup
+    // keeps a replica its primary stopped forwarding to; a move's driver sends the destination
+    // the current record first, which ends that replica before the copy begins.)
+    if (map.Backup(s) == node_id_ && !replicas_[s] && complete_copy) {
       replicas_[s] = std::move(incoming_[s]);
       in_op_[s] = 0;
-      in_sealed_[s] = false;
+      in_sealed_ms_[s] = 0;
     }
     // An incoming copy not installed by this map stays: another operation is still making it.
     if (map.Backup(s) != node_id_) replicas_[s].reset();
@@ -739,7 +745,7 @@ void Table::AbortMove(uint32_t shard, uint64_t op) {
   if (in_op_[shard] == op) {
     incoming_[shard].reset();
     in_op_[shard] = 0;
-    in_sealed_[shard] = false;
+    in_sealed_ms_[shard] = 0;
   }
   if (tracking_[shard] && out_op_[shard] == op) {
     --moves_;

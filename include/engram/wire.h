@@ -63,8 +63,10 @@ enum class MsgType : uint16_t {
                        // acknowledged write).
   kShardAppliedRead = 25,   // -> (source, after its freeze) the push parts applied to the shard
                             // here: n u32, n x (client u64, seq u64).
-  kShardAppliedWrite = 26,  // + kShardAppliedRead's reply -> (destination) records them as
-                            // applied to the shard, logged: the exactly-once table follows it.
+  kShardAppliedWrite = 26,  // + operation id u64 + kShardAppliedRead's reply -> (destination) seals
+                            // that operation's copy (complete: see ps/table_registry.h) and records
+                            // the parts as applied to the shard, logged: the exactly-once table
+                            // follows it.
 };
 
 struct Header {

@@ -508,8 +508,8 @@ TEST(ClusterMoveTest, TheOldOwnerRetiresItsCopyBeforeTheNewOwnerServesIt) {
   ASSERT_TRUE(copy(0).ok());
   ASSERT_TRUE(step(1, wire::MsgType::kShardFreeze, op).ok());
   ASSERT_TRUE(copy(1).ok());
-  std::vector<uint8_t> none;
-  wire::Writer(&none).Put<uint32_t>(0);  // No push part applied to it: the copy is sealed.
+  std::vector<uint8_t> none = op;  // Operation 42's copy is sealed; no push part applied to it.
+  wire::Writer(&none).Put<uint32_t>(0);
   ASSERT_TRUE(step(0, wire::MsgType::kShardAppliedWrite, none).ok());
   auto rec = cluster.state->GetTable("t");
   ASSERT_TRUE(rec.ok() && rec->has_value());

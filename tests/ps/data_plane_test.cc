@@ -455,17 +455,23 @@ TEST_F(RawFrameTest, EachMalformedClusterFrameGetsItsErrorAndTheDaemonSurvives) 
   cases.push_back({"applied pushes of a shard the table lacks", wire::MsgType::kShardAppliedRead,
                    shard_frame("t", 9, nullptr), Code::kInvalidArgument});
   cases.push_back({"applied pushes of an unknown table", wire::MsgType::kShardAppliedWrite,
-                   shard_frame("nope", 0, [](wire::Writer& w) { w.Put<uint32_t>(0); }), Code::kNotFound});
+                   shard_frame("nope", 0, [](wire::Writer& w) { w.Put<uint64_t>(5), w.Put<uint32_t>(0); }), Code::kNotFound});
   cases.push_back({"applied pushes counting more than they carry", wire::MsgType::kShardAppliedWrite,
                    shard_frame("t", 0,
                                [](wire::Writer& w) {
+                                 w.Put<uint64_t>(5);
                                  w.Put<uint32_t>(2);
                                  w.Put<uint64_t>(1);
                                  w.Put<uint64_t>(2);
                                }),
                    Code::kInvalidArgument});
-  cases.push_back({"applied pushes without their count", wire::MsgType::kShardAppliedWrite, shard_frame("t", 0, nullptr),
+  cases.push_back({"applied pushes without their count", wire::MsgType::kShardAppliedWrite,
+                   shard_frame("t", 0, [](wire::Writer& w) { w.Put<uint64_t>(5); }), Code::kInvalidArgument});
+  cases.push_back({"applied pushes without an operation", wire::MsgType::kShardAppliedWrite, shard_frame("t", 0, nullptr),
                    Code::kInvalidArgument});
+  cases.push_back({"applied pushes sealing no copy of that operation", wire::MsgType::kShardAppliedWrite,
+                   shard_frame("t", 0, [](wire::Writer& w) { w.Put<uint64_t>(5), w.Put<uint32_t>(0); }),
+                   Code::kFailedPrecondition});
   for (auto& c : cases) {
     Status s = Call(c.type, c.payload);
     EXPECT_EQ(s.code(), c.want) << c.what << ": " << s.ToString();

@@ -209,15 +209,18 @@ TEST(TableMoveTest, OnlyASealedCopyIsInstalledWhereThereIsNoReplica) {
   const Status unsealed = table.AdoptMap(*moved);
   EXPECT_TRUE(unsealed.code() == Code::kFailedPrecondition) << unsealed.ToString();
   EXPECT_NE(unsealed.message().find("no complete copy"), std::string::npos) << unsealed.ToString();
-  ASSERT_TRUE(table.SealIncoming(0).ok());
+  EXPECT_TRUE(table.SealIncoming(0, /*op=*/8).code() == Code::kFailedPrecondition) << "another operation's copy was sealed";
+  ASSERT_TRUE(table.SealIncoming(0, 7).ok());
   ASSERT_TRUE(table.AdoptMap(*moved).ok());
   EXPECT_EQ(First(table, 5), 2.0f);
-  EXPECT_TRUE(table.SealIncoming(1).code() == Code::kFailedPrecondition);
+  EXPECT_TRUE(table.SealIncoming(1, 7).code() == Code::kFailedPrecondition);
 }
 
 // A node that missed the record dropping it as shard 0's backup keeps a replica its primary
-// stopped forwarding to; chosen as the backup again, it serves the fresh copy, also once promoted.
-TEST(TableMoveTest, ABackupChosenAgainReplacesItsStaleReplicaWithTheSealedCopy) {
+// stopped forwarding to; a move's driver sends it the current record before copying, which ends
+// that replica, so when it is chosen as the backup again it serves the fresh copy, also once
+// promoted.
+TEST(TableMoveTest, ABackupChosenAgainServesTheFreshCopyNotTheReplicaItKeptFromBefore) {
   auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
   ASSERT_TRUE(map.ok());
   auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
@@ -225,10 +228,12 @@ TEST(TableMoveTest, ABackupChosenAgainReplacesItsStaleReplicaWithTheSealedCopy) 
   Table& table = **t;
   const RowImage stale = Image(5, 2, 1.0f);
   ASSERT_TRUE(table.Restore(stale.row, stale.version, stale.value.data(), nullptr).ok());
-  // Epoch 2 (dropping node 1) never reached it; epoch 3 makes it the backup again.
+  auto dropped = cluster::ShardMap::Create(100, {0, 0}, 2, {cluster::kNoNode, cluster::kNoNode});
+  ASSERT_TRUE(dropped.ok());
+  ASSERT_TRUE(table.AdoptMap(*dropped).ok());  // The record the driver sends first.
   ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/9).ok());
   ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 6, 3.0f)}, nullptr).ok());
-  ASSERT_TRUE(table.SealIncoming(0).ok());
+  ASSERT_TRUE(table.SealIncoming(0, 9).ok());
   auto again = cluster::ShardMap::Create(100, {0, 0}, 3, {1, cluster::kNoNode});
   ASSERT_TRUE(again.ok());
   ASSERT_TRUE(table.AdoptMap(*again).ok());
@@ -236,6 +241,28 @@ TEST(TableMoveTest, ABackupChosenAgainReplacesItsStaleReplicaWithTheSealedCopy) 
   ASSERT_TRUE(promoted.ok());
   ASSERT_TRUE(table.AdoptMap(*promoted).ok());
   EXPECT_EQ(First(table, 5), 3.0f) << "the stale replica was kept";
+}
+
+// A sealed copy left by a move whose driver died never replaces a replica that its primary
+// still feeds: a later map that keeps this node the backup keeps the replica.
+TEST(TableMoveTest, ASealedCopyLeftBehindNeverReplacesALiveReplica) {
+  auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
+  ASSERT_TRUE(map.ok());
+  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
+  ASSERT_TRUE(t.ok());
+  Table& table = **t;
+  ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/9).ok());
+  ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 2, 1.0f)}, nullptr).ok());
+  ASSERT_TRUE(table.SealIncoming(0, 9).ok());  // Its driver dies here; the source is unfrozen later.
+  const RowImage fresh = Image(5, 4, 2.0f);   // A write forwarded to the replica since.
+  ASSERT_TRUE(table.Restore(fresh.row, fresh.version, fresh.value.data(), nullptr).ok());
+  auto other = cluster::ShardMap::Create(100, {0, 2}, 2, {1, cluster::kNoNode});  // Another shard moved.
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(table.AdoptMap(*other).ok());
+  auto promoted = cluster::ShardMap::Create(100, {1, 2}, 3, {cluster::kNoNode, cluster::kNoNode});
+  ASSERT_TRUE(promoted.ok());
+  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  EXPECT_EQ(First(table, 5), 2.0f) << "the sealed copy replaced the live replica";
 }
 
 }  // namespace
