@@ -186,6 +186,10 @@ int main(int argc, char** argv) {
   // while holding a shard lock, and two nodes backing each other up must never wait on each
   // other's busy pools.
   auto repl_pool = std::make_unique<ps::ThreadPool>(2);
+  // Reads and metadata calls (large pulls, pulls that would wait for a table lock, describe,
+  // list, arena info, stats) on threads of their own: writes may wait on a slow backup or peer
+  // for a lease TTL, and a client refreshing its map during a failover must not queue behind them.
+  auto read_pool = std::make_unique<ps::ThreadPool>(2);
   // The listener starts before the service exists (the service's arenas are registered with the
   // transport's UCX context); the UCX thread holds any early request until it is published.
   std::atomic<ps::Service*> service_ready{nullptr};
@@ -212,7 +216,9 @@ int main(int argc, char** argv) {
       t->ReplyError(req.conn_id, req.header, Status::Unavailable("server is shutting down"));
       return;
     }
-    ps::ThreadPool* target = req.header.type == static_cast<uint16_t>(wire::MsgType::kReplicate) ? repl_pool.get() : pool.get();
+    ps::ThreadPool* target = req.header.type == static_cast<uint16_t>(wire::MsgType::kReplicate) ? repl_pool.get()
+                             : ps::Service::IsRead(req.header)                                        ? read_pool.get()
+                                                                                                      : pool.get();
     target->Submit([run, r = std::move(req)] { run(r); });
   };
   // A restarted daemon must get its port back at once, although connections of the previous
@@ -338,15 +344,16 @@ int main(int argc, char** argv) {
       return Status::Unavailable("node " + std::to_string(node) + " holds no lease in cluster '" + FLAGS_cluster + "'");
     };
   }
-  // Sends a table's new record to every live node but this one (which adopts it itself).
-  auto broadcast = [&](const wire::TableInfo& info) {
+  // Sends a table's new record to every live node but this one (which adopts it itself) and
+  // those in `skip` (found unreachable: each would hold the sender for two lease TTLs).
+  auto broadcast = [&](const wire::TableInfo& info, const std::set<uint32_t>& skip = {}) {
     auto nodes = opts.cluster_nodes();
     if (!nodes.ok()) return;
     std::vector<uint8_t> p;
     wire::Writer w(&p);
     wire::PutTableInfo(w, info);
     for (const auto& [id, addr] : *nodes) {
-      if (id == FLAGS_node_id) continue;
+      if (id == FLAGS_node_id || skip.count(id)) continue;
       auto r = opts.peer_call(addr, wire::MsgType::kAdoptMap, p, nullptr);
       if (!r.ok()) LOG(WARNING) << "node " << id << " did not adopt epoch " << info.epoch << " of '" << info.schema.name
                                 << "': " << r.status().ToString();
@@ -373,7 +380,11 @@ int main(int argc, char** argv) {
         if (next.ok()) {
           LOG(WARNING) << "dropped unreachable backups of " << shards.size() << " shard(s) of '" << table << "' (epoch "
                        << next->epoch << ")";
-          broadcast(*next);
+          std::set<uint32_t> unreachable;
+          for (uint32_t s : shards) {
+            if (s < rec->info.backups.size()) unreachable.insert(rec->info.backups[s]);
+          }
+          broadcast(*next, unreachable);
           return next;
         }
         if (next.status().code() != Code::kAborted) return next.status();
@@ -503,9 +514,13 @@ int main(int argc, char** argv) {
     lease_publisher = std::thread([&] {
       std::unique_lock<std::mutex> lock(lease_mu);
       do {
+        // The registration count around the deadline's read: a re-registration in between (its
+        // fresh deadline, before the follower caught up) publishes 0, not that deadline.
         cluster::Membership* m = membership.load();
-        readable_until->store(m != nullptr && synced_registration.load() == m->registrations() ? m->lease_deadline_ns() : 0,
-                              std::memory_order_release);
+        const uint64_t reg = m != nullptr ? m->registrations() : 0;
+        const int64_t deadline = m != nullptr ? m->lease_deadline_ns() : 0;
+        const bool synced = m != nullptr && synced_registration.load() == reg && m->registrations() == reg;
+        readable_until->store(synced ? deadline : 0, std::memory_order_release);
       } while (!lease_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return lease_stop; }));
       readable_until->store(0, std::memory_order_release);
     });
@@ -680,6 +695,7 @@ int main(int argc, char** argv) {
   if (checkpointer.joinable()) checkpointer.join();
   pool.reset();     // Finishes the requests already accepted; their replies still go out.
   repl_pool.reset();
+  read_pool.reset();
   (*server)->Stop();      // Then stops the data plane: no handler runs after this.
   service_owner.reset();  // Tables (and their registered arenas) go before the UCX context.
   lease_page.reset();

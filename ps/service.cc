@@ -80,6 +80,20 @@ bool Service::IsHeavy(const wire::Header& h, size_t payload_len) {
   }
 }
 
+bool Service::IsRead(const wire::Header& h) {
+  switch (static_cast<wire::MsgType>(h.type)) {
+    case wire::MsgType::kHello:
+    case wire::MsgType::kListTables:
+    case wire::MsgType::kDescribeTable:
+    case wire::MsgType::kPull:
+    case wire::MsgType::kPullAnyCopy:
+    case wire::MsgType::kStats:
+    case wire::MsgType::kRmaInfo:
+    case wire::MsgType::kNodes: return true;
+    default: return false;
+  }
+}
+
 std::optional<Reply> Service::HandleOnIoThread(const wire::Header& h, const uint8_t* payload, size_t len) {
   const auto type = static_cast<wire::MsgType>(h.type);
   if (type != wire::MsgType::kPull && type != wire::MsgType::kPullAnyCopy) return Handle(h, payload, len);

@@ -119,6 +119,9 @@ class Service {
   // Whether a request should run off the I/O thread (it may take more than a few microseconds,
   // or wait for a lock): all but kHello and small pulls.
   static bool IsHeavy(const wire::Header& header, size_t payload_len);
+  // Whether a request only reads (pulls, describe, list, arena info, stats, nodes): the daemon
+  // runs these on workers of their own, apart from writes that may wait on peers.
+  static bool IsRead(const wire::Header& header);
   // Executes a light request on the transport's I/O thread, which must never wait: nullopt when
   // it would (a small pull of a table whose map lock a map change holds or waits for, behind
   // writes waiting on a slow backup); the caller then runs Handle on a worker thread.
