@@ -175,33 +175,42 @@ float First(const Table& t, uint64_t row) {
   return out[0];
 }
 
+// A map of the 100-row, 2-shard test table (kN: no backup).
+constexpr uint32_t kN = cluster::kNoNode;
+cluster::ShardMap Map(std::vector<uint32_t> owners, uint64_t epoch, std::vector<uint32_t> backups = {}) {
+  auto m = cluster::ShardMap::Create(100, std::move(owners), epoch, std::move(backups));
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  return *m;
+}
+
+// The test table on node 1 placed by `map`.
+std::shared_ptr<Table> OnNode1(const cluster::ShardMap& map) {
+  auto t = Table::Create(Schema("t", 100), map, /*node_id=*/1, {});
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return t.ok() ? *t : nullptr;
+}
+
 // A move of shard 0 onto its backup's node (node 1) is under way, its copy unfinished, when the
 // source hangs and the leader promotes the backup: the replica (every acknowledged write) is
 // served, not the half-made copy.
 TEST(TableMoveTest, AFailoverMidMoveOntoTheBackupInstallsTheReplicaNotTheUnfinishedCopy) {
-  auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
-  ASSERT_TRUE(map.ok());
-  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
-  ASSERT_TRUE(t.ok());
-  Table& table = **t;
+  auto t = OnNode1(Map({0, 0}, 1, {1, kN}));
+  ASSERT_NE(t, nullptr);
+  Table& table = *t;
   const RowImage acked = Image(5, 2, 1.0f);
   ASSERT_TRUE(table.Restore(acked.row, acked.version, acked.value.data(), nullptr).ok());  // Replicated.
   ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/7).ok());
   ASSERT_TRUE(table.WriteIncoming(0, {Image(40, 2, 2.0f)}, nullptr).ok());  // Row 5 not copied yet.
-  auto promoted = cluster::ShardMap::Create(100, {1, 0}, 2, {cluster::kNoNode, cluster::kNoNode});
-  ASSERT_TRUE(promoted.ok());
-  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  ASSERT_TRUE(table.AdoptMap(Map({1, 0}, 2, {kN, kN})).ok());
   EXPECT_EQ(First(table, 5), 1.0f) << "the unfinished copy was installed over the replica";
   EXPECT_TRUE(table.WriteIncoming(0, {Image(40, 2, 2.0f)}, nullptr).code() == Code::kFailedPrecondition) << "the copy outlived its move";
 }
 
 // Without a replica, only a sealed copy (source frozen, every row copied) is installed.
 TEST(TableMoveTest, OnlyASealedCopyIsInstalledWhereThereIsNoReplica) {
-  auto map = cluster::ShardMap::Create(100, {0, 0}, 1);
-  ASSERT_TRUE(map.ok());
-  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
-  ASSERT_TRUE(t.ok());
-  Table& table = **t;
+  auto t = OnNode1(Map({0, 0}, 1));
+  ASSERT_NE(t, nullptr);
+  Table& table = *t;
   ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/7).ok());
   ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 4, 2.0f)}, nullptr).ok());
   auto moved = cluster::ShardMap::Create(100, {1, 0}, 2);
@@ -221,47 +230,35 @@ TEST(TableMoveTest, OnlyASealedCopyIsInstalledWhereThereIsNoReplica) {
 // that replica, so when it is chosen as the backup again it serves the fresh copy, also once
 // promoted.
 TEST(TableMoveTest, ABackupChosenAgainServesTheFreshCopyNotTheReplicaItKeptFromBefore) {
-  auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
-  ASSERT_TRUE(map.ok());
-  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
-  ASSERT_TRUE(t.ok());
-  Table& table = **t;
+  auto t = OnNode1(Map({0, 0}, 1, {1, kN}));
+  ASSERT_NE(t, nullptr);
+  Table& table = *t;
   const RowImage stale = Image(5, 2, 1.0f);
   ASSERT_TRUE(table.Restore(stale.row, stale.version, stale.value.data(), nullptr).ok());
-  auto dropped = cluster::ShardMap::Create(100, {0, 0}, 2, {cluster::kNoNode, cluster::kNoNode});
-  ASSERT_TRUE(dropped.ok());
-  ASSERT_TRUE(table.AdoptMap(*dropped).ok());  // The record the driver sends first.
+  ASSERT_TRUE(table.AdoptMap(Map({0, 0}, 2, {kN, kN})).ok());  // The record the driver sends first.
   ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/9).ok());
   ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 6, 3.0f)}, nullptr).ok());
   ASSERT_TRUE(table.SealIncoming(0, 9).ok());
-  auto again = cluster::ShardMap::Create(100, {0, 0}, 3, {1, cluster::kNoNode});
-  ASSERT_TRUE(again.ok());
-  ASSERT_TRUE(table.AdoptMap(*again).ok());
-  auto promoted = cluster::ShardMap::Create(100, {1, 0}, 4, {cluster::kNoNode, cluster::kNoNode});
-  ASSERT_TRUE(promoted.ok());
-  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  ASSERT_TRUE(table.AdoptMap(Map({0, 0}, 3, {1, kN})).ok());
+  ASSERT_TRUE(table.AdoptMap(Map({1, 0}, 4, {kN, kN})).ok());
   EXPECT_EQ(First(table, 5), 3.0f) << "the stale replica was kept";
 }
 
 // A sealed copy left by a move whose driver died never replaces a replica that its primary
 // still feeds: a later map that keeps this node the backup keeps the replica.
 TEST(TableMoveTest, ASealedCopyLeftBehindNeverReplacesALiveReplica) {
-  auto map = cluster::ShardMap::Create(100, {0, 0}, 1, {1, cluster::kNoNode});
-  ASSERT_TRUE(map.ok());
-  auto t = Table::Create(Schema("t", 100), *map, /*node_id=*/1, {});
-  ASSERT_TRUE(t.ok());
-  Table& table = **t;
+  auto t = OnNode1(Map({0, 0}, 1, {1, kN}));
+  ASSERT_NE(t, nullptr);
+  Table& table = *t;
   ASSERT_TRUE(table.PrepareIncoming(0, /*op=*/9).ok());
   ASSERT_TRUE(table.WriteIncoming(0, {Image(5, 2, 1.0f)}, nullptr).ok());
   ASSERT_TRUE(table.SealIncoming(0, 9).ok());  // Its driver dies here; the source is unfrozen later.
   const RowImage fresh = Image(5, 4, 2.0f);   // A write forwarded to the replica since.
   ASSERT_TRUE(table.Restore(fresh.row, fresh.version, fresh.value.data(), nullptr).ok());
-  auto other = cluster::ShardMap::Create(100, {0, 2}, 2, {1, cluster::kNoNode});  // Another shard moved.
+  auto other = cluster::ShardMap::Create(100, {0, 2}, 2, {1, kN});  // Another shard moved.
   ASSERT_TRUE(other.ok());
   ASSERT_TRUE(table.AdoptMap(*other).ok());
-  auto promoted = cluster::ShardMap::Create(100, {1, 2}, 3, {cluster::kNoNode, cluster::kNoNode});
-  ASSERT_TRUE(promoted.ok());
-  ASSERT_TRUE(table.AdoptMap(*promoted).ok());
+  ASSERT_TRUE(table.AdoptMap(Map({1, 2}, 3, {kN, kN})).ok());
   EXPECT_EQ(First(table, 5), 2.0f) << "the sealed copy replaced the live replica";
 }
 
