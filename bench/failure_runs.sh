@@ -11,7 +11,7 @@ test_bin="$build/tests/shard_move_test"
 out=bench-results
 mkdir -p "$out"
 for name in AQuicklyRestartedInMemoryPrimaryHandsItsShardsToTheirBackups \
-            AQuicklyRestartedDurablePrimaryKeepsItsShardsAndDropsTheirBackups \
+            AQuicklyRestartedDurablePrimaryHandsItsShardsToTheirBackups \
             APrimaryRestartedOnADamagedLogHandsItsShardsToTheirBackups \
             AFailoverMidMoveOntoTheBackupServesTheReplicaNotTheUnfinishedCopy; do
   log="$out/failure_$name.log"

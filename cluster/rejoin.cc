@@ -3,20 +3,13 @@
 
 namespace engram::cluster {
 
-std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up,
-                                     bool recovered) {
+std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up) {
   RejoinPlan plan{info.owners, info.backups, {}, {}, {}};
   plan.backups.resize(plan.owners.size(), kNoNode);
   for (uint32_t sh = 0; sh < plan.owners.size(); ++sh) {
     uint32_t& owner = plan.owners[sh];
     uint32_t& backup = plan.backups[sh];
-    if (owner == self && recovered) {
-      plan.kept.push_back(sh);
-      if (backup != kNoNode) {
-        backup = kNoNode;
-        plan.dropped.push_back(sh);
-      }
-    } else if (owner == self) {
+    if (owner == self) {
       if (backup != kNoNode && backup != self && up.count(backup)) {
         owner = backup;
         backup = kNoNode;
@@ -37,14 +30,13 @@ namespace {
 
 // One table's step down: read, plan, compare-and-swap, again while others change it first.
 StatusOr<std::optional<RejoinOutcome>> StepDown(ClusterState& state, const std::string& name, const std::set<uint32_t>& up,
-                                                uint32_t self, bool recovered,
-                                                const std::function<void(const wire::TableInfo&)>& announce) {
+                                                uint32_t self, const std::function<void(const wire::TableInfo&)>& announce) {
   for (int attempt = 0; attempt < 10; ++attempt) {
     ENGRAM_ASSIGN_OR_RETURN(auto rec, state.GetTable(name));
     if (!rec.has_value()) return std::optional<RejoinOutcome>{};  // Dropped meanwhile.
     const wire::TableInfo& info = rec->info;
     RejoinOutcome out{name, info.epoch, {}, {}, {}};
-    auto plan = PlanRejoin(info, self, up, recovered);
+    auto plan = PlanRejoin(info, self, up);
     if (!plan) {
       for (uint32_t sh = 0; sh < info.owners.size(); ++sh) {
         if (info.owners[sh] == self) out.kept.push_back(sh);
@@ -68,12 +60,11 @@ StatusOr<std::optional<RejoinOutcome>> StepDown(ClusterState& state, const std::
 }  // namespace
 
 StatusOr<std::vector<RejoinOutcome>> StepDownOnRestart(ClusterState& state, const std::set<uint32_t>& up, uint32_t self,
-                                                       bool recovered,
                                                        const std::function<void(const wire::TableInfo&)>& announce) {
   ENGRAM_ASSIGN_OR_RETURN(auto tables, state.ListTables());
   std::vector<RejoinOutcome> outcomes;
   for (const TableRecord& rec : tables) {
-    ENGRAM_ASSIGN_OR_RETURN(auto out, StepDown(state, rec.info.schema.name, up, self, recovered, announce));
+    ENGRAM_ASSIGN_OR_RETURN(auto out, StepDown(state, rec.info.schema.name, up, self, announce));
     if (out) outcomes.push_back(std::move(*out));
   }
   return outcomes;

@@ -4,16 +4,18 @@
 // A daemon killed and started again comes back while its old key may still be registered (its
 // lease has not expired), so the leader never fails its shards over: without this step it would
 // recreate them empty (no --data_dir) and serve them. With a data directory it recovers what its
-// log holds: with --durability=sync every write it acknowledged, but its backups may hold more
-// (records applied there while this node's copy was still in memory, never acknowledged), and
-// would take later row versions for the ones they hold; with async durability, or a damaged
-// log, it may have lost acknowledged writes. So a restarted node
-//   - that recovered every acknowledged write (`recovered`) keeps the shards it owns and drops
-//     their backups (re-replication copies them anew from it);
-//   - else gives each shard it owns whose backup holds a lease to that backup (which applied
-//     every push acknowledged to a client), and keeps the others (no other copy exists: without
-//     --data_dir their rows are gone);
-//   - and gives up its place as a backup everywhere (its replica is rebuilt by re-replication).
+// log holds, but a backup may hold more (records applied there while this node's copy was still
+// in memory, never acknowledged, under row versions this node would reissue for other
+// gradients), and with async durability or a damaged log it may have lost acknowledged writes.
+// So a restarted node keeps only what no other copy can serve better:
+//   - a shard it owns whose backup holds a lease goes to that backup (which applied every push
+//     acknowledged to a client), and the shard has no backup until re-replication copies it anew;
+//   - its place as a backup is given up everywhere (its replica is rebuilt by re-replication);
+//   - a shard it owns without a live backup stays: with --data_dir it recovered what its log
+//     holds; without, its rows are gone with every copy of them (reported as kept).
+// (Keeping a durable node's shards and dropping their backups instead was tried: the backup's
+// exactly-once entries outlive its replica, and a later move of the shard to it would answer a
+// resent push the owner never logged as a duplicate.)
 //
 // Thread-safety: stateless functions; StepDownOnRestart blocks on etcd.
 #ifndef ENGRAM_CLUSTER_REJOIN_H_
@@ -36,15 +38,14 @@ namespace engram::cluster {
 struct RejoinPlan {
   std::vector<uint32_t> owners, backups;  // The new map (backups sized like owners).
   std::vector<uint32_t> handed_off;       // Shards this node owned that go to their backups.
-  std::vector<uint32_t> dropped;          // Shards this node backed up, or (recovered) whose backup it drops.
-  std::vector<uint32_t> kept;             // Shards this node keeps owning.
+  std::vector<uint32_t> dropped;          // Shards this node backed up.
+  std::vector<uint32_t> kept;             // Shards this node owns with no live backup.
 };
 
 // The map of `info` once node `self` gave up what it must on restarting (see above); `up` holds
 // the nodes with leases (`self` in it is ignored: that may be its previous process's key).
 // nullopt if the map does not change (shards it keeps with no backup change nothing).
-std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up,
-                                     bool recovered);
+std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up);
 
 struct RejoinOutcome {
   std::string table;
@@ -56,7 +57,6 @@ struct RejoinOutcome {
 // when another change came first) and hands each new record to `announce` (the caller sends it
 // to the live nodes). Call before registering. Returns one outcome per table that names `self`.
 StatusOr<std::vector<RejoinOutcome>> StepDownOnRestart(ClusterState& state, const std::set<uint32_t>& up, uint32_t self,
-                                                       bool recovered,
                                                        const std::function<void(const wire::TableInfo&)>& announce);
 
 }  // namespace engram::cluster

@@ -111,24 +111,21 @@ class ChangedErrorLog {
 // Before registering: a restarted daemon gives up the copies it may have lost or that may lag
 // their other copy (cluster/rejoin.h), and says what it gave up and what it keeps.
 // Returns how many shards it keeps (those without a live backup).
-// `recovered`: the data directory gave back every acknowledged write (sync durability, no damage).
-StatusOr<size_t> StepDownBeforeJoining(bool recovered, const std::function<void(const wire::TableInfo&)>& announce) {
+StatusOr<size_t> StepDownBeforeJoining(const std::function<void(const wire::TableInfo&)>& announce) {
   std::unique_ptr<cluster::EtcdClient> etcd;
   ENGRAM_RETURN_IF_ERROR(ConnectEtcdOnce(&etcd));
   ENGRAM_ASSIGN_OR_RETURN(auto live, cluster::Membership::List(*etcd, FLAGS_cluster));
   std::set<uint32_t> up;
   for (const auto& n : live) up.insert(n.node_id);
   cluster::ClusterState state(etcd.get(), FLAGS_cluster);
-  ENGRAM_ASSIGN_OR_RETURN(auto outcomes, cluster::StepDownOnRestart(state, up, FLAGS_node_id, recovered, announce));
+  ENGRAM_ASSIGN_OR_RETURN(auto outcomes, cluster::StepDownOnRestart(state, up, FLAGS_node_id, announce));
   size_t kept = 0;
   for (const auto& o : outcomes) {
     kept += o.kept.size();
     if (!o.handed_off.empty() || !o.dropped.empty()) {
       LOG(WARNING) << "restarted: gave " << o.handed_off.size() << " shard(s) of '" << o.table
-                   << "' to their backups and dropped " << o.dropped.size()
-                   << " replica(s) (this node's as a backup, or its shards' backups, which may hold unacknowledged "
-                      "writes it lacks) (epoch "
-                   << o.epoch << "); re-replication copies them anew";
+                   << "' to their backups and stopped backing up " << o.dropped.size() << " (epoch " << o.epoch
+                   << "); re-replication copies them anew";
     }
     if (o.kept.empty()) continue;
     if (FLAGS_data_dir.empty()) {
@@ -334,7 +331,9 @@ int main(int argc, char** argv) {
     return std::move(reply.payload);
   };
   opts.peer_call = peer_call_until;
-  opts.backup_silence = std::chrono::seconds(2 * FLAGS_lease_ttl_s);
+  // A silent backup's other waits end at once; new replicas to it still wait (a backup slow once,
+  // e.g. a long fdatasync, loses only the shards whose writes timed out).
+  opts.backup_silence = std::chrono::milliseconds(0);
   if (!FLAGS_etcd.empty()) {
     opts.node_address = [&](uint32_t node) -> StatusOr<std::string> {
       ENGRAM_ASSIGN_OR_RETURN(auto nodes, opts.cluster_nodes());
@@ -490,8 +489,7 @@ int main(int argc, char** argv) {
     self.node_id = FLAGS_node_id;
     self.data_address = data->host + ":" + std::to_string(transport->port());
     self.admin_address = admin->host + ":" + std::to_string((*http)->port());
-    const bool recovered = !FLAGS_data_dir.empty() && FLAGS_durability == "sync" && log_damage.empty();
-    auto kept = StepDownBeforeJoining(recovered, broadcast);
+    auto kept = StepDownBeforeJoining(broadcast);
     if (!kept.ok()) return Die(kept.status().WithContext("stepping down from the shards a restart may have lost"));
     if (!log_damage.empty() && *kept > 0 && !FLAGS_recover_past_corruption) {
       return Die(LogDamaged(log_damage, std::to_string(*kept) + " shard(s) it owns have no live backup to take them"));
@@ -600,9 +598,11 @@ int main(int argc, char** argv) {
               LOG(INFO) << "table '" << rec.info.schema.name << "' created from the cluster's record (epoch "
                         << rec.info.epoch << ")";
             }
-            // After a (re-)registration: adopt what the cluster decided while this node was
-            // away (its shards promoted elsewhere), before taking writes again.
-            if (reg != synced_registration.load() && service.TableEpoch(rec.info.schema.name) < rec.info.epoch) {
+            // Every newer record: a node that missed a broadcast (it was slow, or the sender
+            // skipped it as unreachable, or died first) catches up within a pass; after a
+            // (re-)registration this must be done before taking writes again (its shards may have
+            // been promoted elsewhere while it was away).
+            if (service.TableEpoch(rec.info.schema.name) < rec.info.epoch) {
               if (Status st = service.AdoptRecord(rec.info); !st.ok()) {
                 caught_up = false;
                 report("catching up with '" + rec.info.schema.name + "': " + st.ToString());

@@ -582,10 +582,7 @@ Status Table::SealIncoming(uint32_t shard, uint64_t op) {
   return Status::OK();
 }
 
-bool Table::CompleteCopy(uint32_t s) const {
-  return incoming_[s] && in_sealed_ms_[s] != 0 &&
-         NowMs() - in_sealed_ms_[s] < std::chrono::duration_cast<std::chrono::milliseconds>(kMoveIdleTakeover).count();
-}
+bool Table::CompleteCopy(uint32_t s) const { return incoming_[s] && in_sealed_ms_[s] != 0; }
 
 Status Table::BeginRestore() {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);

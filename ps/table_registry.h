@@ -177,9 +177,11 @@ class Table {
   // Operation `op`'s incoming copy is complete: its source is frozen and every row written there
   // since the copy began has been written here (the driver's last step before the flip). Only a
   // sealed copy is installed by a map that gives this node the shard without a replica of it,
-  // or makes it a new backup without one; a failover mid-copy promotes the replica instead. A
-  // seal older than kMoveIdleTakeover is void: by then another operation may have taken the
-  // source over and unfrozen it. FailedPrecondition unless `op` made the incoming copy.
+  // or makes it a new backup without one; a failover mid-copy promotes the replica instead. (A
+  // seal stays valid: only its own operation's flip can give this node the shard without a
+  // replica, and that driver checks its freeze still holds right before the flip; a stale seal
+  // would wedge a flip already recorded, which the driver's rerun must be able to finish.)
+  // FailedPrecondition unless `op` made the incoming copy.
   Status SealIncoming(uint32_t shard, uint64_t op);
   // On the node a shard moves from: TrackOutgoing starts recording the rows written to it;
   // FreezeOutgoing refuses its writes from now on (Unavailable: clients retry), waits for
@@ -282,7 +284,7 @@ class Table {
   // took a step (steady-clock ms, for kMoveIdleTakeover).
   std::vector<uint64_t> out_op_, in_op_;                // GUARDED_BY(map_mu_)
   std::vector<int64_t> in_sealed_ms_;                   // GUARDED_BY(map_mu_): when sealed (0: not).
-  // REQUIRES: map_mu_ held. Whether shard s's incoming copy is sealed, and recently enough.
+  // REQUIRES: map_mu_ held. Whether shard s's incoming copy is sealed.
   bool CompleteCopy(uint32_t s) const;
   std::unique_ptr<std::atomic<int64_t>[]> out_seen_, in_seen_;
   bool Busy(uint64_t current, uint64_t op, const std::atomic<int64_t>& seen) const;

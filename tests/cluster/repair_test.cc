@@ -74,7 +74,7 @@ TEST(NextBackupTest, SkipsUnreplicatedTablesAndShardsWhosePrimaryIsDead) {
 // owned to their live backups and stops backing up anything.
 TEST(PlanRejoinTest, ARestartedNodeHandsItsShardsToTheirLiveBackupsAndBacksUpNothing) {
   const TableRecord rec = Record("t", {0, 1, 2, 0, 1, 2}, {1, 2, 0, 1, 2, 0});
-  auto plan = PlanRejoin(rec.info, 1, {0, 1, 2}, /*recovered=*/false);
+  auto plan = PlanRejoin(rec.info, 1, {0, 1, 2});
   ASSERT_TRUE(plan.has_value());
   EXPECT_EQ(plan->owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
   EXPECT_EQ(plan->backups, (std::vector<uint32_t>{kNo, kNo, 0, kNo, kNo, 0}));
@@ -85,7 +85,7 @@ TEST(PlanRejoinTest, ARestartedNodeHandsItsShardsToTheirLiveBackupsAndBacksUpNot
 
 TEST(PlanRejoinTest, AShardWithoutALiveBackupIsKept) {
   const TableRecord rec = Record("t", {1, 1, 0}, {2, kNo, 1});
-  auto plan = PlanRejoin(rec.info, 1, {0, 1}, /*recovered=*/false);  // Node 2 holds no lease.
+  auto plan = PlanRejoin(rec.info, 1, {0, 1});  // Node 2 holds no lease.
   ASSERT_TRUE(plan.has_value());
   EXPECT_EQ(plan->owners, (std::vector<uint32_t>{1, 1, 0}));
   EXPECT_EQ(plan->backups, (std::vector<uint32_t>{2, kNo, kNo}));
@@ -94,23 +94,10 @@ TEST(PlanRejoinTest, AShardWithoutALiveBackupIsKept) {
 }
 
 TEST(PlanRejoinTest, NothingChangesForANodeTheRecordNoLongerNamesOrThatOnlyKeeps) {
-  EXPECT_FALSE(PlanRejoin(Record("t", {0, 2}, {2, 0}).info, 1, {0, 1, 2}, false).has_value());
-  EXPECT_FALSE(PlanRejoin(Record("t", {1, 1}, {}).info, 1, {0, 1, 2}, false).has_value());  // Unreplicated.
-  EXPECT_FALSE(PlanRejoin(Record("t", {1, 1}, {}).info, 1, {0, 1, 2}, true).has_value());
+  EXPECT_FALSE(PlanRejoin(Record("t", {0, 2}, {2, 0}).info, 1, {0, 1, 2}).has_value());
+  EXPECT_FALSE(PlanRejoin(Record("t", {1, 1}, {}).info, 1, {0, 1, 2}).has_value());  // Unreplicated.
 }
 
-// A node that recovered every acknowledged write (sync durability) keeps its shards, and their
-// backups go (they may hold writes it never acknowledged, under row versions it will reissue).
-TEST(PlanRejoinTest, ANodeThatRecoveredEveryAcknowledgedWriteKeepsItsShardsAndDropsTheirBackups) {
-  const TableRecord rec = Record("t", {0, 1, 2, 0, 1, 2}, {1, 2, 0, 1, 2, 0});
-  auto plan = PlanRejoin(rec.info, 1, {0, 1, 2}, /*recovered=*/true);
-  ASSERT_TRUE(plan.has_value());
-  EXPECT_EQ(plan->owners, rec.info.owners);
-  EXPECT_EQ(plan->backups, (std::vector<uint32_t>{kNo, kNo, 0, kNo, kNo, 0}));
-  EXPECT_TRUE(plan->handed_off.empty());
-  EXPECT_EQ(plan->kept, (std::vector<uint32_t>{1, 4}));
-  EXPECT_EQ(plan->dropped, (std::vector<uint32_t>{0, 1, 3, 4}));
-}
 
 }  // namespace
 }  // namespace engram::cluster
