@@ -194,18 +194,7 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
                            std::to_string(from) + " to node " + std::to_string(to) + " (aborted; nothing changed)");
   };
   auto cancelled = [&] { return options.cancel != nullptr && options.cancel->load(); };
-  {
-    // The destination first adopts the record this operation starts from: a node that missed
-    // the record dropping it as the shard's backup ends the replica its primary stopped feeding
-    // (the flip would keep it over the copy).
-    std::vector<uint8_t> rec;
-    wire::Writer rw(&rec);
-    wire::PutTableInfo(rw, info);
-    if (auto r = calls_.call(to, wire::MsgType::kAdoptMap, rec); !r.ok()) {
-      return r.status().WithContext("node " + std::to_string(to) + " cannot adopt epoch " + std::to_string(info.epoch) +
-                                    " of '" + name + "' (nothing changed)");
-    }
-  }
+  ENGRAM_RETURN_IF_ERROR(SendStartingRecord(to, info));  // 0. Nothing to abort yet.
   if (Status s = OpStep(to, wire::MsgType::kShardPrepare, name, shard, op, options); !s.ok()) return abort(s);
   if (Status s = OpStep(from, wire::MsgType::kShardTrack, name, shard, op, options); !s.ok()) return abort(s);
   for (uint64_t cursor = 0; cursor != UINT64_MAX;) {  // 3. Bulk copy while writes continue.
@@ -225,19 +214,7 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
     if (!next.ok()) return abort(next.status());
     cursor = *next;
   }
-  // The push parts applied to the shard on the source (final now): the destination answers
-  // their retransmissions as duplicates once it owns the shard.
-  std::vector<uint8_t> applied;
-  if (Status s = Step(from, wire::MsgType::kShardAppliedRead, name, shard, &applied); !s.ok()) return abort(s);
-  {
-    std::vector<uint8_t> sealed;  // The operation, then the parts: the destination seals this copy.
-    wire::Writer(&sealed).Put<uint64_t>(op);
-    sealed.insert(sealed.end(), applied.begin(), applied.end());
-    if (Status s = Step(to, wire::MsgType::kShardAppliedWrite, name, shard, nullptr, sealed); !s.ok()) return abort(s);
-  }
-  // Still this operation's freeze on the source (a driver paused long enough lost it to another
-  // operation, which unfroze the source: the sealed copy may miss writes): checked after the seal.
-  if (Status s = OpStep(from, wire::MsgType::kShardFreeze, name, shard, op, once); !s.ok()) return abort(s);
+  if (Status s = Seal(from, to, name, shard, op, once); !s.ok()) return abort(s);
   report("delta");
   if (cancelled()) return abort(Status::Aborted("interrupted"));
   // 6. The new map, agreed in etcd first when there is a cluster.
@@ -293,6 +270,32 @@ StatusOr<uint64_t> ShardMover::MoveImpl(const std::string& name, uint32_t shard,
   ENGRAM_RETURN_IF_ERROR(first);
   report("done");
   return next.epoch;
+}
+
+Status ShardMover::SendStartingRecord(uint32_t to, const wire::TableInfo& info) {
+  // A node that missed the record dropping it as the shard's backup ends the replica its primary
+  // stopped feeding (the flip would keep it over the copy).
+  std::vector<uint8_t> rec;
+  wire::Writer w(&rec);
+  wire::PutTableInfo(w, info);
+  return calls_.call(to, wire::MsgType::kAdoptMap, rec).status().WithContext(
+      "node " + std::to_string(to) + " cannot adopt epoch " + std::to_string(info.epoch) + " of '" + info.schema.name +
+      "' (nothing changed)");
+}
+
+Status ShardMover::Seal(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t op,
+                        const MoveOptions& once) {
+  // The push parts applied to the shard on the source (final now): the destination answers
+  // their retransmissions as duplicates once it owns the shard, and seals this operation's copy.
+  std::vector<uint8_t> applied;
+  ENGRAM_RETURN_IF_ERROR(Step(from, wire::MsgType::kShardAppliedRead, name, shard, &applied));
+  std::vector<uint8_t> sealed;
+  wire::Writer(&sealed).Put<uint64_t>(op);
+  sealed.insert(sealed.end(), applied.begin(), applied.end());
+  ENGRAM_RETURN_IF_ERROR(Step(to, wire::MsgType::kShardAppliedWrite, name, shard, nullptr, sealed));
+  // Still this operation's freeze on the source (a driver paused long enough lost it to another
+  // operation, which unfroze the source: the sealed copy may miss writes), right before the flip.
+  return OpStep(from, wire::MsgType::kShardFreeze, name, shard, op, once);
 }
 
 StatusOr<uint64_t> ShardMover::Finish(const wire::TableInfo& info, uint32_t to) {

@@ -2,6 +2,8 @@
 // (drain a node, rebalance a table), driven from outside the daemons (engramctl, tests).
 //
 // One move of shard s of table T from node S to node D, while clients keep pushing and pulling:
+//   0. D: kAdoptMap       the record the move starts from (D ends a replica of s it kept after
+//                         missing the record that dropped it as the backup).
 //   1. D: kShardPrepare   an empty copy of s that D does not serve yet.
 //   2. S: kShardTrack     S records every row written to s from now on.
 //   3. copy               the rows of s, range by range: S sends them to D itself (kShardPush;
@@ -11,8 +13,10 @@
 //   4. S: kShardFreeze    S refuses writes to s (clients get Unavailable and retry) and waits
 //                         for writes in flight; the rows written since step 2 are listed.
 //   5. copy               those rows again (they are final now), and the push parts applied
-//                         to s (kShardAppliedRead -> kShardAppliedWrite): D's exactly-once
-//                         table then answers their retransmissions.
+//                         to s (kShardAppliedRead -> kShardAppliedWrite, naming the operation):
+//                         D seals its copy (complete) and its exactly-once table then answers
+//                         their retransmissions; S: kShardFreeze again, to check this
+//                         operation still holds the freeze.
 //   6. etcd               with a cluster: the table record's owner of s becomes D, epoch + 1,
 //                         by compare-and-swap (a concurrent change aborts the move).
 //   7. adopt              the new map, on S first (S retires its copy: one-sided readers of it
@@ -26,7 +30,8 @@
 // A driver that stops between steps 6 and 7 leaves the nodes on the old map with s frozen on S
 // (writes to s are refused; nothing is lost): running the move again completes it (D first,
 // which refuses if it lost its copy in a restart; S keeps the data until D has adopted).
-// Daemons never change a map on their own from the etcd record.
+// Daemons also adopt newer etcd records on their own, each follower pass; D installs only a
+// replica of s or this operation's sealed copy, so that changes nothing above.
 //
 // Thread-safety: one ShardMover per thread; moves of different shards may run concurrently.
 #ifndef ENGRAM_CLUSTER_SHARD_MOVER_H_
@@ -118,6 +123,11 @@ class ShardMover {
   StatusOr<uint64_t> MoveImpl(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options,
                               bool as_backup);
   // Copies one kShardRead reply's images to `to`; returns the reply's next cursor.
+  // Step 0: the destination adopts the record the move starts from.
+  Status SendStartingRecord(uint32_t to, const wire::TableInfo& info);
+  // Step 5's end: the source's applied parts to the destination, which seals `op`'s copy; then
+  // the source's freeze checked again.
+  Status Seal(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t op, const MoveOptions& once);
   StatusOr<uint64_t> CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t cursor,
                                uint32_t max_rows, bool dirty, uint64_t* rows);
 

@@ -2,10 +2,12 @@
 //
 // A replica is sent to its backup node while the write holds its shards' write locks and the
 // table's map lock, and waits up to one lease TTL for the answer. When one such wait ends without
-// an answer, the node is marked silent for `silence`: every other wait on it ends at once (each
-// would time out the same way, still holding its locks, and a map change queued behind them holds
-// every reader of the table meanwhile), and new replicas to it fail at once. Each of those writes
-// then drops the backup from the map, as a timed-out one does. An answer clears the mark.
+// an answer, every other wait on that node ends at once (each would time out the same way, still
+// holding its locks, and a map change queued behind them holds every reader of the table
+// meanwhile); each of those writes then drops the backup from the map, as a timed-out one does.
+// For `silence` after that, new replicas to the node fail at once too (0, the daemon's setting:
+// they wait again, so a backup slow once loses only the shards whose writes timed out). An answer
+// clears the mark.
 //
 // Thread-safety: thread-safe; never blocks.
 #ifndef ENGRAM_PS_BACKUP_LINKS_H_
@@ -32,7 +34,7 @@ class BackupLinks {
         }) {}
 
   // The flag a wait on `node` must watch (it turns true when the node is found silent: give up),
-  // or nullptr while the node is marked silent (fail at once, without sending).
+  // or nullptr within `silence` of that (fail at once, without sending).
   std::shared_ptr<const std::atomic<bool>> Begin(uint32_t node) {
     std::lock_guard<std::mutex> lock(mu_);
     Link& l = links_[node];

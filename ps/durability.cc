@@ -514,6 +514,15 @@ StatusOr<std::pair<uint64_t, uint64_t>> Durability::RestoreTable(Table* table, c
       }
     }
   }
+  {  // The whole checkpoint read once first: a damaged one is refused before any row changes.
+    storage::WalReplayStats check;
+    ENGRAM_RETURN_IF_ERROR(
+        storage::WriteAheadLog::Replay(dir, 0, [](std::span<const uint8_t>) { return Status::OK(); }, &check));
+    if (!check.torn_tails.empty() || !check.corrupt.empty()) {
+      return Status::DataLoss("checkpoint " + dir + " is damaged: " +
+                              (check.corrupt.empty() ? check.torn_tails[0] : check.corrupt[0]));
+    }
+  }
   auto record = std::make_unique<LogRecord>(RecordKind::kPut, *table);
   uint64_t lsn = 0;
   auto flush = [&]() -> Status {

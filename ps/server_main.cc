@@ -145,6 +145,18 @@ Status LogDamaged(const std::vector<std::string>& where, const std::string& what
                           "; restore the log, or start with --recover_past_corruption to serve without them");
 }
 
+// The step down, and a damaged log's refusal when shards would be served from it with no other
+// live copy (unless --recover_past_corruption).
+Status RejoinBeforeRegistering(const std::vector<std::string>& log_damage,
+                               const std::function<void(const wire::TableInfo&)>& announce) {
+  auto kept = StepDownBeforeJoining(announce);
+  if (!kept.ok()) return kept.status().WithContext("stepping down from the shards a restart may have lost");
+  if (!log_damage.empty() && *kept > 0 && !FLAGS_recover_past_corruption) {
+    return LogDamaged(log_damage, std::to_string(*kept) + " shard(s) it owns have no live backup to take them");
+  }
+  return Status::OK();
+}
+
 int Die(const Status& s) {
   LOG(ERROR) << s.ToString();
   std::fprintf(stderr, "engram-server: %s\n", s.ToString().c_str());
@@ -489,11 +501,7 @@ int main(int argc, char** argv) {
     self.node_id = FLAGS_node_id;
     self.data_address = data->host + ":" + std::to_string(transport->port());
     self.admin_address = admin->host + ":" + std::to_string((*http)->port());
-    auto kept = StepDownBeforeJoining(broadcast);
-    if (!kept.ok()) return Die(kept.status().WithContext("stepping down from the shards a restart may have lost"));
-    if (!log_damage.empty() && *kept > 0 && !FLAGS_recover_past_corruption) {
-      return Die(LogDamaged(log_damage, std::to_string(*kept) + " shard(s) it owns have no live backup to take them"));
-    }
+    if (Status st = RejoinBeforeRegistering(log_damage, broadcast); !st.ok()) return Die(st);
     auto joined = cluster::Membership::Join(mo, self);
     if (!joined.ok()) return Die(joined.status().WithContext("joining cluster '" + FLAGS_cluster + "' at etcd " + FLAGS_etcd));
     member = std::move(joined).value();

@@ -67,9 +67,9 @@ struct ServiceOptions {
   std::function<StatusOr<std::vector<uint8_t>>(const std::string& address, wire::MsgType type,
                                                std::vector<uint8_t> payload, const std::atomic<bool>* cancel)>
       peer_call;
-  // How long a backup node whose replica got no answer is not waited on again (see
-  // ps/backup_links.h): the daemon uses two lease TTLs.
-  std::chrono::milliseconds backup_silence{10000};
+  // How long new replicas to a backup node whose replica got no answer fail at once (see
+  // ps/backup_links.h); the other waits on it end at once regardless. The daemon uses 0.
+  std::chrono::milliseconds backup_silence{0};
   // Replication (with a cluster): a node's data address, and dropping unreachable backups of a
   // table's shards from the cluster's record (compare-and-swap; returns the new record, which
   // every live node must then adopt). When the record no longer makes this node the owner of one
@@ -95,9 +95,8 @@ class Service {
   // Call once, before the first request.
   Status EnableDurability(const DurabilityOptions& options, RecoveryStats* stats);
   // The daemon's etcd follower: creates a table the cluster records but this node lacks (a node
-  // added later learns the tables so that shards can move to it). Shard maps are changed only
-  // by a move's driver (cluster/shard_mover.h), never from the record alone: a node must not
-  // give a shard away unless its new owner holds a copy.
+  // added later learns the tables so that shards can move to it). Newer maps are installed by
+  // AdoptRecord (the follower calls it for every record newer than the table's map).
   Status FollowRecord(const wire::TableInfo& record, bool* created);
   // Installs a table's newer map (kAdoptMap; the failover leader on itself) and saves the
   // catalog; a map older than this node's is already superseded here (OK, nothing changes).

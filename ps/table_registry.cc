@@ -115,7 +115,7 @@ Table::Table(TableSchema schema, cluster::ShardMap map, uint32_t node_id, storag
       cold_dir_(std::move(cold_dir)), cold_(std::move(cold)), map_(std::move(map)), shards_(std::move(shards)),
       incoming_(num_shards_), replicas_(std::move(replicas)),
       epoch_(map_.epoch()), write_mu_(new std::mutex[num_shards_]), frozen_(new std::atomic<bool>[num_shards_]),
-      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0), in_sealed_ms_(num_shards_, 0),
+      tracking_(num_shards_, false), out_op_(num_shards_, 0), in_op_(num_shards_, 0), in_sealed_(num_shards_, false),
       out_seen_(new std::atomic<int64_t>[num_shards_]), in_seen_(new std::atomic<int64_t>[num_shards_]),
       dirty_(num_shards_), frozen_rows_(num_shards_), incarnation_(incarnation) {
   for (uint32_t i = 0; i < num_shards_; ++i) {
@@ -526,7 +526,7 @@ Status Table::PrepareIncoming(uint32_t shard, uint64_t op) {
   in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
   if (incoming_[shard] && in_op_[shard] == op) return Status::OK();  // A retry of this step.
   in_op_[shard] = op;
-  in_sealed_ms_[shard] = 0;
+  in_sealed_[shard] = false;
   const cluster::RowRange r = map_.Range(shard);
   storage::ShardOptions so = shard_options_;
   if (schema_.dram_bytes > 0) {
@@ -578,11 +578,11 @@ Status Table::SealIncoming(uint32_t shard, uint64_t op) {
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node by this operation");
   }
   in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
-  in_sealed_ms_[shard] = std::max<int64_t>(NowMs(), 1);
+  in_sealed_[shard] = true;
   return Status::OK();
 }
 
-bool Table::CompleteCopy(uint32_t s) const { return incoming_[s] && in_sealed_ms_[s] != 0; }
+bool Table::CompleteCopy(uint32_t s) const { return incoming_[s] && in_sealed_[s]; }
 
 Status Table::BeginRestore() {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
@@ -707,7 +707,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
       shards_[s] = replicas_[s] ? std::move(replicas_[s]) : std::move(incoming_[s]);
       incoming_[s].reset();
       in_op_[s] = 0;
-      in_sealed_ms_[s] = 0;
+      in_sealed_[s] = false;
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
@@ -718,7 +718,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
     if (map.Backup(s) == node_id_ && !replicas_[s] && complete_copy) {
       replicas_[s] = std::move(incoming_[s]);
       in_op_[s] = 0;
-      in_sealed_ms_[s] = 0;
+      in_sealed_[s] = false;
     }
     // An incoming copy not installed by this map stays: another operation is still making it.
     if (map.Backup(s) != node_id_) replicas_[s].reset();
@@ -742,7 +742,7 @@ void Table::AbortMove(uint32_t shard, uint64_t op) {
   if (in_op_[shard] == op) {
     incoming_[shard].reset();
     in_op_[shard] = 0;
-    in_sealed_ms_[shard] = 0;
+    in_sealed_[shard] = false;
   }
   if (tracking_[shard] && out_op_[shard] == op) {
     --moves_;

@@ -197,7 +197,8 @@ class Table {
   // onto the backup's node) or else from a sealed incoming copy (FailedPrecondition if it has
   // neither: nothing changes), shards it loses are retired (one-sided readers
   // fall back to the server) and dropped; the move state of a shard ends when it leaves this node
-  // or gains a new backup (the two kinds of flip), and an incoming copy ends when it is installed;
+  // or gains a new backup (the two kinds of flip), and an incoming copy ends when it is installed
+  // or when this node gains the shard from its replica (a shard it owns cannot be moved to it);
   // a backup merely dropped from the map ends nothing (a move of that shard may be under way).
   // OK if this map is already installed or older than the installed one (maps come from one
   // linear history, so a newer one holds every change of an older); FailedPrecondition for
@@ -283,7 +284,7 @@ class Table {
   // The operation that tracks a shard (outgoing) or made its incoming copy, and when it last
   // took a step (steady-clock ms, for kMoveIdleTakeover).
   std::vector<uint64_t> out_op_, in_op_;                // GUARDED_BY(map_mu_)
-  std::vector<int64_t> in_sealed_ms_;                   // GUARDED_BY(map_mu_): when sealed (0: not).
+  std::vector<bool> in_sealed_;                         // GUARDED_BY(map_mu_): see SealIncoming.
   // REQUIRES: map_mu_ held. Whether shard s's incoming copy is sealed.
   bool CompleteCopy(uint32_t s) const;
   std::unique_ptr<std::atomic<int64_t>[]> out_seen_, in_seen_;

@@ -67,7 +67,7 @@ class WriteAheadLog {
 
   // Calls fn(payload) for each record of the segments numbered >= first_segment, in order. A
   // torn tail ends its segment (replay goes on with the next); a damaged record ends the replay
-  // (see WalReplayStats: corrupt). fn's error stops the replay.
+  // (see WalReplayStats: corrupt; without `stats`, DataLoss). fn's error stops the replay.
   static Status Replay(const std::string& dir, uint64_t first_segment,
                        const std::function<Status(std::span<const uint8_t>)>& fn, WalReplayStats* stats);
   // Segment numbers present in dir, ascending.

@@ -26,6 +26,18 @@ TEST(BackupLinksTest, AnUnansweredWaitEndsTheOthersAndFailsNewOnesUntilTheMarkEx
   EXPECT_FALSE(c->load());
 }
 
+// The daemon's setting: no silence, so a new replica waits again once the others were ended.
+TEST(BackupLinksTest, WithoutSilenceNewWaitsGoOnAfterTheOthersEnded) {
+  BackupLinks links(std::chrono::milliseconds(0));
+  auto a = links.Begin(2);
+  auto b = links.Begin(2);
+  links.End(2, a, false);
+  EXPECT_TRUE(b->load());
+  auto c = links.Begin(2);
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->load());
+}
+
 TEST(BackupLinksTest, AnAnswerClearsTheMark) {
   int64_t now = 0;
   BackupLinks links(std::chrono::milliseconds(1000), [&now] { return now; });

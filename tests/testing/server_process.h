@@ -40,10 +40,6 @@ class ServerProcess {
     return s;
   }
 
-  // Starts the server again after Stop() or Kill9(): same flags, same data directory (so it
-  // recovers its tables), same data port (clients reconnect to the address they know).
-  // A few tries, a second apart: what made the first fail (the old lease not yet expired, the
-  // port not yet free) is usually gone by the next.
   // Flips one byte in the middle of the largest write-ahead log segment (a bad sector, a bad
   // copy), for a stopped server. Returns the segment's size (0: no segment).
   // `under`: another folder of the data directory (e.g. "checkpoints": its largest file).
@@ -66,6 +62,10 @@ class ServerProcess {
   }
   // A flag for the next Start/Restart (after those given; the last of a flag wins).
   void AddFlag(std::string flag) { flags_.push_back(std::move(flag)); }
+  // Starts the server again after Stop() or Kill9(): same flags, same data directory (so it
+  // recovers its tables), same data port (clients reconnect to the address they know).
+  // A few tries, a second apart: what made the first fail (the old lease not yet expired, the
+  // port not yet free) is usually gone by the next.
   void Restart() {
     if (pid_ > 0) throw std::runtime_error("Restart of a running server");
     for (int attempt = 1;; ++attempt) {
