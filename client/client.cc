@@ -15,6 +15,7 @@
 #include "client/dedup.h"
 #include "engram/host_port.h"
 #include "engram/init.h"
+#include "engram/mix.h"
 #include "engram/row_codec.h"
 #include "engram/row_slot.h"
 
@@ -42,12 +43,9 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   auto random64 = [&rd] { return (uint64_t{rd()} << 32) ^ rd(); };
   c->client_id_ = options.client_id;
   while (c->client_id_ == 0) c->client_id_ = random64();
-  // A new session per Client: the id mixed (splitmix64's finaliser) with a random incarnation.
+  // A new session per Client: the id mixed with a random incarnation.
   const uint64_t incarnation = random64();
-  uint64_t z = c->client_id_ ^ (incarnation + 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  c->push_session_ = std::max<uint64_t>(z ^ (z >> 31), 1);
+  c->push_session_ = std::max<uint64_t>(Mix64(c->client_id_ ^ (incarnation + 0x9e3779b97f4a7c15ull)), 1);
   if (options.servers.size() > kMaxServers) return Status::InvalidArgument("more than 1024 servers");
   ENGRAM_ASSIGN_OR_RETURN(c->transport_, Transport::Create(options.progress_thread));
   for (size_t i = 0; i < options.servers.size(); ++i) ENGRAM_RETURN_IF_ERROR(c->AddServer(i, options.servers[i]));

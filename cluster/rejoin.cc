@@ -1,9 +1,11 @@
 // A restarted daemon's step down: see rejoin.h.
 #include "cluster/rejoin.h"
 
+#include <optional>
+
 namespace engram::cluster {
 
-std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up) {
+RejoinPlan PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up) {
   RejoinPlan plan{info.owners, info.backups, {}, {}, {}};
   plan.backups.resize(plan.owners.size(), kNoNode);
   for (uint32_t sh = 0; sh < plan.owners.size(); ++sh) {
@@ -22,7 +24,6 @@ std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self,
       plan.dropped.push_back(sh);
     }
   }
-  if (plan.handed_off.empty() && plan.dropped.empty()) return std::nullopt;
   return plan;
 }
 
@@ -35,23 +36,17 @@ StatusOr<std::optional<RejoinOutcome>> StepDown(ClusterState& state, const std::
     ENGRAM_ASSIGN_OR_RETURN(auto rec, state.GetTable(name));
     if (!rec.has_value()) return std::optional<RejoinOutcome>{};  // Dropped meanwhile.
     const wire::TableInfo& info = rec->info;
-    RejoinOutcome out{name, info.epoch, {}, {}, {}};
-    auto plan = PlanRejoin(info, self, up);
-    if (!plan) {
-      for (uint32_t sh = 0; sh < info.owners.size(); ++sh) {
-        if (info.owners[sh] == self) out.kept.push_back(sh);
-      }
+    RejoinPlan plan = PlanRejoin(info, self, up);
+    RejoinOutcome out{name, info.epoch, plan.handed_off, plan.dropped, plan.kept};
+    if (!plan.changes()) {
       if (out.kept.empty()) return std::optional<RejoinOutcome>{};
       return std::optional<RejoinOutcome>{std::move(out)};
     }
-    auto next = state.SetMap(name, plan->owners, plan->backups, rec->mod_revision);
+    auto next = state.SetMap(name, plan.owners, plan.backups, rec->mod_revision);
     if (next.status().code() == Code::kAborted) continue;
     ENGRAM_RETURN_IF_ERROR(next.status());
     announce(*next);
     out.epoch = next->epoch;
-    out.handed_off = std::move(plan->handed_off);
-    out.dropped = std::move(plan->dropped);
-    out.kept = std::move(plan->kept);
     return std::optional<RejoinOutcome>{std::move(out)};
   }
   return Status::Unavailable("table '" + name + "' keeps changing; cannot step down from it");

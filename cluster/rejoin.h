@@ -23,7 +23,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,12 +39,13 @@ struct RejoinPlan {
   std::vector<uint32_t> handed_off;       // Shards this node owned that go to their backups.
   std::vector<uint32_t> dropped;          // Shards this node backed up.
   std::vector<uint32_t> kept;             // Shards this node owns with no live backup.
+  // Whether the map changes (shards it keeps with no backup change nothing).
+  bool changes() const { return !handed_off.empty() || !dropped.empty(); }
 };
 
 // The map of `info` once node `self` gave up what it must on restarting (see above); `up` holds
 // the nodes with leases (`self` in it is ignored: that may be its previous process's key).
-// nullopt if the map does not change (shards it keeps with no backup change nothing).
-std::optional<RejoinPlan> PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up);
+RejoinPlan PlanRejoin(const wire::TableInfo& info, uint32_t self, const std::set<uint32_t>& up);
 
 struct RejoinOutcome {
   std::string table;

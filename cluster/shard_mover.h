@@ -122,12 +122,12 @@ class ShardMover {
   StatusOr<uint64_t> Finish(const wire::TableInfo& info, uint32_t to);
   StatusOr<uint64_t> MoveImpl(const std::string& name, uint32_t shard, uint32_t to, const MoveOptions& options,
                               bool as_backup);
-  // Copies one kShardRead reply's images to `to`; returns the reply's next cursor.
   // Step 0: the destination adopts the record the move starts from.
   Status SendStartingRecord(uint32_t to, const wire::TableInfo& info);
   // Step 5's end: the source's applied parts to the destination, which seals `op`'s copy; then
   // the source's freeze checked again.
   Status Seal(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t op, const MoveOptions& once);
+  // Copies one kShardRead reply's images to `to`; returns the reply's next cursor.
   StatusOr<uint64_t> CopyChunk(uint32_t from, uint32_t to, const std::string& name, uint32_t shard, uint64_t cursor,
                                uint32_t max_rows, bool dirty, uint64_t* rows);
 

@@ -21,17 +21,15 @@
 #include <memory>
 #include <mutex>
 
+#include "engram/mix.h"
+
 namespace engram::ps {
 
 class BackupLinks {
  public:
   // `now_ms`: a steady clock in milliseconds (injectable for tests; default the real one).
   explicit BackupLinks(std::chrono::milliseconds silence, std::function<int64_t()> now_ms = nullptr)
-      : silence_ms_(silence.count()), now_ms_(now_ms ? std::move(now_ms) : [] {
-          return std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::steady_clock::now().time_since_epoch())
-              .count();
-        }) {}
+      : silence_ms_(silence.count()), now_ms_(now_ms ? std::move(now_ms) : SteadyNowMs) {}
 
   // The flag a wait on `node` must watch (it turns true when the node is found silent: give up),
   // or nullptr within `silence` of that (fail at once, without sending).

@@ -4,15 +4,14 @@
 #include <algorithm>
 #include <iterator>
 
+#include "engram/mix.h"
+
 namespace engram::ps {
 
 PushDedup::PushDedup(size_t window, std::chrono::milliseconds idle_forget, std::function<int64_t()> now_ms)
     : window_(window),
       idle_forget_ms_(idle_forget.count()),
-      now_ms_(now_ms ? std::move(now_ms) : [] {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count();
-      }) {}
+      now_ms_(now_ms ? std::move(now_ms) : SteadyNowMs) {}
 
 std::map<uint64_t, PushDedup::Entry>& PushDedup::Use(uint64_t client) {
   const int64_t now = now_ms_();

@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "engram/mix.h"
 #include "storage/optimizer.h"
 #include "storage/row_cache.h"
 
@@ -501,15 +502,9 @@ Status Table::ApplyReplica(wire::Reader& r, storage::RowImageSink* sink, std::ve
   return applied ? applied() : Status::OK();
 }
 
-namespace {
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 bool Table::Busy(uint64_t current, uint64_t op, const std::atomic<int64_t>& seen) const {
   if (current == 0 || current == op) return false;
-  const int64_t idle_ms = NowMs() - seen.load(std::memory_order_relaxed);
+  const int64_t idle_ms = SteadyNowMs() - seen.load(std::memory_order_relaxed);
   return idle_ms < std::chrono::duration_cast<std::chrono::milliseconds>(kMoveIdleTakeover).count();
 }
 
@@ -523,7 +518,7 @@ Status Table::PrepareIncoming(uint32_t shard, uint64_t op) {
     return Status::Unavailable("busy: another operation is copying shard " + std::to_string(shard) + " of '" +
                                       schema_.name + "' to this node; retry when it ends");
   }
-  in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  in_seen_[shard].store(SteadyNowMs(), std::memory_order_relaxed);
   if (incoming_[shard] && in_op_[shard] == op) return Status::OK();  // A retry of this step.
   in_op_[shard] = op;
   in_sealed_[shard] = false;
@@ -560,7 +555,7 @@ Status Table::WriteIncoming(uint32_t shard, const std::vector<RowImage>& images,
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node");
   }
   storage::Shard& to = *incoming_[shard];
-  in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  in_seen_[shard].store(SteadyNowMs(), std::memory_order_relaxed);
   std::lock_guard<std::mutex> w(write_mu_[shard]);
   for (const RowImage& im : images) {
     if (im.value.size() != schema_.value_bytes() || im.state.size() != to.state_bytes()) {
@@ -577,12 +572,18 @@ Status Table::SealIncoming(uint32_t shard, uint64_t op) {
   if (shard >= num_shards_ || !incoming_[shard] || in_op_[shard] != op) {
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved to this node by this operation");
   }
-  in_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  in_seen_[shard].store(SteadyNowMs(), std::memory_order_relaxed);
   in_sealed_[shard] = true;
   return Status::OK();
 }
 
 bool Table::CompleteCopy(uint32_t s) const { return incoming_[s] && in_sealed_[s]; }
+
+void Table::EndIncoming(uint32_t s) {
+  incoming_[s].reset();
+  in_op_[s] = 0;
+  in_sealed_[s] = false;
+}
 
 Status Table::BeginRestore() {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
@@ -606,7 +607,7 @@ Status Table::TrackOutgoing(uint32_t shard, uint64_t op) {
     return Status::Unavailable("busy: another operation is moving or copying shard " + std::to_string(shard) +
                                       " of '" + schema_.name + "' from this node; retry when it ends");
   }
-  out_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  out_seen_[shard].store(SteadyNowMs(), std::memory_order_relaxed);
   if (tracking_[shard] && out_op_[shard] == op) return Status::OK();  // A retry of this step.
   // A new operation, or one taking over from a driver that went idle (its state restarts: the
   // shard is unfrozen and tracked afresh, and the new driver copies everything again).
@@ -626,7 +627,7 @@ StatusOr<uint64_t> Table::FreezeOutgoing(uint32_t shard, uint64_t op) {
   if (shard >= num_shards_ || !tracking_[shard] || out_op_[shard] != op) {
     return Status::FailedPrecondition("shard " + std::to_string(shard) + " is not being moved from this node by this operation");
   }
-  out_seen_[shard].store(NowMs(), std::memory_order_relaxed);
+  out_seen_[shard].store(SteadyNowMs(), std::memory_order_relaxed);
   frozen_[shard].store(true, std::memory_order_release);
   { std::lock_guard<std::mutex> w(write_mu_[shard]); }  // Writers check frozen under this lock.
   std::lock_guard<std::mutex> d(dirty_mu_);
@@ -705,9 +706,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
       // since had been copied. A copy still being made is never served (its source may have
       // failed mid-copy); it ends here, as a shard this node owns cannot be moved to it.
       shards_[s] = replicas_[s] ? std::move(replicas_[s]) : std::move(incoming_[s]);
-      incoming_[s].reset();
-      in_op_[s] = 0;
-      in_sealed_[s] = false;
+      EndIncoming(s);
     } else if (!mine && shards_[s]) {
       shards_[s]->Retire();  // One-sided readers of the old copy now ask us, and learn the new map.
       shards_[s].reset();
@@ -717,8 +716,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
     // the current record first, which ends that replica before the copy begins.)
     if (map.Backup(s) == node_id_ && !replicas_[s] && complete_copy) {
       replicas_[s] = std::move(incoming_[s]);
-      in_op_[s] = 0;
-      in_sealed_[s] = false;
+      EndIncoming(s);
     }
     // An incoming copy not installed by this map stays: another operation is still making it.
     if (map.Backup(s) != node_id_) replicas_[s].reset();
@@ -739,11 +737,7 @@ Status Table::AdoptMap(cluster::ShardMap map) {
 void Table::AbortMove(uint32_t shard, uint64_t op) {
   std::unique_lock<WriterPreferringSharedMutex> lock(map_mu_);
   if (shard >= num_shards_ || op == 0) return;
-  if (in_op_[shard] == op) {
-    incoming_[shard].reset();
-    in_op_[shard] = 0;
-    in_sealed_[shard] = false;
-  }
+  if (in_op_[shard] == op) EndIncoming(shard);
   if (tracking_[shard] && out_op_[shard] == op) {
     --moves_;
     tracking_[shard] = false;

@@ -287,6 +287,9 @@ class Table {
   std::vector<bool> in_sealed_;                         // GUARDED_BY(map_mu_): see SealIncoming.
   // REQUIRES: map_mu_ held. Whether shard s's incoming copy is sealed.
   bool CompleteCopy(uint32_t s) const;
+  // REQUIRES: map_mu_ held exclusively. Shard s has no incoming copy or operation any more (its
+  // copy installed, aborted, or superseded by the replica).
+  void EndIncoming(uint32_t s);
   std::unique_ptr<std::atomic<int64_t>[]> out_seen_, in_seen_;
   bool Busy(uint64_t current, uint64_t op, const std::atomic<int64_t>& seen) const;
   mutable std::mutex dirty_mu_;

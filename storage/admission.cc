@@ -4,18 +4,9 @@
 #include <algorithm>
 #include <bit>
 
+#include "engram/mix.h"
+
 namespace engram::storage {
-namespace {
-
-uint64_t Mix(uint64_t x) {  // splitmix64's finaliser.
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 FrequencySketch::FrequencySketch(uint64_t capacity) {
   const uint64_t width = std::bit_ceil(std::max<uint64_t>(64, 2 * capacity));
@@ -26,7 +17,7 @@ FrequencySketch::FrequencySketch(uint64_t capacity) {
 }
 
 uint64_t FrequencySketch::Index(uint64_t key, int i) const {
-  const uint64_t h = Mix(key + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(i + 1));
+  const uint64_t h = Mix64(key + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(i + 1));
   return static_cast<uint64_t>(i) * (mask_ + 1) + (h & mask_);
 }
 

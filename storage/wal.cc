@@ -267,14 +267,13 @@ Status WriteAheadLog::Replay(const std::string& dir, uint64_t first_segment,
       result = fn(buf);
       if (!result.ok()) break;
     }
+    // A bad record followed by a valid one is damage, not a torn tail (scanned on this fd).
+    const int64_t next = result.ok() && off < size ? NextValidRecord(fd, off, size) : -1;
     ::close(fd);
     if (!result.ok()) return result.WithContext("replaying " + path);
     if (stats) stats->segments++;
     if (off < size) {
       const std::string where = path + ": " + std::to_string(off) + " of " + std::to_string(size);
-      const int fd2 = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      const int64_t next = fd2 < 0 ? -1 : NextValidRecord(fd2, off, size);
-      if (fd2 >= 0) ::close(fd2);
       if (next >= 0) {  // Later records may build on the lost ones (row versions): stop here.
         const std::string what = where + ", a valid record follows at " + std::to_string(next);
         if (stats == nullptr) return Status::DataLoss("damaged record (not a torn tail) in " + what);

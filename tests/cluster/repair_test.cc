@@ -75,27 +75,27 @@ TEST(NextBackupTest, SkipsUnreplicatedTablesAndShardsWhosePrimaryIsDead) {
 TEST(PlanRejoinTest, ARestartedNodeHandsItsShardsToTheirLiveBackupsAndBacksUpNothing) {
   const TableRecord rec = Record("t", {0, 1, 2, 0, 1, 2}, {1, 2, 0, 1, 2, 0});
   auto plan = PlanRejoin(rec.info, 1, {0, 1, 2});
-  ASSERT_TRUE(plan.has_value());
-  EXPECT_EQ(plan->owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
-  EXPECT_EQ(plan->backups, (std::vector<uint32_t>{kNo, kNo, 0, kNo, kNo, 0}));
-  EXPECT_EQ(plan->handed_off, (std::vector<uint32_t>{1, 4}));
-  EXPECT_EQ(plan->dropped, (std::vector<uint32_t>{0, 3}));
-  EXPECT_TRUE(plan->kept.empty());
+  ASSERT_TRUE(plan.changes());
+  EXPECT_EQ(plan.owners, (std::vector<uint32_t>{0, 2, 2, 0, 2, 2}));
+  EXPECT_EQ(plan.backups, (std::vector<uint32_t>{kNo, kNo, 0, kNo, kNo, 0}));
+  EXPECT_EQ(plan.handed_off, (std::vector<uint32_t>{1, 4}));
+  EXPECT_EQ(plan.dropped, (std::vector<uint32_t>{0, 3}));
+  EXPECT_TRUE(plan.kept.empty());
 }
 
 TEST(PlanRejoinTest, AShardWithoutALiveBackupIsKept) {
   const TableRecord rec = Record("t", {1, 1, 0}, {2, kNo, 1});
   auto plan = PlanRejoin(rec.info, 1, {0, 1});  // Node 2 holds no lease.
-  ASSERT_TRUE(plan.has_value());
-  EXPECT_EQ(plan->owners, (std::vector<uint32_t>{1, 1, 0}));
-  EXPECT_EQ(plan->backups, (std::vector<uint32_t>{2, kNo, kNo}));
-  EXPECT_EQ(plan->kept, (std::vector<uint32_t>{0, 1}));
-  EXPECT_EQ(plan->dropped, (std::vector<uint32_t>{2}));
+  ASSERT_TRUE(plan.changes());
+  EXPECT_EQ(plan.owners, (std::vector<uint32_t>{1, 1, 0}));
+  EXPECT_EQ(plan.backups, (std::vector<uint32_t>{2, kNo, kNo}));
+  EXPECT_EQ(plan.kept, (std::vector<uint32_t>{0, 1}));
+  EXPECT_EQ(plan.dropped, (std::vector<uint32_t>{2}));
 }
 
 TEST(PlanRejoinTest, NothingChangesForANodeTheRecordNoLongerNamesOrThatOnlyKeeps) {
-  EXPECT_FALSE(PlanRejoin(Record("t", {0, 2}, {2, 0}).info, 1, {0, 1, 2}).has_value());
-  EXPECT_FALSE(PlanRejoin(Record("t", {1, 1}, {}).info, 1, {0, 1, 2}).has_value());  // Unreplicated.
+  EXPECT_FALSE(PlanRejoin(Record("t", {0, 2}, {2, 0}).info, 1, {0, 1, 2}).changes());
+  EXPECT_FALSE(PlanRejoin(Record("t", {1, 1}, {}).info, 1, {0, 1, 2}).changes());  // Unreplicated.
 }
 
 
